@@ -1,0 +1,153 @@
+"""The reference executor: any App, one process tree, stage by stage, in a temp directory.
+
+Each instance runs in a forked child so its peak memory is its own (the child's resident
+high-water mark, not a guess) and a crash or ``os._exit`` in user code cannot take the
+executor down. It is the correctness yardstick for the distributed runtime and the first
+data source of the profiler.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from sonic.app import APP_INPUT, App
+from sonic.errors import ExecutionError, UserInputError
+from sonic.execution import format_failure, run_instance
+from sonic.metrics import EdgeMetrics, InstanceMetrics, RunResult, StageMetrics
+from sonic.routing import InstanceSpec, ObjectRef, edge_bytes, route_instances
+
+ProgressCallback = Callable[[str, int, int], None]
+
+
+def input_refs(input_path: Path) -> tuple[list[ObjectRef], dict[str, Path]]:
+    """ObjectRefs and paths of the application input (a file, or every file of a directory)."""
+    if not input_path.exists():
+        raise UserInputError(f"input {input_path} does not exist; generate one with `sonic workloads gen APP --size 50MB -o PATH`")
+    files = [input_path] if input_path.is_file() else sorted(p for p in input_path.iterdir() if p.is_file())
+    if not files:
+        raise UserInputError(f"input directory {input_path} holds no files")
+    refs = [ObjectRef(APP_INPUT, 0, f.name, f.stat().st_size) for f in files]
+    return refs, {ref.key: f.resolve() for ref, f in zip(refs, files)}
+
+
+class ReferenceExecutor:
+    """Run an App locally, sequentially, one forked child per instance.
+
+    ``workdir``: where outputs go (a fresh temp dir by default, removed by :meth:`cleanup`
+    unless ``keep`` is set). ``progress(stage, done, total)`` is called after each instance.
+    """
+
+    def __init__(self, app: App, *, workdir: Path | None = None, keep: bool = False,
+                 progress: ProgressCallback | None = None) -> None:
+        self.app = app.validate()
+        self.keep = keep or workdir is not None
+        self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix=f"sonic-ref-{app.name}-"))
+        self.progress = progress
+
+    def run(self, input_path: Path) -> RunResult:
+        app = self.app
+        refs, paths = input_refs(Path(input_path))
+        produced: dict[str, list[list[ObjectRef]]] = {}
+        stage_specs: dict[str, list[InstanceSpec]] = {}
+        metrics: list[InstanceMetrics] = []
+        stage_seconds: dict[str, float] = {}
+        t_start = time.perf_counter()
+        for stage in app.topological_order():
+            specs = route_instances(app, stage, produced, refs)
+            stage_specs[stage] = specs
+            t_stage = time.perf_counter()
+            outputs: list[list[ObjectRef]] = []
+            for spec in specs:
+                out_dir = self.workdir / stage / str(spec.index) / "out"
+                scratch = self.workdir / stage / str(spec.index) / "scratch"
+                m, files = self._run_child(spec, [paths[r.key] for r in spec.inputs], out_dir, scratch)
+                shutil.rmtree(scratch, ignore_errors=True)
+                metrics.append(m)
+                instance_refs = [ObjectRef(stage, spec.index, name, size) for name, size in files]
+                for ref in instance_refs:
+                    paths[ref.key] = out_dir / ref.name
+                outputs.append(instance_refs)
+                if self.progress:
+                    self.progress(stage, spec.index + 1, len(specs))
+            produced[stage] = outputs
+            stage_seconds[stage] = time.perf_counter() - t_stage
+        latency = time.perf_counter() - t_start
+        final = [paths[r.key] for s in app.sinks() for refs in produced[s] for r in refs]
+        if app.validator is not None:
+            verdict = app.validator(Path(input_path), final)
+            ok, detail = verdict.ok, verdict.detail
+        else:
+            ok, detail = True, "no validator defined; outputs not checked"
+        features = app.feature_extractor(Path(input_path)) if app.feature_extractor else {}
+        return RunResult(
+            app=app.name,
+            strategy="reference",
+            input_bytes=sum(r.size for r in refs),
+            latency_s=latency,
+            output_ok=ok,
+            output_detail=detail,
+            edges=[
+                EdgeMetrics(e.src, e.dst, "local", edge_bytes(stage_specs[e.dst], e.src), 0.0)
+                for e in app.edges()
+            ],
+            stages=[
+                StageMetrics(
+                    name=s,
+                    instances=len(stage_specs[s]),
+                    seconds=stage_seconds[s],
+                    peak_memory_mb=max((m.peak_memory_mb for m in metrics if m.stage == s), default=0.0),
+                    input_bytes=sum(m.input_bytes for m in metrics if m.stage == s),
+                    output_bytes=sum(m.output_bytes for m in metrics if m.stage == s),
+                )
+                for s in app.topological_order()
+            ],
+            instances=metrics,
+            outputs=[str(p) for p in final],
+            features=features,
+        )
+
+    def _run_child(self, spec: InstanceSpec, inputs: list[Path], out_dir: Path,
+                   scratch: Path) -> tuple[InstanceMetrics, list[tuple[str, int]]]:
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: run, report one JSON document, never return into the parent's stack
+            os.close(read_fd)
+            code = 0
+            try:
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                outcome = run_instance(self.app, spec, inputs, out_dir, scratch)
+                doc = {"metrics": outcome.metrics.__dict__, "outputs": outcome.outputs}
+            except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises
+                doc = {"error": format_failure(spec, exc)}
+                code = 1
+            try:
+                with os.fdopen(write_fd, "w") as fh:
+                    json.dump(doc, fh)
+            finally:
+                os._exit(code)
+        os.close(write_fd)
+        with os.fdopen(read_fd) as fh:
+            raw = fh.read()
+        _, status = os.waitpid(pid, 0)
+        if not raw:
+            how = (f"killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
+                   else f"exited with code {os.waitstatus_to_exitcode(status)}")
+            raise ExecutionError(
+                f"stage {spec.stage!r} instance {spec.index} (input {spec.input_bytes} bytes) {how} "
+                "without reporting (out of memory, or os._exit in the function?)"
+            )
+        doc = json.loads(raw)
+        if "error" in doc:
+            raise ExecutionError(doc["error"])
+        return InstanceMetrics(**doc["metrics"]), [tuple(o) for o in doc["outputs"]]
+
+    def cleanup(self) -> None:
+        if not self.keep:
+            shutil.rmtree(self.workdir, ignore_errors=True)

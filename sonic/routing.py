@@ -1,0 +1,100 @@
+"""Pure routing: which files each consumer instance receives, given producer outputs.
+
+Shared by the reference executor and the distributed coordinator so both route the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from sonic.app import APP_INPUT, App, Pattern
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """One file produced by a stage instance (or the app input, stage ``_input``)."""
+
+    stage: str
+    instance: int
+    name: str
+    size: int
+    checksum: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.stage}/{self.instance}/{self.name}"
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """One instance to run: its stage, index, scatter key and ordered inputs."""
+
+    stage: str
+    index: int
+    num_instances: int
+    key: str | None
+    inputs: tuple[ObjectRef, ...]
+
+    @property
+    def input_bytes(self) -> int:
+        return sum(ref.size for ref in self.inputs)
+
+    @property
+    def id(self) -> str:
+        return f"{self.stage}[{self.index}]"
+
+
+def route_instances(
+    app: App,
+    stage: str,
+    produced: Mapping[str, Sequence[Sequence[ObjectRef]]],
+    app_inputs: Sequence[ObjectRef],
+) -> list[InstanceSpec]:
+    """Return the instances of ``stage``.
+
+    ``produced[p][i]`` lists the files written by instance ``i`` of producer stage ``p``;
+    every producer of ``stage`` must be present. Source stages receive ``app_inputs``.
+    """
+    in_edges = app.in_edges(stage)
+    if not in_edges:
+        count = app.stages[stage].instances
+        return [InstanceSpec(stage, i, count, None, tuple(app_inputs)) for i in range(count)]
+
+    driving = next((e for e in in_edges if e.pattern in (Pattern.SCATTER, Pattern.ONE_TO_ONE)), None)
+    shared: list[ObjectRef] = []
+    for edge in in_edges:
+        if edge.pattern in (Pattern.BROADCAST, Pattern.GATHER):
+            shared.extend(ref for refs in produced[edge.src] for ref in refs)
+
+    if driving is None:
+        count = app.stages[stage].instances
+        return [InstanceSpec(stage, i, count, None, tuple(shared)) for i in range(count)]
+
+    per_instance: list[tuple[str | None, list[ObjectRef]]] = []
+    outputs = produced[driving.src]
+    if driving.pattern is Pattern.SCATTER:
+        names = sorted({ref.name for refs in outputs for ref in refs})
+        by_name: dict[str, list[ObjectRef]] = {n: [] for n in names}
+        for refs in outputs:
+            for ref in refs:
+                by_name[ref.name].append(ref)
+        per_instance = [(n, by_name[n]) for n in names]
+    else:  # one-to-one
+        per_instance = [(None, list(refs)) for refs in outputs]
+    count = len(per_instance)
+    return [
+        InstanceSpec(stage, i, count, key, tuple(_ordered(app, own + shared)))
+        for i, (key, own) in enumerate(per_instance)
+    ]
+
+
+def _ordered(app: App, refs: list[ObjectRef]) -> list[ObjectRef]:
+    order = {n: i for i, n in enumerate(app.topological_order())}
+    order[APP_INPUT] = -1
+    return sorted(refs, key=lambda r: (order[r.stage], r.instance, r.name))
+
+
+def edge_bytes(instances: Sequence[InstanceSpec], src: str) -> int:
+    """Bytes delivered over edge ``src -> instances' stage`` (broadcast counts every copy)."""
+    return sum(ref.size for spec in instances for ref in spec.inputs if ref.stage == src)
