@@ -1,0 +1,1 @@
+"""Cluster description (the YAML cluster file) and the local cluster harness."""

@@ -1,0 +1,245 @@
+"""The cluster file (YAML, DESIGN.md section 7): VMs, remote storage, prices, calibration.
+
+Every key is validated on load; an unknown or mistyped key gets one line naming it and the
+fix. Prices default to AWS list prices (us-east-1, 2024), calibration defaults to EC2-like
+figures until ``sonic cluster calibrate`` measures the real cluster.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from sonic.errors import ClusterFileError
+
+DEFAULT_CLUSTER_FILE = Path(".sonic/cluster.yaml")
+
+
+@dataclass
+class SSHSpec:
+    user: str | None = None
+    key: str | None = None
+    port: int = 22
+    accept_new_host_keys: bool = False   # explicit opt-in; default verifies against known_hosts
+    known_hosts: str | None = None
+    connect_timeout_s: float = 10.0
+
+
+@dataclass
+class VMSpec:
+    name: str
+    host: str
+    cores: int = 2
+    memory_mb: int = 4096
+    price_per_hour: float = 0.096        # m5.large on-demand, us-east-1
+    agent_port: int = 7370
+    data_dir: str = "/tmp/sonic-agent"
+    ssh: SSHSpec | None = None
+    netns: str | None = None             # local netns clusters: the namespace of this VM
+
+
+@dataclass
+class RemoteStorageSpec:
+    kind: str = "s3"
+    bucket: str = "sonic-scratch"
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    multipart_threshold_mb: int = 16
+
+
+@dataclass
+class Prices:
+    """AWS list prices (us-east-1): S3 Standard requests and in-region transfer."""
+
+    s3_put_per_1000: float = 0.005
+    s3_get_per_1000: float = 0.0004
+    s3_gb_month: float = 0.023
+    s3_transfer_per_gb: float = 0.0      # in-region transfer to EC2 is free
+
+
+@dataclass
+class Calibration:
+    """Cost-model inputs. Bandwidths in bytes/s, times in seconds.
+
+    Defaults resemble an m5.large next to S3 (up to 10 Gbit/s burst, ~1.2 Gbit/s baseline,
+    ~90 MB/s per S3 connection, 20-30 ms first-byte latency); ``measured`` says whether
+    ``sonic cluster calibrate`` replaced them.
+    """
+
+    vm_bandwidth_Bps: float = 150e6
+    vm_latency_s: float = 0.0002
+    disk_write_Bps: float = 400e6
+    disk_read_Bps: float = 800e6
+    s3_latency_s: float = 0.025
+    s3_conn_Bps: float = 90e6
+    s3_aggregate_Bps: float = 600e6
+    invoke_overhead_s: float = 0.002
+    cold_start_s: float = 0.5
+    measured: bool = False
+
+
+@dataclass
+class LocalClusterInfo:
+    """What the local harness started, so `cluster down` can stop exactly that (by PID)."""
+
+    mode: str = "loopback"
+    root: str = ""
+    pids: dict[str, int] = field(default_factory=dict)
+    namespaces: list[str] = field(default_factory=list)
+    bridge: str | None = None
+    vm_mbps: float | None = None
+    s3_mbps: float | None = None
+    s3_latency_ms: float | None = None
+
+
+@dataclass
+class ClusterSpec:
+    vms: list[VMSpec]
+    remote_storage: RemoteStorageSpec = field(default_factory=RemoteStorageSpec)
+    prices: Prices = field(default_factory=Prices)
+    calibration: Calibration = field(default_factory=Calibration)
+    secret_file: str | None = None
+    local: LocalClusterInfo | None = None
+
+    def vm(self, name: str) -> VMSpec:
+        for vm in self.vms:
+            if vm.name == name:
+                return vm
+        raise ClusterFileError(f"cluster has no VM named {name!r}; it has {', '.join(v.name for v in self.vms)}")
+
+    @property
+    def vm_names(self) -> list[str]:
+        return [vm.name for vm in self.vms]
+
+    def to_dict(self) -> dict[str, Any]:
+        doc = asdict(self)
+        for vm in doc["vms"]:
+            if vm["ssh"] is None:
+                del vm["ssh"]
+            if vm["netns"] is None:
+                del vm["netns"]
+        if doc["local"] is None:
+            del doc["local"]
+        return doc
+
+    def save(self, path: Path) -> None:
+        """Write atomically (temp file + rename) so a crash never leaves half a file."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        os.replace(tmp, path)
+
+
+T = TypeVar("T")
+
+
+def _build(cls: type[T], doc: Any, where: str) -> T:
+    if not isinstance(doc, dict):
+        raise ClusterFileError(f"{where} must be a mapping, got {type(doc).__name__}")
+    allowed = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(doc) - set(allowed))
+    if unknown:
+        raise ClusterFileError(f"{where}: unknown key {unknown[0]!r}; allowed keys: {', '.join(allowed)}")
+    kwargs: dict[str, Any] = {}
+    hints = {f.name: f.type for f in fields(cls)}  # type: ignore[arg-type]
+    for key, value in doc.items():
+        kwargs[key] = _coerce(value, str(hints[key]), f"{where}.{key}")
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # a required key is missing
+        missing = str(exc).split("argument")[-1].strip(": ")
+        raise ClusterFileError(f"{where}: missing required key {missing}") from None
+
+
+def _coerce(value: Any, hint: str, where: str) -> Any:
+    optional = "None" in hint
+    if value is None:
+        if optional:
+            return None
+        raise ClusterFileError(f"{where} must not be empty")
+    base = hint.replace(" | None", "").strip()
+    if base == "bool":
+        if not isinstance(value, bool):
+            raise ClusterFileError(f"{where} must be true or false, got {value!r}")
+        return value
+    if base == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ClusterFileError(f"{where} must be an integer, got {value!r}")
+        return value
+    if base == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ClusterFileError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if base == "str":
+        if not isinstance(value, str):
+            raise ClusterFileError(f"{where} must be a string, got {value!r}")
+        return value
+    return value  # nested records and containers are handled by the caller
+
+
+def parse_cluster(doc: Any, *, source: str = "cluster file", check_paths: bool = True) -> ClusterSpec:
+    if not isinstance(doc, dict):
+        raise ClusterFileError(f"{source}: must be a YAML mapping with a 'vms' list")
+    allowed = {"vms", "remote_storage", "prices", "calibration", "secret_file", "local"}
+    unknown = sorted(set(doc) - allowed)
+    if unknown:
+        raise ClusterFileError(f"{source}: unknown key {unknown[0]!r}; allowed keys: {', '.join(sorted(allowed))}")
+    vms_doc = doc.get("vms")
+    if not isinstance(vms_doc, list) or not vms_doc:
+        raise ClusterFileError(f"{source}: 'vms' must be a non-empty list of VMs with name and host")
+    vms: list[VMSpec] = []
+    for i, vdoc in enumerate(vms_doc):
+        where = f"{source}: vms[{i}]"
+        if not isinstance(vdoc, dict):
+            raise ClusterFileError(f"{where} must be a mapping with name and host")
+        for required in ("name", "host"):
+            if required not in vdoc:
+                raise ClusterFileError(f"{where}: missing required key {required!r}")
+        ssh_doc = vdoc.get("ssh")
+        vm = _build(VMSpec, {k: v for k, v in vdoc.items() if k != "ssh"}, where)
+        if ssh_doc is not None:
+            vm.ssh = _build(SSHSpec, ssh_doc, f"{where}.ssh")
+            if check_paths and vm.ssh.key:
+                key = Path(os.path.expanduser(vm.ssh.key))
+                if not key.is_file():
+                    raise ClusterFileError(f"{where}.ssh.key: no key file at {key}; fix the path or create the key")
+        if vm.cores < 1 or vm.memory_mb < 1:
+            raise ClusterFileError(f"{where}: cores and memory_mb must be positive")
+        if not 0 < vm.agent_port < 65536:
+            raise ClusterFileError(f"{where}: agent_port {vm.agent_port} is not a TCP port (1-65535)")
+        vms.append(vm)
+    names = [vm.name for vm in vms]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ClusterFileError(f"{source}: VM name {dupes[0]!r} is used twice; VM names must be unique")
+    spec = ClusterSpec(
+        vms=vms,
+        remote_storage=_build(RemoteStorageSpec, doc.get("remote_storage") or {}, f"{source}: remote_storage"),
+        prices=_build(Prices, doc.get("prices") or {}, f"{source}: prices"),
+        calibration=_build(Calibration, doc.get("calibration") or {}, f"{source}: calibration"),
+        secret_file=_coerce(doc.get("secret_file"), "str | None", f"{source}: secret_file"),
+        local=_build(LocalClusterInfo, doc["local"], f"{source}: local") if doc.get("local") else None,
+    )
+    if spec.remote_storage.kind != "s3":
+        raise ClusterFileError(f"{source}: remote_storage.kind {spec.remote_storage.kind!r} is not supported; use s3")
+    return spec
+
+
+def load_cluster(path: Path | str = DEFAULT_CLUSTER_FILE) -> ClusterSpec:
+    path = Path(path)
+    if not path.exists():
+        raise ClusterFileError(
+            f"no cluster file at {path}; start a local one with `sonic cluster up --local 3` or pass --cluster PATH"
+        )
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" (line {mark.line + 1})" if mark else ""
+        raise ClusterFileError(f"cluster file {path} is not valid YAML{line}; fix the syntax") from None
+    return parse_cluster(doc, source=str(path))

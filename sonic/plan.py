@@ -1,0 +1,198 @@
+"""The Plan: per-edge passing method and per-stage placement (JSON keys of DESIGN.md section 5).
+
+A plan is produced by the planner (or written by hand) and executed by the coordinator.
+Placement counts are for the *predicted* instance count; at run time the coordinator scales
+them to the actual fanout, keeping the proportions, and a consumer of a ``vm`` edge always
+runs on the VM that holds its input (that is what VM-Storage means).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sonic.app import App
+from sonic.errors import PlanError
+
+OBJECTIVES = ("latency", "cost", "perf-per-dollar")
+STRATEGIES = ("sonic", "remote", "vm", "direct", "oracle")
+
+
+class PassingMethod(str, enum.Enum):
+    """How the bytes of one edge travel."""
+
+    VM = "vm"          # consumer on the producer's VM, reads the file in place
+    DIRECT = "direct"  # consumer's agent pulls from the producer's agent over TCP
+    REMOTE = "remote"  # producer uploads to S3, consumer downloads
+
+    @classmethod
+    def parse(cls, value: Any, *, where: str) -> PassingMethod:
+        try:
+            return cls(value)
+        except ValueError:
+            allowed = ", ".join(m.value for m in cls)
+            raise PlanError(f"{where}: method {value!r} is not allowed; use one of {allowed}") from None
+
+
+@dataclass
+class StagePlan:
+    instances: int
+    placement: dict[str, int]
+    memory_mb: float = 0.0
+
+
+@dataclass
+class EdgePlan:
+    src: str
+    dst: str
+    pattern: str
+    method: PassingMethod
+    predicted_s: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Plan:
+    app: str
+    input_bytes: int
+    objective: str
+    strategy: str
+    stages: dict[str, StagePlan]
+    edges: list[EdgePlan]
+    predicted: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def edge(self, src: str, dst: str) -> EdgePlan:
+        for e in self.edges:
+            if e.src == src and e.dst == dst:
+                return e
+        raise PlanError(f"plan has no edge {src} -> {dst}; add it to \"edges\"")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "app": self.app,
+            "input_bytes": self.input_bytes,
+            "objective": self.objective,
+            "strategy": self.strategy,
+            "stages": {
+                name: {"instances": s.instances, "placement": dict(s.placement), "memory_mb": round(s.memory_mb, 1)}
+                for name, s in self.stages.items()
+            },
+            "edges": [
+                {"src": e.src, "dst": e.dst, "pattern": e.pattern, "method": e.method.value,
+                 "predicted_s": {k: round(v, 6) for k, v in e.predicted_s.items()}}
+                for e in self.edges
+            ],
+            "predicted": dict(self.predicted),
+            "notes": list(self.notes),
+        }
+
+    @classmethod
+    def from_json(cls, doc: Any, *, source: str = "plan") -> Plan:
+        """Parse and type-check a plan document; errors name the key and the fix."""
+        if not isinstance(doc, dict):
+            raise PlanError(f"{source}: a plan must be a JSON object, got {type(doc).__name__}")
+        missing = [k for k in ("app", "stages", "edges") if k not in doc]
+        if missing:
+            raise PlanError(f"{source}: missing key(s) {', '.join(missing)}; see `sonic plan APP --json` for the format")
+        known = {"app", "input_bytes", "objective", "strategy", "stages", "edges", "predicted", "notes"}
+        unknown = sorted(set(doc) - known)
+        if unknown:
+            raise PlanError(f"{source}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
+        objective = doc.get("objective", "latency")
+        if objective not in OBJECTIVES:
+            raise PlanError(f"{source}: objective {objective!r} is not one of {', '.join(OBJECTIVES)}")
+        strategy = doc.get("strategy", "sonic")
+        if not isinstance(strategy, str):
+            raise PlanError(f"{source}: strategy must be a string")
+        if not isinstance(doc["stages"], dict):
+            raise PlanError(f"{source}: \"stages\" must be an object mapping stage name to its plan")
+        stages: dict[str, StagePlan] = {}
+        for name, sdoc in doc["stages"].items():
+            where = f"{source}: stage {name!r}"
+            if not isinstance(sdoc, dict):
+                raise PlanError(f"{where} must be an object with instances and placement")
+            placement = sdoc.get("placement", {})
+            if not isinstance(placement, dict) or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in placement.values()
+            ):
+                raise PlanError(f"{where}: placement must map VM names to non-negative integers")
+            instances = sdoc.get("instances", sum(placement.values()))
+            if not isinstance(instances, int) or isinstance(instances, bool) or instances < 0:
+                raise PlanError(f"{where}: instances must be a non-negative integer")
+            memory = sdoc.get("memory_mb", 0.0)
+            if not isinstance(memory, (int, float)) or isinstance(memory, bool) or memory < 0:
+                raise PlanError(f"{where}: memory_mb must be a non-negative number")
+            stages[name] = StagePlan(instances, {str(k): v for k, v in placement.items()}, float(memory))
+        if not isinstance(doc["edges"], list):
+            raise PlanError(f"{source}: \"edges\" must be a list of {{src, dst, method}} objects")
+        edges: list[EdgePlan] = []
+        for i, edoc in enumerate(doc["edges"]):
+            if not isinstance(edoc, dict) or not {"src", "dst", "method"} <= set(edoc):
+                raise PlanError(f"{source}: edge #{i} must be an object with src, dst and method")
+            where = f"{source}: edge {edoc['src']} -> {edoc['dst']}"
+            predicted = edoc.get("predicted_s", {})
+            if not isinstance(predicted, dict):
+                raise PlanError(f"{where}: predicted_s must be an object")
+            edges.append(EdgePlan(str(edoc["src"]), str(edoc["dst"]), str(edoc.get("pattern", "")),
+                                  PassingMethod.parse(edoc["method"], where=where),
+                                  {str(k): float(v) for k, v in predicted.items()}))
+        input_bytes = doc.get("input_bytes", 0)
+        if not isinstance(input_bytes, int) or input_bytes < 0:
+            raise PlanError(f"{source}: input_bytes must be a non-negative integer")
+        predicted_tot = doc.get("predicted", {})
+        if not isinstance(predicted_tot, dict):
+            raise PlanError(f"{source}: predicted must be an object")
+        return cls(str(doc["app"]), input_bytes, objective, strategy, stages, edges,
+                   dict(predicted_tot), list(doc.get("notes", [])))
+
+    @classmethod
+    def load(cls, path: Path) -> Plan:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise PlanError(f"cannot read plan file {path}: {exc.strerror}") from None
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PlanError(f"plan file {path} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
+        return cls.from_json(doc, source=str(path))
+
+    def check(self, app: App, vm_names: list[str] | None = None) -> Plan:
+        """Check the plan fits ``app`` (and the cluster's VMs when given)."""
+        if self.app != app.name:
+            raise PlanError(f"plan is for app {self.app!r}, not {app.name!r}; make one with `sonic plan {app.name} --json`")
+        for name in app.topological_order():
+            if name not in self.stages:
+                raise PlanError(f"plan has no entry for stage {name!r}; add it under \"stages\"")
+        for name in self.stages:
+            if name not in app.stages:
+                raise PlanError(f"plan names stage {name!r}, which app {app.name!r} does not have")
+        wanted = {(e.src, e.dst) for e in app.edges()}
+        given = {(e.src, e.dst) for e in self.edges}
+        for src, dst in sorted(wanted - given):
+            raise PlanError(f"plan has no method for edge {src} -> {dst}; add it to \"edges\"")
+        for src, dst in sorted(given - wanted):
+            raise PlanError(f"plan has edge {src} -> {dst}, which app {app.name!r} does not have")
+        if vm_names is not None:
+            known = set(vm_names)
+            for name, stage in self.stages.items():
+                for vm in stage.placement:
+                    if vm not in known:
+                        raise PlanError(
+                            f"stage {name!r} is placed on unknown VM {vm!r}; the cluster has {', '.join(sorted(known))}"
+                        )
+        return self
+
+
+def fixed_plan(app: App, method: PassingMethod, vm_names: list[str], *, input_bytes: int = 0) -> Plan:
+    """A plan with one method on every edge and instances spread over all VMs.
+
+    Used before a planner exists for a cluster and by tests; the planner's baselines
+    (``--strategy remote|vm|direct``) replace it once predictions are available.
+    """
+    stages = {name: StagePlan(0, {vm: 1 for vm in vm_names}) for name in app.topological_order()}
+    edges = [EdgePlan(e.src, e.dst, e.pattern.value, method) for e in app.edges()]
+    return Plan(app.name, input_bytes, "latency", method.value, stages, edges)
