@@ -16,6 +16,7 @@ import enum
 import importlib
 import inspect
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -388,6 +389,10 @@ def load_app(spec: str) -> App:
         names = ", ".join(BUILTIN_WORKLOADS)
         raise AppDefinitionError(f"unknown app {spec!r}: use a workload name ({names}) or module:attr")
     module_name, _, attr = target.partition(":")
+    # Like uvicorn/gunicorn: a user's module:attr is found relative to the working directory.
+    cwd = str(Path.cwd())
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

@@ -1,0 +1,333 @@
+"""The ``sonic`` command line (verbs of DESIGN.md section 8).
+
+Every error reaches the user as one line on stderr: exit code 2 for bad input
+(:class:`sonic.errors.UserInputError`, click usage errors), 1 for runtime failures. Set
+``SONIC_DEBUG=1`` to see tracebacks. Heavy modules are imported inside the verbs so that
+``sonic --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from sonic import __version__
+from sonic.errors import NotBuiltError, SonicError, UserInputError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def cluster_option(fn: F) -> F:
+    """The one definition of ``--cluster`` shared by every verb that talks to a cluster."""
+    return click.option(
+        "--cluster", "cluster_path", type=click.Path(dir_okay=False, path_type=Path),
+        default=lambda: os.environ.get("SONIC_CLUSTER", ".sonic/cluster.yaml"), show_default=".sonic/cluster.yaml",
+        help="Cluster file (env SONIC_CLUSTER).",
+    )(fn)
+
+
+def emit_json(doc: Any) -> None:
+    click.echo(json.dumps(doc, indent=2, default=str))
+
+
+def progress_enabled(as_json: bool) -> bool:
+    """Progress goes to a terminal only, and never with --json: independent of log level."""
+    return not as_json and sys.stderr.isatty()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sonic")
+def cli() -> None:
+    """Sonic: choose per DAG edge how intermediate data travels (VM disk, direct, S3)."""
+
+
+# ---------------------------------------------------------------------------- workloads
+@cli.group()
+def workloads() -> None:
+    """Built-in workloads: list them, generate inputs."""
+
+
+@workloads.command("list")
+def workloads_list() -> None:
+    """List the built-in workloads and their stages."""
+    from sonic.app import BUILTIN_WORKLOADS, load_app
+
+    for name in BUILTIN_WORKLOADS:
+        app = load_app(name)
+        chain = ", ".join(f"{e.src} -{e.pattern.value}-> {e.dst}" for e in app.edges())
+        click.echo(f"{name:10s} {chain}")
+
+
+@workloads.command("gen")
+@click.argument("app_spec", metavar="APP")
+@click.option("--size", required=True, help="Approximate input size, e.g. 50MB.")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="File to write.")
+@click.option("--seed", default=0, show_default=True, type=int)
+def workloads_gen(app_spec: str, size: str, output: Path, seed: int) -> None:
+    """Write a generated input of about SIZE bytes for APP."""
+    from sonic.app import load_app
+    from sonic.inputs import generate_input
+
+    app = load_app(app_spec)
+    path = generate_input(app, output, size, seed=seed)
+    click.echo(f"wrote {path} ({path.stat().st_size} bytes)")
+
+
+# ---------------------------------------------------------------------------- run
+@cli.command()
+@click.argument("app_spec", metavar="APP")
+@click.option("--input", "input_path", required=True, type=click.Path(path_type=Path), help="Input file or directory.")
+@click.option("--local-reference", is_flag=True, help="Run in one process with the reference executor.")
+@click.option("--plan", "plan_path", type=click.Path(dir_okay=False, path_type=Path), help="Plan JSON to execute.")
+@click.option("--strategy", type=click.Choice(["sonic", "remote", "vm", "direct", "oracle"]), default=None,
+              help="Plan with this strategy instead of a plan file.")
+@click.option("--objective", type=click.Choice(["latency", "cost", "perf-per-dollar"]), default="latency",
+              show_default=True)
+@click.option("--keep", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Keep outputs in this directory (reference executor).")
+@click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
+@cluster_option
+def run(app_spec: str, input_path: Path, local_reference: bool, plan_path: Path | None, strategy: str | None,
+        objective: str, keep: Path | None, as_json: bool, cluster_path: Path) -> None:
+    """Run APP on an input (reference executor, or a cluster with a plan)."""
+    from sonic.app import load_app
+
+    app = load_app(app_spec)
+    if local_reference:
+        if plan_path or strategy:
+            raise UserInputError("--local-reference runs everything in one process; drop --plan/--strategy")
+        result = _run_reference(app, input_path, keep, as_json)
+    else:
+        from sonic.runtime.session import run_on_cluster
+
+        result = run_on_cluster(app, input_path, cluster_path=cluster_path, plan_path=plan_path,
+                                strategy=strategy, objective=objective,
+                                progress=progress_enabled(as_json), echo=click.echo)
+    if as_json:
+        emit_json(result.to_json())
+    else:
+        _print_run(result)
+    if not result.output_ok:
+        raise SonicError(f"output of {app.name} failed validation: {result.output_detail}")
+
+
+def _run_reference(app: Any, input_path: Path, keep: Path | None, as_json: bool) -> Any:
+    from sonic.reference import ReferenceExecutor
+
+    show = progress_enabled(as_json)
+
+    def progress(stage: str, done: int, total: int) -> None:
+        click.echo(f"\r{stage}: {done}/{total} instances", nl=done == total, err=True)
+
+    executor = ReferenceExecutor(app, workdir=keep, progress=progress if show else None)
+    try:
+        return executor.run(input_path)
+    finally:
+        executor.cleanup()
+
+
+def _print_run(result: Any) -> None:
+    click.echo(f"{result.app} ({result.strategy}): {result.latency_s:.2f} s, "
+               f"output {'ok' if result.output_ok else 'FAILED'} ({result.output_detail})")
+    for s in result.stages:
+        click.echo(f"  stage {s.name:12s} {s.instances:4d} instances {s.seconds:8.2f} s  peak {s.peak_memory_mb:7.1f} MB")
+    for e in result.edges:
+        click.echo(f"  edge  {e.src + ' -> ' + e.dst:24s} {e.method:7s} {e.bytes:12d} B {e.seconds:8.2f} s")
+
+
+# ---------------------------------------------------------------------------- cluster
+@cli.group()
+def cluster() -> None:
+    """Start, inspect, calibrate and stop a cluster."""
+
+
+@cluster.command("up")
+@click.option("--local", "n", type=click.IntRange(1, 32), required=True, help="Number of local VMs to emulate.")
+@click.option("--mode", type=click.Choice(["loopback", "ssh", "netns"]), default="loopback", show_default=True)
+@click.option("--vm-mbps", type=click.FloatRange(min=1), default=None, help="Rate limit of each VM link (netns).")
+@click.option("--s3-mbps", type=click.FloatRange(min=1), default=None, help="Rate limit of the S3 link (netns).")
+@click.option("--s3-latency-ms", type=click.FloatRange(min=0), default=None, help="Added S3 per-request latency.")
+@cluster_option
+def cluster_up(n: int, mode: str, vm_mbps: float | None, s3_mbps: float | None, s3_latency_ms: float | None,
+               cluster_path: Path) -> None:
+    """Start an emulated cluster of N VMs on this machine."""
+    from sonic.cluster import commands
+
+    spec = commands.up(n, mode, cluster_path, vm_mbps, s3_mbps, s3_latency_ms)
+    click.echo(f"cluster of {len(spec.vms)} VMs ({mode}) is up; cluster file: {cluster_path}")
+
+
+@cluster.command("status")
+@click.option("--json", "as_json", is_flag=True)
+@cluster_option
+def cluster_status(as_json: bool, cluster_path: Path) -> None:
+    """Show every VM's agent state."""
+    from sonic.cluster import commands
+
+    rows = commands.status(cluster_path)
+    if as_json:
+        emit_json(rows)
+        return
+    for row in rows:
+        pid = f" pid {row['pid']}" if row.get("pid") else ""
+        click.echo(f"{row['name']:8s} {row['host']}:{row['port']:<6} {row['state']}{pid}")
+
+
+@cluster.command("calibrate")
+@click.option("--json", "as_json", is_flag=True)
+@cluster_option
+def cluster_calibrate(as_json: bool, cluster_path: Path) -> None:
+    """Measure bandwidths and latencies and store them in the cluster file."""
+    from sonic.runtime.calibrate import calibrate_cluster
+
+    calibration = calibrate_cluster(cluster_path, progress=progress_enabled(as_json), echo=click.echo)
+    if as_json:
+        emit_json(calibration)
+    else:
+        for key, value in calibration.items():
+            click.echo(f"{key:20s} {value}")
+
+
+@cluster.command("down")
+@cluster_option
+def cluster_down(cluster_path: Path) -> None:
+    """Stop the agents and everything the harness started; remove the secret."""
+    from sonic.cluster import commands
+
+    commands.down(cluster_path)
+    click.echo("cluster is down")
+
+
+# ---------------------------------------------------------------------------- profile / models / plan
+@cli.command()
+@click.argument("app_spec", metavar="APP")
+@click.option("--sizes", default="1MB,2MB,4MB,8MB", show_default=True, help="Comma-separated input sizes.")
+@click.option("--runs", type=click.IntRange(1, 100), default=2, show_default=True, help="Runs per size.")
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path(".sonic"), show_default=True,
+              help="Where profiles and models live.")
+@click.option("--cluster", "cluster_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Profile on this cluster instead of the reference executor.")
+def profile(app_spec: str, sizes: str, runs: int, root: Path, cluster_path: Path | None) -> None:
+    """Profile APP over a size sweep and fit its parameter models."""
+    from profiler.cli import run_profile
+    from sonic.sizes import parse_size_list
+
+    run_profile(app_spec, parse_size_list(sizes), runs, root, cluster=cluster_path, echo=click.echo,
+                progress=sys.stderr.isatty())
+
+
+@cli.command()
+@click.argument("app_spec", metavar="APP")
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path(".sonic"), show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write a PNG of the fits.")
+def models(app_spec: str, root: Path, as_json: bool, plot: Path | None) -> None:
+    """Show per stage and metric: model form, samples and held-out MAPE."""
+    from models.cli import show_models
+
+    show_models(app_spec, root, as_json, plot, echo=click.echo)
+
+
+@cli.command()
+@click.argument("app_spec", metavar="APP")
+@click.option("--input", "input_path", type=click.Path(exists=True, path_type=Path), default=None)
+@click.option("--input-size", default=None, help="Plan for an input of this size, e.g. 64MB.")
+@click.option("--objective", type=click.Choice(["latency", "cost", "perf-per-dollar"]), default="latency",
+              show_default=True)
+@click.option("--budget", type=click.FloatRange(min=0), default=None, help="Max dollars per run.")
+@click.option("--deadline", type=click.FloatRange(min=0), default=None, help="Max seconds per run.")
+@click.option("--strategy", type=click.Choice(["sonic", "remote", "vm", "direct", "oracle"]), default="sonic",
+              show_default=True)
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path(".sonic"), show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--dot", is_flag=True, help="Print a Graphviz DOT of the DAG with methods.")
+@cluster_option
+def plan(app_spec: str, input_path: Path | None, input_size: str | None, objective: str, budget: float | None,
+         deadline: float | None, strategy: str, root: Path, as_json: bool, dot: bool, cluster_path: Path) -> None:
+    """Plan per-edge passing and placement for APP."""
+    from sonic.planning import plan_command
+
+    plan_command(app_spec, input_path=input_path, input_size=input_size, objective=objective, budget=budget,
+                 deadline=deadline, strategy=strategy, root=root, as_json=as_json, dot=dot,
+                 cluster_path=cluster_path, echo=click.echo)
+
+
+# ---------------------------------------------------------------------------- demo / bench
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+def demo(as_json: bool) -> None:
+    """Local cluster, profile, plan, run Sonic vs all-remote, report, tear down."""
+    from sonic.demo import run_demo
+
+    summary = run_demo(progress=not as_json, echo=click.echo)
+    if as_json:
+        emit_json(summary)
+
+
+@cli.group()
+def bench() -> None:
+    """Benchmarks with a yardstick measured in the same run."""
+
+
+@bench.command("dataplane")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--sizes", default="1MB,64MB,512MB", show_default=True)
+@cluster_option
+def bench_dataplane(as_json: bool, sizes: str, cluster_path: Path) -> None:
+    """Throughput of each passing method next to raw TCP, disk and boto3 alone."""
+    from sonic.runtime.bench import run_dataplane_bench
+    from sonic.sizes import parse_size_list
+
+    report = run_dataplane_bench(cluster_path, parse_size_list(sizes), progress=progress_enabled(as_json),
+                                 echo=click.echo)
+    if as_json:
+        emit_json(report)
+
+
+# ---------------------------------------------------------------------------- entry point
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: one line per error, exit 2 for bad input and 1 for failures."""
+    debug = bool(os.environ.get("SONIC_DEBUG"))
+    try:
+        code = cli.main(args=argv, prog_name="sonic", standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        click.echo(f"error: {exc.format_message()} (see `sonic --help`)", err=True)
+        sys.exit(2)
+    except SonicError as exc:
+        if debug:
+            raise
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except ModuleNotFoundError as exc:
+        if debug:
+            raise
+        missing = exc.name or str(exc)
+        if missing.split(".")[0] in {"sonic", "profiler", "models", "workloads"}:
+            click.echo(f"error: this verb needs {missing}, which is not built yet", err=True)
+            sys.exit(NotBuiltError.exit_code)
+        click.echo(f"error: missing dependency {missing}; reinstall with `pip install -e .`", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - last line of defence: one line, not a traceback
+        if debug:
+            raise
+        click.echo(f"internal error: {type(exc).__name__}: {exc} (rerun with SONIC_DEBUG=1 for a traceback)",
+                   err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
