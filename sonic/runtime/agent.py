@@ -1,0 +1,497 @@
+"""The agent: one per VM. Runs stage instances in warm workers, stores and serves objects.
+
+Threaded TCP server (one thread per connection; the work is blocking I/O, S3 calls through
+boto3 and waiting on worker pipes, so threads are the simple fit). Every connection must pass
+the HMAC handshake of :mod:`sonic.runtime.protocol` before a single request is read; failures
+are logged with the peer address and the connection is closed.
+
+Requests (msgpack maps, ``op`` selects):
+
+- ``ping``: version, name, slots, pid.
+- ``warm {app}``: start the app's workers now (imports done once, ahead of the first run).
+- ``run {job, app, stage, index, num_instances, key, inputs[], upload}``: fetch inputs by
+  their method (``local``: already on this VM, read in place; ``direct``: pull from the
+  producer's agent; ``remote``: download from S3), run in a warm worker writing straight into
+  the object store, checksum outputs, upload them to S3 if asked.
+- ``get {job, key}``: header then the raw bytes via ``sendfile`` (zero-copy).
+- ``put {job, key, size, checksum}`` + raw bytes: store an object.
+- ``drop {job}``: delete the job's objects.
+
+Run as ``python -m sonic.runtime.agent --name vm0 --bind 127.0.0.1 --port 0 --data-dir DIR
+--secret-file FILE --slots 2 [--s3-endpoint URL --s3-bucket B --s3-region R]``; it writes
+``DIR/agent.json`` (name, pid, host, port, version, started) once it listens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import socket
+import socketserver
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sonic import __version__
+from sonic.errors import AuthenticationError, SonicError, TransportError
+from sonic.runtime import protocol
+from sonic.runtime.client import AgentClient
+from sonic.runtime.objects import BadKeyError, ObjectStore, check_job, check_key, file_checksum
+from sonic.runtime.remote import RemoteSettings, RemoteStore
+from sonic.runtime.worker import read_frame, write_frame
+
+log = logging.getLogger("sonic.agent")
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    name: str
+    bind: str
+    port: int
+    data_dir: Path
+    secret: bytes
+    slots: int
+    memory_mb: int
+    remote: RemoteSettings | None
+    worker_start_timeout_s: float = 120.0
+
+
+class RequestError(SonicError):
+    def __init__(self, message: str, kind: str = "request") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+# ---------------------------------------------------------------------------- workers
+class Worker:
+    """A warm worker process for one app (see :mod:`sonic.runtime.worker`)."""
+
+    def __init__(self, app: str, log_file: Path, timeout_s: float) -> None:
+        self.app = app
+        t0 = time.perf_counter()
+        log_fh = open(log_file, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sonic.runtime.worker", app],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_fh, start_new_session=True,
+        )
+        log_fh.close()
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self._in, self._out = self.proc.stdin, self.proc.stdout
+        hello = self._read(timeout_s)
+        if not hello.get("ok"):
+            self.stop()
+            raise RequestError(f"cannot load app {app!r} on this VM: {hello.get('error')}", "instance")
+        self.start_s = time.perf_counter() - t0
+
+    def _read(self, timeout_s: float | None) -> dict[str, Any]:
+        # The worker answers on a pipe; a dead worker shows up as EOF, not as a hang.
+        doc = read_frame(self._out)
+        if doc is None:
+            code = self.proc.wait()
+            raise RequestError(f"worker for {self.app!r} died (exit code {code}; out of memory?)", "instance")
+        return doc
+
+    def run(self, request: dict[str, Any]) -> dict[str, Any]:
+        try:
+            write_frame(self._in, request)
+        except BrokenPipeError:
+            raise RequestError(f"worker for {self.app!r} is gone (exit code {self.proc.poll()})", "instance") from None
+        return self._read(None)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class WorkerPool:
+    """Up to ``slots`` warm workers per app; a run borrows one, spawning it if none is idle."""
+
+    def __init__(self, slots: int, log_file: Path, start_timeout_s: float) -> None:
+        self.slots = slots
+        self.log_file = log_file
+        self.start_timeout_s = start_timeout_s
+        self._idle: dict[str, list[Worker]] = {}
+        self._all: list[Worker] = []
+        self._lock = threading.Lock()
+        self._sem = threading.BoundedSemaphore(slots)
+
+    def acquire(self, app: str) -> tuple[Worker, float | None]:
+        """Return a worker and, if it had to be started (cold), the seconds that took."""
+        self._sem.acquire()
+        with self._lock:
+            idle = self._idle.setdefault(app, [])
+            while idle:
+                worker = idle.pop()
+                if worker.alive:
+                    return worker, None
+        try:
+            worker = Worker(app, self.log_file, self.start_timeout_s)
+        except BaseException:
+            self._sem.release()
+            raise
+        with self._lock:
+            self._all.append(worker)
+        return worker, worker.start_s
+
+    def release(self, worker: Worker) -> None:
+        with self._lock:
+            if worker.alive:
+                self._idle.setdefault(worker.app, []).append(worker)
+            else:
+                self._all.remove(worker)
+        self._sem.release()
+
+    def warm(self, app: str) -> int:
+        started = []
+        for _ in range(self.slots):
+            worker, _ = self.acquire(app)
+            started.append(worker)
+        for worker in started:
+            self.release(worker)
+        return len(started)
+
+    def stop(self) -> None:
+        with self._lock:
+            workers, self._all, self._idle = self._all, [], {}
+        for worker in workers:
+            worker.stop()
+
+
+# ---------------------------------------------------------------------------- agent
+class Agent:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.store = ObjectStore(config.data_dir / "objects")
+        self.pool = WorkerPool(config.slots, config.data_dir / "workers.log", config.worker_start_timeout_s)
+        self.remote = RemoteStore(config.remote) if config.remote else None
+        self._checksums: dict[tuple[str, str], tuple[int, str]] = {}
+        self._fetch_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._peers: dict[tuple[str, int], AgentClient] = {}
+        self._lock = threading.Lock()
+        self.busy = 0
+
+    # ------------------------------------------------------------------ helpers
+    def _peer(self, name: str, host: str, port: int) -> AgentClient:
+        with self._lock:
+            client = self._peers.get((host, port))
+            if client is None:
+                client = self._peers[(host, port)] = AgentClient(host, port, self.config.secret, name)
+            return client
+
+    def _fetch_lock(self, job: str, key: str) -> threading.Lock:
+        with self._lock:
+            return self._fetch_locks.setdefault((job, key), threading.Lock())
+
+    def _remember(self, job: str, key: str, size: int, checksum: str) -> None:
+        with self._lock:
+            self._checksums[(job, key)] = (size, checksum)
+
+    def _known(self, job: str, key: str) -> tuple[int, str] | None:
+        with self._lock:
+            return self._checksums.get((job, key))
+
+    def ensure_local(self, job: str, item: dict[str, Any]) -> tuple[Path, float]:
+        """Make input ``item`` available on this VM; return its path and seconds spent moving it."""
+        key = check_key(f"{item['stage']}/{item['instance']}/{item['name']}")
+        path = self.store.path(job, key)
+        size, checksum = int(item["size"]), str(item.get("checksum") or "")
+        method = item.get("method", "local")
+        with self._fetch_lock(job, key):
+            known = self._known(job, key)
+            if known is not None and path.is_file():
+                if checksum and known[1] != checksum:
+                    raise RequestError(f"object {key} on this VM does not match its checksum", "fetch")
+                return path, 0.0
+            if method == "local":
+                if not path.is_file():
+                    raise RequestError(f"object {key} is not on VM {self.config.name}", "fetch")
+                # In place (VM-Storage): verify once, no copy.
+                if checksum and file_checksum(path) != checksum:
+                    raise RequestError(f"object {key} on VM {self.config.name} is corrupt (checksum)", "fetch")
+                self._remember(job, key, size, checksum)
+                return path, 0.0
+            try:
+                if method == "direct":
+                    peer = self._peer(str(item["vm"]), str(item["host"]), int(item["port"]))
+                    seconds = peer.get_to_file(job, key, path, size=size, checksum=checksum or None)
+                elif method == "remote":
+                    if self.remote is None:
+                        raise RequestError("this agent has no remote storage configured", "request")
+                    seconds = self.remote.download(f"{job}/{key}", path, size=size, checksum=checksum or None)
+                else:
+                    raise RequestError(f"unknown passing method {method!r}", "request")
+            except (TransportError, OSError) as exc:
+                raise RequestError(f"fetching {key} by {method} failed: {exc}", "fetch") from None
+            self._remember(job, key, size, checksum or file_checksum(path))
+            return path, seconds
+
+    # ------------------------------------------------------------------ ops
+    def op_ping(self, req: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True, "version": __version__, "name": self.config.name, "slots": self.config.slots,
+                "memory_mb": self.config.memory_mb, "pid": os.getpid(), "busy": self.busy}
+
+    def op_warm(self, req: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True, "workers": self.pool.warm(_str(req, "app"))}
+
+    def op_drop(self, req: dict[str, Any]) -> dict[str, Any]:
+        job = check_job(req.get("job"))
+        self.store.drop_job(job)
+        with self._lock:
+            for table in (self._checksums, self._fetch_locks):
+                for k in [k for k in table if k[0] == job]:
+                    del table[k]
+        return {"ok": True}
+
+    def op_run(self, req: dict[str, Any]) -> dict[str, Any]:
+        job = check_job(req.get("job"))
+        app, stage = _str(req, "app"), _str(req, "stage")
+        index = _int(req, "index")
+        inputs = req.get("inputs")
+        if not isinstance(inputs, list) or not all(isinstance(i, dict) for i in inputs):
+            raise RequestError("run: inputs must be a list of maps")
+        fetch_by_stage: dict[str, float] = {}
+        paths: list[str] = []
+        for item in inputs:
+            path, seconds = self.ensure_local(job, item)
+            paths.append(str(path))
+            src = str(item["stage"])
+            fetch_by_stage[src] = fetch_by_stage.get(src, 0.0) + seconds
+        out_dir = self.store.instance_dir(job, stage, index)
+        if out_dir.exists():  # a retry on this VM starts clean
+            for entry in out_dir.iterdir():
+                entry.unlink()
+        scratch = self.config.data_dir / "scratch" / f"{job}-{stage}-{index}-{threading.get_ident()}"
+        worker, cold_s = self.pool.acquire(app)
+        with self._lock:
+            self.busy += 1
+        try:
+            reply = worker.run({
+                "stage": stage, "index": index, "num_instances": _int(req, "num_instances"),
+                "key": req.get("key"), "inputs": inputs, "paths": paths,
+                "output_dir": str(out_dir), "scratch_dir": str(scratch), "vm": self.config.name,
+            })
+        finally:
+            with self._lock:
+                self.busy -= 1
+            self.pool.release(worker)
+        if not reply.get("ok"):
+            raise RequestError(f"{reply.get('error')} on VM {self.config.name}", "instance")
+        outputs = []
+        upload_s = 0.0
+        for name, size in reply["outputs"]:
+            key = f"{stage}/{index}/{name}"
+            checksum = file_checksum(out_dir / name)
+            self._remember(job, key, int(size), checksum)
+            outputs.append({"name": name, "size": int(size), "checksum": checksum})
+            if req.get("upload"):
+                if self.remote is None:
+                    raise RequestError("plan needs remote storage but this agent has none configured")
+                try:
+                    upload_s += self.remote.upload(out_dir / name, f"{job}/{key}", checksum)
+                except TransportError as exc:
+                    raise RequestError(str(exc), "fetch") from None
+        metrics = reply["metrics"]
+        metrics["cold"] = cold_s is not None
+        metrics["passing_s"] = sum(fetch_by_stage.values()) + upload_s
+        return {"ok": True, "metrics": metrics, "outputs": outputs, "fetch_by_stage": fetch_by_stage,
+                "upload_s": upload_s, "cold_start_s": cold_s or 0.0}
+
+    def op_get(self, req: dict[str, Any], sock: socket.socket) -> None:
+        job, key = check_job(req.get("job")), check_key(req.get("key"))
+        path = self.store.path(job, key)
+        known = self._known(job, key)
+        if not path.is_file() or path.is_symlink():
+            protocol.send_frame(sock, {"ok": False, "kind": "fetch", "error": f"no object {key} on {self.config.name}"})
+            return
+        size, checksum = known if known else (path.stat().st_size, file_checksum(path))
+        protocol.send_frame(sock, {"ok": True, "size": size, "checksum": checksum})
+        with open(path, "rb") as fh:
+            if size:
+                sock.sendfile(fh, 0, size)
+
+    def op_put(self, req: dict[str, Any], sock: socket.socket, peer: str) -> None:
+        job, key = check_job(req.get("job")), check_key(req.get("key"))
+        size, checksum = _int(req, "size"), _str(req, "checksum")
+        path = self.store.path(job, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".part")
+        remaining = size
+        with open(tmp, "wb") as fh:
+            while remaining:
+                chunk = sock.recv(min(remaining, 4 << 20))
+                if not chunk:
+                    tmp.unlink(missing_ok=True)
+                    raise TransportError(f"{peer} closed the connection during put of {key}")
+                fh.write(chunk)
+                remaining -= len(chunk)
+        if file_checksum(tmp) != checksum:
+            tmp.unlink(missing_ok=True)
+            protocol.send_frame(sock, {"ok": False, "kind": "fetch", "error": f"put of {key}: checksum mismatch"})
+            return
+        tmp.rename(path)
+        self._remember(job, key, size, checksum)
+        protocol.send_frame(sock, {"ok": True})
+
+    # ------------------------------------------------------------------ connection loop
+    def serve_connection(self, sock: socket.socket, peer: str) -> None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(10.0)  # the handshake must be quick; afterwards requests may be far apart
+        try:
+            protocol.server_handshake(sock, self.config.secret, self.config.name, peer)
+        except (AuthenticationError, TransportError, OSError) as exc:
+            log.warning("rejected connection from %s: %s", peer, exc)
+            return
+        sock.settimeout(None)
+        while True:
+            try:
+                req = protocol.recv_frame(sock, peer)
+            except TransportError as exc:
+                if "closed the connection (0/4" not in str(exc):
+                    log.warning("dropping %s: %s", peer, exc)
+                return
+            except OSError:
+                return
+            op = req.get("op")
+            try:
+                if op == "get":
+                    self.op_get(req, sock)
+                    continue
+                if op == "put":
+                    self.op_put(req, sock, peer)
+                    continue
+                handler = {"ping": self.op_ping, "warm": self.op_warm, "run": self.op_run,
+                           "drop": self.op_drop}.get(op)  # type: ignore[arg-type]
+                if handler is None:
+                    reply: dict[str, Any] = {"ok": False, "kind": "request", "error": f"unknown op {op!r}"}
+                else:
+                    reply = handler(req)
+            except BadKeyError as exc:
+                log.warning("bad key from %s: %s", peer, exc)
+                reply = {"ok": False, "kind": "request", "error": str(exc)}
+            except RequestError as exc:
+                reply = {"ok": False, "kind": exc.kind, "error": str(exc)}
+            except (KeyError, TypeError, ValueError) as exc:
+                reply = {"ok": False, "kind": "request", "error": f"malformed {op} request: {exc!r}"}
+            except OSError as exc:
+                log.warning("I/O error serving %s for %s: %s", op, peer, exc)
+                return
+            try:
+                protocol.send_frame(sock, reply)
+            except OSError:
+                return
+
+    def stop(self) -> None:
+        self.pool.stop()
+        for client in self._peers.values():
+            client.close()
+
+
+def _str(req: dict[str, Any], key: str) -> str:
+    value = req.get(key)
+    if not isinstance(value, str) or not value:
+        raise RequestError(f"field {key!r} must be a non-empty string")
+    return value
+
+
+def _int(req: dict[str, Any], key: str) -> int:
+    value = req.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise RequestError(f"field {key!r} must be a non-negative integer")
+    return value
+
+
+class _Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], agent: Agent) -> None:
+        self.agent = agent
+        super().__init__(address, _Handler)
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    server: _Server
+
+    def handle(self) -> None:
+        host, port = self.client_address[:2]
+        self.server.agent.serve_connection(self.request, f"{host}:{port}")
+
+
+def serve(config: AgentConfig) -> None:
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    agent = Agent(config)
+    server = _Server((config.bind, config.port), agent)
+    host, port = server.server_address[:2]
+    info = {"name": config.name, "pid": os.getpid(), "host": host, "port": port, "version": __version__,
+            "started": time.time()}
+    tmp = config.data_dir / "agent.json.tmp"
+    tmp.write_text(json.dumps(info))
+    os.replace(tmp, config.data_dir / "agent.json")
+    log.info("agent %s listening on %s:%s (pid %s)", config.name, host, port, os.getpid())
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("signal %s: stopping", signum)
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        server.serve_forever(poll_interval=0.5)
+    finally:
+        server.server_close()
+        agent.stop()
+        (config.data_dir / "agent.json").unlink(missing_ok=True)
+        log.info("agent %s stopped", config.name)
+
+
+def parse_args(argv: list[str] | None = None) -> AgentConfig:
+    parser = argparse.ArgumentParser(prog="python -m sonic.runtime.agent")
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--bind", required=True, help="cluster interface address (never 0.0.0.0 by default)")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--secret-file", required=True)
+    parser.add_argument("--slots", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--memory-mb", type=int, default=4096)
+    parser.add_argument("--s3-endpoint", default=None)
+    parser.add_argument("--s3-bucket", default=None)
+    parser.add_argument("--s3-region", default="us-east-1")
+    parser.add_argument("--worker-start-timeout", type=float, default=120.0)
+    args = parser.parse_args(argv)
+    if args.slots < 1:
+        parser.error("--slots must be at least 1")
+    remote = RemoteSettings(args.s3_bucket, args.s3_endpoint, args.s3_region) if args.s3_bucket else None
+    return AgentConfig(args.name, args.bind, args.port, args.data_dir, protocol.read_secret(args.secret_file),
+                       args.slots, args.memory_mb, remote, args.worker_start_timeout)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        config = parse_args(argv)
+    except SonicError as exc:
+        sys.exit(f"error: {exc}")
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(filename=config.data_dir / "agent.log", level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    serve(config)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""Blocking client of an agent: control calls and streamed object transfers.
+
+Connections are authenticated once and pooled (one per concurrent caller), so a call costs a
+round trip, not a handshake. Every error names the agent's address.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import xxhash
+
+from sonic import __version__
+from sonic.errors import ExecutionError, SonicError, TransportError
+from sonic.runtime import protocol
+
+RECV_CHUNK = 4 << 20
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds. ``run`` is None: an instance may legitimately run long (the coordinator bounds it)."""
+
+    connect_s: float = 5.0
+    control_s: float = 30.0
+    transfer_idle_s: float = 60.0
+    run_s: float | None = None
+
+
+class RemoteCallError(SonicError):
+    """The agent answered with an error; ``kind`` says whose fault (instance, fetch, request)."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class AgentClient:
+    def __init__(self, host: str, port: int, secret: bytes, name: str = "agent",
+                 timeouts: Timeouts = Timeouts()) -> None:
+        self.host, self.port, self.name = host, int(port), name
+        self.secret = secret
+        self.timeouts = timeouts
+        self._idle: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    @property
+    def peer(self) -> str:
+        return f"{self.name} ({self.host}:{self.port})"
+
+    # ------------------------------------------------------------------ connections
+    def _connect(self) -> socket.socket:
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=self.timeouts.connect_s)
+        except OSError as exc:
+            raise TransportError(f"cannot connect to agent {self.peer}: {exc.strerror or exc}") from None
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            sock.settimeout(self.timeouts.control_s)
+            protocol.client_handshake(sock, self.secret, self.peer)
+        except (OSError, SonicError):
+            sock.close()
+            raise
+        return sock
+
+    @contextmanager
+    def connection(self) -> Iterator[socket.socket]:
+        with self._lock:
+            sock = self._idle.pop() if self._idle else None
+        if sock is None:
+            sock = self._connect()
+        ok = False
+        try:
+            yield sock
+            ok = True
+        except socket.timeout:
+            raise TransportError(f"agent {self.peer} did not answer in time") from None
+        except OSError as exc:
+            raise TransportError(f"connection to agent {self.peer} failed: {exc}") from None
+        finally:
+            if ok:
+                with self._lock:
+                    self._idle.append(sock)
+            else:
+                sock.close()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for sock in idle:
+            sock.close()
+
+    # ------------------------------------------------------------------ calls
+    def call(self, op: str, timeout: float | None | str = "control", **fields: Any) -> dict[str, Any]:
+        with self.connection() as sock:
+            sock.settimeout(self.timeouts.control_s if timeout == "control" else timeout)
+            protocol.send_frame(sock, {"op": op, **fields})
+            reply = protocol.recv_frame(sock, self.peer)
+        if not reply.get("ok"):
+            raise RemoteCallError(f"agent {self.peer}: {reply.get('error', 'unknown error')}",
+                                  str(reply.get("kind", "request")))
+        return reply
+
+    def ping(self) -> dict[str, Any]:
+        reply = self.call("ping")
+        if reply.get("version") != __version__:
+            raise TransportError(
+                f"agent {self.peer} runs sonic {reply.get('version')}, this coordinator {__version__}; "
+                "restart the cluster (`sonic cluster down && sonic cluster up ...`) to redeploy"
+            )
+        return reply
+
+    def run(self, request: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return self.call("run", timeout=self.timeouts.run_s, **request)
+        except RemoteCallError as exc:
+            if exc.kind == "instance":
+                raise ExecutionError(str(exc)) from None
+            raise
+
+    def warm(self, app: str) -> dict[str, Any]:
+        return self.call("warm", timeout=None, app=app)
+
+    def drop(self, job: str) -> None:
+        self.call("drop", job=job)
+
+    def get_to_file(self, job: str, key: str, path: Path, *, size: int | None = None,
+                    checksum: str | None = None) -> float:
+        """Stream object ``key`` into ``path`` (via a temp name), verify size and checksum."""
+        t0 = time.perf_counter()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".part")
+        with self.connection() as sock:
+            sock.settimeout(self.timeouts.control_s)
+            protocol.send_frame(sock, {"op": "get", "job": job, "key": key})
+            head = protocol.recv_frame(sock, self.peer)
+            if not head.get("ok"):
+                raise RemoteCallError(f"agent {self.peer}: {head.get('error')}", str(head.get("kind", "fetch")))
+            total = int(head["size"])
+            sock.settimeout(self.timeouts.transfer_idle_s)
+            digest = xxhash.xxh3_128()
+            buf = bytearray(min(RECV_CHUNK, max(total, 1)))
+            view = memoryview(buf)
+            got = 0
+            with open(tmp, "wb") as fh:
+                while got < total:
+                    n = sock.recv_into(view[: min(len(buf), total - got)])
+                    if n == 0:
+                        raise TransportError(f"agent {self.peer} closed the connection during {key} ({got}/{total} bytes)")
+                    digest.update(view[:n])
+                    fh.write(view[:n])
+                    got += n
+        expected = checksum or head.get("checksum")
+        if (size is not None and total != size) or (expected and digest.hexdigest() != expected):
+            tmp.unlink(missing_ok=True)
+            raise TransportError(f"object {key} from agent {self.peer} failed its size/checksum check; it is corrupt")
+        tmp.rename(path)
+        return time.perf_counter() - t0
+
+    def put_file(self, job: str, key: str, path: Path, checksum: str) -> float:
+        t0 = time.perf_counter()
+        size = path.stat().st_size
+        with self.connection() as sock:
+            sock.settimeout(self.timeouts.transfer_idle_s)
+            protocol.send_frame(sock, {"op": "put", "job": job, "key": key, "size": size, "checksum": checksum})
+            with open(path, "rb") as fh:
+                if size:
+                    sock.sendfile(fh)
+            reply = protocol.recv_frame(sock, self.peer)
+        if not reply.get("ok"):
+            raise RemoteCallError(f"agent {self.peer}: {reply.get('error')}", str(reply.get("kind", "request")))
+        return time.perf_counter() - t0

@@ -1,0 +1,127 @@
+"""Wire protocol between coordinator, agents and peers: framed msgpack over TCP.
+
+A frame is a 4-byte big-endian length followed by a msgpack map (msgpack decodes plain data
+only: nothing in a frame can make the receiver run code). Bulk object bytes follow a header
+frame raw, so they can be streamed with ``socket.sendfile`` (zero-copy) and received straight
+into a file.
+
+Authentication (mutual, per connection, before any request is read):
+
+1. server -> ``{"op": "hello", "version", "name", "nonce": 32 random bytes}``
+2. client -> ``{"op": "auth", "nonce": 32 random bytes, "mac": HMAC(secret, "client" | sn | cn)}``
+3. server -> ``{"ok": true, "mac": HMAC(secret, "server" | cn | sn)}`` or ``{"ok": false}`` + close
+
+A recorded handshake cannot be replayed: every connection gets a fresh server nonce. Frames
+before authentication are capped at :data:`MAX_PREAUTH_FRAME` bytes so a peer without the
+secret cannot make the agent buffer much either.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import socket
+import struct
+from typing import Any
+
+import msgpack
+
+from sonic import __version__
+from sonic.errors import AuthenticationError, TransportError
+
+MAX_PREAUTH_FRAME = 1024
+MAX_FRAME = 8 * 1024 * 1024
+NONCE_BYTES = 32
+_LEN = struct.Struct("!I")
+
+
+def mac(secret: bytes, role: bytes, first: bytes, second: bytes) -> bytes:
+    return hmac.new(secret, role + b"|" + first + b"|" + second, hashlib.sha256).digest()
+
+
+def recv_exact(sock: socket.socket, n: int, peer: str) -> bytes:
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = sock.recv_into(view[got:])
+        if k == 0:
+            raise TransportError(f"{peer} closed the connection ({got}/{n} bytes of a frame received)")
+        got += k
+    return bytes(buf)
+
+
+def send_frame(sock: socket.socket, doc: dict[str, Any]) -> None:
+    payload = msgpack.packb(doc, use_bin_type=True)
+    sock.sendall(_LEN.pack(len(payload)) + payload)
+
+
+def recv_frame(sock: socket.socket, peer: str, *, limit: int = MAX_FRAME) -> dict[str, Any]:
+    (length,) = _LEN.unpack(recv_exact(sock, _LEN.size, peer))
+    if length > limit:
+        raise TransportError(f"{peer} sent a {length}-byte frame, above the {limit}-byte limit; closing")
+    raw = recv_exact(sock, length, peer)
+    try:
+        doc = msgpack.unpackb(raw, raw=False, strict_map_key=True, max_bin_len=limit, max_str_len=limit)
+    except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError) as exc:
+        raise TransportError(f"{peer} sent a frame that is not valid msgpack ({exc}); closing") from None
+    if not isinstance(doc, dict):
+        raise TransportError(f"{peer} sent a {type(doc).__name__} frame; every frame must be a map")
+    return doc
+
+
+def server_handshake(sock: socket.socket, secret: bytes, name: str, peer: str) -> None:
+    """Authenticate a client; raise AuthenticationError (after telling it) if it fails."""
+    server_nonce = os.urandom(NONCE_BYTES)
+    send_frame(sock, {"op": "hello", "version": __version__, "name": name, "nonce": server_nonce})
+    doc = recv_frame(sock, peer, limit=MAX_PREAUTH_FRAME)
+    client_nonce = doc.get("nonce")
+    client_mac = doc.get("mac")
+    if (doc.get("op") != "auth" or not isinstance(client_nonce, bytes) or len(client_nonce) != NONCE_BYTES
+            or not isinstance(client_mac, bytes)):
+        send_frame(sock, {"ok": False, "error": "expected an auth frame"})
+        raise AuthenticationError(f"{peer} did not send a well-formed auth frame")
+    if not hmac.compare_digest(client_mac, mac(secret, b"client", server_nonce, client_nonce)):
+        send_frame(sock, {"ok": False, "error": "authentication failed"})
+        raise AuthenticationError(f"{peer} failed authentication (wrong cluster secret)")
+    send_frame(sock, {"ok": True, "mac": mac(secret, b"server", client_nonce, server_nonce)})
+
+
+def client_handshake(sock: socket.socket, secret: bytes, peer: str) -> dict[str, Any]:
+    """Authenticate to an agent and verify it knows the secret too; return its hello."""
+    hello = recv_frame(sock, peer, limit=MAX_PREAUTH_FRAME)
+    server_nonce = hello.get("nonce")
+    if hello.get("op") != "hello" or not isinstance(server_nonce, bytes):
+        raise TransportError(f"{peer} is not a Sonic agent (unexpected greeting)")
+    client_nonce = os.urandom(NONCE_BYTES)
+    send_frame(sock, {"op": "auth", "nonce": client_nonce, "mac": mac(secret, b"client", server_nonce, client_nonce)})
+    reply = recv_frame(sock, peer, limit=MAX_PREAUTH_FRAME)
+    if not reply.get("ok"):
+        raise AuthenticationError(
+            f"agent {peer} refused our credentials; check that the cluster file's secret_file matches the agent's"
+        )
+    server_mac = reply.get("mac")
+    if not isinstance(server_mac, bytes) or not hmac.compare_digest(
+        server_mac, mac(secret, b"server", client_nonce, server_nonce)
+    ):
+        raise AuthenticationError(f"agent {peer} could not prove it holds the cluster secret; refusing to talk to it")
+    return hello
+
+
+def read_secret(path: str | os.PathLike[str]) -> bytes:
+    """Read a cluster secret file (hex). Refuses files readable by group/others."""
+    try:
+        st = os.stat(path)
+        text = open(path).read().strip()
+    except OSError as exc:
+        raise AuthenticationError(f"cannot read cluster secret {path}: {exc.strerror}") from None
+    if st.st_mode & 0o077:
+        raise AuthenticationError(f"cluster secret {path} is readable by others; run `chmod 600 {path}`")
+    try:
+        secret = bytes.fromhex(text)
+    except ValueError:
+        raise AuthenticationError(f"cluster secret {path} is not hex; recreate the cluster") from None
+    if len(secret) < 16:
+        raise AuthenticationError(f"cluster secret {path} is shorter than 16 bytes; recreate the cluster")
+    return secret

@@ -1,0 +1,87 @@
+"""A warm worker: one process per slot and app, the app imported once, instances run in turn.
+
+The agent talks to it over its stdin/stdout with the same framed msgpack as the network
+protocol. File descriptor 1 is redirected to stderr (the agent's log) at start, so a stage
+function that prints cannot corrupt the channel.
+
+Run as ``python -m sonic.runtime.worker APP_SPEC``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import sys
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import msgpack
+
+from sonic.app import load_app
+from sonic.errors import SonicError
+from sonic.execution import format_failure, run_instance
+from sonic.routing import InstanceSpec, ObjectRef
+
+_LEN = struct.Struct("!I")
+
+
+def write_frame(stream: BinaryIO, doc: dict[str, Any]) -> None:
+    payload = msgpack.packb(doc, use_bin_type=True)
+    stream.write(_LEN.pack(len(payload)) + payload)
+    stream.flush()
+
+
+def read_frame(stream: BinaryIO) -> dict[str, Any] | None:
+    head = stream.read(_LEN.size)
+    if len(head) < _LEN.size:
+        return None
+    (length,) = _LEN.unpack(head)
+    body = stream.read(length)
+    if len(body) < length:
+        return None
+    doc = msgpack.unpackb(body, raw=False)
+    if not isinstance(doc, dict):
+        raise ValueError("worker frames must be maps")
+    return doc
+
+
+def spec_from_request(req: dict[str, Any]) -> InstanceSpec:
+    refs = tuple(ObjectRef(i["stage"], int(i["instance"]), i["name"], int(i["size"]), i.get("checksum", ""))
+                 for i in req["inputs"])
+    return InstanceSpec(req["stage"], int(req["index"]), int(req["num_instances"]), req.get("key"), refs)
+
+
+def serve(app_spec: str, channel_in: BinaryIO, channel_out: BinaryIO) -> None:
+    try:
+        app = load_app(app_spec)
+    except SonicError as exc:
+        write_frame(channel_out, {"ok": False, "fatal": True, "error": str(exc)})
+        return
+    write_frame(channel_out, {"ok": True, "ready": True, "pid": os.getpid()})
+    while (req := read_frame(channel_in)) is not None:
+        spec = spec_from_request(req)
+        scratch = Path(req["scratch_dir"])
+        try:
+            outcome = run_instance(app, spec, [Path(p) for p in req["paths"]], Path(req["output_dir"]), scratch,
+                                   vm=req.get("vm"))
+            reply: dict[str, Any] = {"ok": True, "metrics": outcome.metrics.__dict__,
+                                     "outputs": [list(o) for o in outcome.outputs]}
+        except Exception as exc:  # noqa: BLE001 - user code failed: report it, stay warm
+            reply = {"ok": False, "error": format_failure(spec, exc)}
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        write_frame(channel_out, reply)
+
+
+def main() -> None:
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m sonic.runtime.worker APP_SPEC")
+    channel_out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # user prints go to the log, never into the channel
+    sys.stdout = sys.stderr
+    serve(sys.argv[1], sys.stdin.buffer, channel_out)
+
+
+if __name__ == "__main__":
+    main()
