@@ -1,0 +1,273 @@
+"""Per-stage parameter models of one application, and their propagation through the DAG.
+
+For every stage four :class:`~models.metric.MetricModel` are fitted on the profile:
+
+=============  ==========================  =====================================
+metric         regressed on                target
+=============  ==========================  =====================================
+memory         instance input bytes        instance peak memory (MB)
+time           instance input bytes        instance wall time, warm runs (s)
+output_bytes   instance input bytes        bytes written by the instance
+fanout         app input bytes             instance count of the stage in a run
+=============  ==========================  =====================================
+
+plus the app's input features (``feat_*`` columns) where every row has them. Instance
+input bytes (not app input bytes) are the regressor of the per-instance metrics because
+that is what an instance actually processes: it stays right when the fanout or the
+routing of upstream stages changes, and it is what the runtime measures per instance.
+Prediction walks the DAG from the app input (:meth:`AppModel.predict`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import clone
+
+from models.evaluation import HoldoutScore, holdout_score
+from models.metric import MetricModel
+from profiler.schema import COLUMNS, FEATURE_PREFIX, feature_columns
+from sonic.app import App, Pattern
+from sonic.errors import NotFittedError, UserInputError
+from sonic.prediction import AppPrediction, Estimate, StagePrediction
+
+#: Report order and the profile column each per-instance metric is read from.
+INSTANCE_METRICS: dict[str, str] = {"memory": "peak_memory_mb", "time": "wall_s", "output_bytes": "output_bytes"}
+METRICS: tuple[str, ...] = ("memory", "time", "output_bytes", "fanout")
+
+
+def fix_hint(app: str) -> str:
+    return f"run `sonic profile {app}` to measure it"
+
+
+@dataclass
+class StageModel:
+    """The fitted models of one stage and their held-out scores."""
+
+    stage: str
+    metrics: dict[str, MetricModel]
+    scores: dict[str, HoldoutScore]
+    features: list[str]
+    n_sizes: int
+    trusted: bool
+    cold_start_s: float | None = None
+    _index: list[int] = field(default_factory=list, repr=False)  # features' positions in the app list
+
+
+class AppModel:
+    """Models of every stage of app ``app_name``.
+
+    Parameters
+    ----------
+    app_name : the application whose rows of the profile are used.
+    max_mape : a stage is ``trusted`` only if every metric's held-out MAPE is at most this.
+    min_sizes : ... and it was profiled on at least this many distinct sizes.
+    quantile : quantile of measured/predicted ratios behind ``Estimate.hi``.
+    sources : use only rows from these sources (e.g. ``("reference",)``); all by default.
+    """
+
+    def __init__(self, app_name: str, *, max_mape: float = 0.25, min_sizes: int = 3,
+                 quantile: float = 0.9, sources: Sequence[str] | None = None) -> None:
+        self.app_name = app_name
+        self.max_mape = max_mape
+        self.min_sizes = min_sizes
+        self.quantile = quantile
+        self.sources = sources
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, profile: pd.DataFrame) -> AppModel:
+        rows = self._validate_profile(profile)
+        self.feature_names_ = [c[len(FEATURE_PREFIX):] for c in feature_columns(rows)
+                               if np.isfinite(rows[c].to_numpy(dtype=float)).all()]
+        groups = rows["size"].astype("Float64").fillna(rows["app_input_bytes"].astype("Float64"))
+        rows = rows.assign(_group=groups.to_numpy(dtype=float))
+        # Stages in execution order: rows of a run are written in topological order.
+        self.stage_order_ = list(dict.fromkeys(rows["stage"].tolist()))
+        self.stages_: dict[str, StageModel] = {}
+        for stage in self.stage_order_:
+            self.stages_[stage] = self._fit_stage(stage, rows[rows["stage"] == stage])
+        self.training_ = self._summary(rows)
+        return self
+
+    def _validate_profile(self, profile: pd.DataFrame) -> pd.DataFrame:
+        if not isinstance(profile, pd.DataFrame):
+            raise TypeError(f"AppModel.fit expects the profile as a pandas DataFrame, got {type(profile).__name__}")
+        missing = [c for c in COLUMNS if c not in profile.columns]
+        if missing:
+            raise UserInputError(f"profile table lacks columns {', '.join(missing)}; build it with profiler.ProfileStore.load")
+        rows = profile[(profile["app"] == self.app_name) & profile["error"].isna()]
+        if self.sources is not None:
+            rows = rows[rows["source"].isin(list(self.sources))]
+        if rows.empty:
+            raise NotFittedError(f"no measurements of app {self.app_name!r} to fit models on; {fix_hint(self.app_name)}")
+        return rows.reset_index(drop=True)
+
+    def _fit_stage(self, stage: str, rows: pd.DataFrame) -> StageModel:
+        feats = [f for f in self.feature_names_]
+        fcols = [FEATURE_PREFIX + f for f in feats]
+        warm = rows[~rows["cold"].astype(bool)]
+        if warm.empty:  # only cold runs: better than nothing, and flagged untrusted below
+            warm = rows
+        metrics: dict[str, MetricModel] = {}
+        scores: dict[str, HoldoutScore] = {}
+        X = warm[["input_bytes", *fcols]].to_numpy(dtype=float)
+        g, r = warm["_group"].to_numpy(dtype=float), warm["run_id"].astype(str).to_numpy()
+        for metric, column in INSTANCE_METRICS.items():
+            model = MetricModel(quantile=self.quantile)
+            y = warm[column].to_numpy(dtype=float)
+            scores[metric] = holdout_score(model, X, y, g, r)
+            metrics[metric] = model.fit(X, y, groups=g, runs=r)
+        per_run = rows.drop_duplicates("run_id")
+        Xf = per_run[["app_input_bytes", *fcols]].to_numpy(dtype=float)
+        yf = per_run["instances"].to_numpy(dtype=float)
+        gf, rf = per_run["_group"].to_numpy(dtype=float), per_run["run_id"].astype(str).to_numpy()
+        fanout = MetricModel(quantile=self.quantile, integer=True)
+        scores["fanout"] = holdout_score(fanout, Xf, yf, gf, rf)
+        metrics["fanout"] = fanout.fit(Xf, yf, groups=gf, runs=rf)
+        n_sizes = int(np.unique(g).size)
+        trusted = n_sizes >= self.min_sizes and not rows["cold"].astype(bool).all() and all(
+            math.isfinite(s.mape) and s.mape <= self.max_mape for s in scores.values())
+        return StageModel(stage, metrics, scores, feats, n_sizes, trusted,
+                          self._cold_start(rows, metrics["time"], fcols))
+
+    @staticmethod
+    def _cold_start(rows: pd.DataFrame, time_model: MetricModel, fcols: list[str]) -> float | None:
+        """Median extra seconds of a cold instance over the warm prediction for its input."""
+        cold = rows[rows["cold"].astype(bool)]
+        if cold.empty or cold.shape[0] == rows.shape[0]:
+            return None
+        warm_pred = time_model.predict(cold[["input_bytes", *fcols]].to_numpy(dtype=float))
+        return float(np.median(cold["wall_s"].to_numpy(dtype=float) - warm_pred))
+
+    def _summary(self, rows: pd.DataFrame) -> dict[str, Any]:
+        return {
+            "rows": int(rows.shape[0]),
+            "runs": int(rows["run_id"].nunique()),
+            "sizes": sorted(float(s) for s in rows["_group"].unique()),
+            "stages": list(self.stage_order_),
+            "sources": sorted(str(s) for s in rows["source"].unique()),
+            "features": list(self.feature_names_),
+            "first_timestamp": float(rows["timestamp"].min()),
+            "last_timestamp": float(rows["timestamp"].max()),
+            "fitted_at": time.time(),
+        }
+
+    # ------------------------------------------------------------------ predict
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "stages_"):
+            raise NotFittedError(f"models of app {self.app_name!r} are not fitted; {fix_hint(self.app_name)}")
+
+    def predict(self, app: App, input_bytes: float, features: Mapping[str, float] | None = None) -> AppPrediction:
+        """Predict every stage of ``app`` for an input of ``input_bytes`` (and ``features``).
+
+        Instance input bytes flow along the DAG: a source instance reads the app input; a
+        consumer instance reads, summed over its in-edges, the producer's total output
+        divided by the consumer's instances (scatter), the producer's total output
+        (broadcast, gather) or one producer instance's output (one-to-one). Scatter
+        fanouts come from the fanout model; every other instance count is fixed by the DAG.
+        """
+        self._check_fitted()
+        if app.name != self.app_name:
+            raise UserInputError(f"these models are for app {self.app_name!r}, not {app.name!r}")
+        if not input_bytes > 0:
+            raise UserInputError(f"input size must be positive, got {input_bytes!r}")
+        fvec = self._feature_vector(features)
+        x_app = float(input_bytes)
+        out: dict[str, StagePrediction] = {}
+        for name, in_edges in _structure(app):
+            sm = self.stages_.get(name)
+            if sm is None:
+                raise NotFittedError(f"stage {name!r} of app {app.name!r} has no measurements; {fix_hint(app.name)}")
+            driving = next((e for e in in_edges if e.pattern in (Pattern.SCATTER, Pattern.ONE_TO_ONE)), None)
+            if driving is None:
+                n = app.stages[name].instances
+            elif driving.pattern is Pattern.ONE_TO_ONE:
+                n = out[driving.src].instances
+            else:
+                n = int(sm.metrics["fanout"].predict_estimate(x_app, fvec).mean)
+            if not in_edges:
+                x = x_app
+            else:
+                x = 0.0
+                for e in in_edges:
+                    src = out[e.src]
+                    if e.pattern is Pattern.SCATTER:
+                        x += src.total_output_bytes / n
+                    elif e.pattern is Pattern.ONE_TO_ONE:
+                        x += src.output_bytes.mean
+                    else:  # broadcast, gather: every consumer instance gets all of it
+                        x += src.total_output_bytes
+            m = sm.metrics
+            out[name] = StagePrediction(
+                stage=name, instances=n, input_bytes=x,
+                time_s=m["time"].predict_estimate(x, fvec),
+                memory_mb=m["memory"].predict_estimate(x, fvec),
+                output_bytes=m["output_bytes"].predict_estimate(x, fvec),
+                trusted=sm.trusted,
+            )
+        return AppPrediction(app.name, int(input_bytes), out, source="models", features=dict(features or {}))
+
+    def _feature_vector(self, features: Mapping[str, float] | None) -> tuple[float, ...] | None:
+        if not features or not self.feature_names_:
+            return None
+        try:
+            return tuple(float(features[n]) for n in self.feature_names_)
+        except KeyError:
+            return None  # incomplete features: the size-only forms answer
+
+    def cold_start_s(self, stage: str) -> float | None:
+        """Extra seconds of a cold instance of ``stage`` (None unless cold runs were profiled)."""
+        self._check_fitted()
+        return self.stages_[stage].cold_start_s
+
+    # ------------------------------------------------------------------ report
+    def report(self) -> list[dict[str, Any]]:
+        """Rows ``{stage, metric, model, n_samples, mape, mape_instances, trusted}``;
+        ``mape`` is a fraction, ``None`` when there were too few sizes to hold any out."""
+        self._check_fitted()
+        rows = []
+        for stage in self.stage_order_:
+            sm = self.stages_[stage]
+            for metric in METRICS:
+                model, score = sm.metrics[metric], sm.scores[metric]
+                rows.append({
+                    "stage": stage, "metric": metric, "model": model.model_name_,
+                    "n_samples": model.n_samples_, "mape": _finite(score.mape),
+                    "mape_instances": _finite(score.mape_instances), "trusted": sm.trusted,
+                })
+        return rows
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, root: Path | str) -> Path:
+        from models.persist import save_model
+        return save_model(self, Path(root))
+
+    @classmethod
+    def load(cls, app_name: str, root: Path | str) -> AppModel:
+        from models.persist import load_model
+        return load_model(app_name, Path(root))
+
+
+def _finite(value: float) -> float | None:
+    return round(float(value), 6) if math.isfinite(value) else None
+
+
+_STRUCTURE_CACHE: dict[int, tuple[App, list[tuple[str, list[Any]]]]] = {}
+
+
+def _structure(app: App) -> list[tuple[str, list[Any]]]:
+    """Topological order and in-edges of ``app``, cached: networkx sorting on every
+    prediction would cost more than all the regressions together."""
+    hit = _STRUCTURE_CACHE.get(id(app))
+    if hit is not None and hit[0] is app:
+        return hit[1]
+    structure = [(name, app.in_edges(name)) for name in app.topological_order()]
+    _STRUCTURE_CACHE[id(app)] = (app, structure)
+    return structure

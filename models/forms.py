@@ -1,0 +1,225 @@
+"""Candidate regression forms for one metric, scikit-learn style.
+
+Every form maps ``X`` (column 0: input bytes; further columns: app input features) to a
+positive metric. Forms are tiny on purpose: profiles hold a handful of sizes, so anything
+with more than three parameters would fit noise. Each form offers ``predict`` (vectorised,
+for evaluation and plots) and ``predict_one`` (pure Python on one input, for the planner's
+hot path where numpy/sklearn call overhead would dominate).
+
+Inputs are scaled by their largest training value before fitting so ``x**2`` of a gigabyte
+stays well conditioned.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.utils.validation import check_X_y
+
+from sonic.errors import NotFittedError
+
+
+def _distinct(col: np.ndarray) -> int:
+    return int(np.unique(col).size)
+
+
+class Form(RegressorMixin, BaseEstimator):
+    """Base class: subclasses set ``name``, ``min_points`` and ``uses_features``."""
+
+    name = "form"
+    min_points = 1          # distinct input sizes needed to fit
+    uses_features = False
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> Form:
+        X, y = check_X_y(X, y, dtype=np.float64, y_numeric=True)
+        return self.fit_checked(X, y)
+
+    def fit_checked(self, X: np.ndarray, y: np.ndarray) -> Form:
+        """``fit`` for arrays already validated (2-D float X, 1-D float y): the CV loop
+        fits hundreds of tiny forms, where sklearn's input checks would dominate."""
+        if _distinct(X[:, 0]) < self.min_points:
+            raise ValueError(f"{self.name} needs {self.min_points} distinct input sizes, got {_distinct(X[:, 0])}")
+        self._fit(X if self.uses_features else X[:, :1], y)
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        self._check_fitted()
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim == 1:
+            X = X.reshape(-1, 1)
+        return self._predict(X if self.uses_features else X[:, :1])
+
+    def predict_one(self, x: float, features: Sequence[float] = ()) -> float:
+        """Prediction for one input without numpy: the planner calls this per stage."""
+        self._check_fitted()
+        return self._predict_one(x, features)
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "coef_"):
+            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit(X, y) first")
+
+    # subclasses ---------------------------------------------------------------
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _predict(self, X: np.ndarray) -> np.ndarray:
+        return np.array([self._predict_one(float(r[0]), tuple(float(v) for v in r[1:])) for r in X])
+
+    def _predict_one(self, x: float, features: Sequence[float]) -> float:
+        raise NotImplementedError
+
+
+class ConstantForm(Form):
+    """``y = c`` (the median): memory of a stage dominated by its runtime, fixed fanouts."""
+
+    name = "constant"
+
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+        self.coef_ = [float(np.median(y))]
+
+    def _predict(self, X: np.ndarray) -> np.ndarray:
+        return np.full(X.shape[0], self.coef_[0])
+
+    def _predict_one(self, x: float, features: Sequence[float]) -> float:
+        return self.coef_[0]
+
+
+class LinearForm(Form):
+    """``y = a + b x (+ sum c_i f_i)``: baseline plus per-byte cost, the common case."""
+
+    name = "linear"
+    min_points = 2
+
+    def __init__(self, features: bool = False) -> None:
+        self.features = features
+
+    @property
+    def uses_features(self) -> bool:  # type: ignore[override]
+        return self.features
+
+    def _design(self, X: np.ndarray) -> np.ndarray:
+        return np.column_stack([np.ones(X.shape[0]), X / self.scale_])
+
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+        if self.features and X.shape[1] < 2:
+            raise ValueError("linear+features needs at least one feature column")
+        scale = np.abs(X).max(axis=0)
+        self.scale_ = np.where(scale > 0, scale, 1.0)
+        coef, *_ = np.linalg.lstsq(self._design(X), y, rcond=None)
+        self.coef_ = [float(c) for c in coef]
+        self._inv = [1.0 / float(s) for s in self.scale_]
+
+    def _predict(self, X: np.ndarray) -> np.ndarray:
+        return self._design(X) @ np.asarray(self.coef_)
+
+    def _predict_one(self, x: float, features: Sequence[float]) -> float:
+        c = self.coef_
+        total = c[0] + c[1] * x * self._inv[0]
+        for i, f in enumerate(features[: len(c) - 2]):
+            total += c[i + 2] * f * self._inv[i + 1]
+        return total
+
+
+class QuadraticForm(Form):
+    """``y = a + b x + c x^2``: super-linear costs (e.g. n log n sorts) over a limited range."""
+
+    name = "poly2"
+    min_points = 3
+
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+        self.scale_ = float(max(np.abs(X[:, 0]).max(), 1.0))
+        u = X[:, 0] / self.scale_
+        coef, *_ = np.linalg.lstsq(np.column_stack([np.ones_like(u), u, u * u]), y, rcond=None)
+        self.coef_ = [float(c) for c in coef]
+
+    def _predict(self, X: np.ndarray) -> np.ndarray:
+        u = X[:, 0] / self.scale_
+        a, b, c = self.coef_
+        return a + b * u + c * u * u
+
+    def _predict_one(self, x: float, features: Sequence[float]) -> float:
+        u = x / self.scale_
+        a, b, c = self.coef_
+        return a + b * u + c * u * u
+
+
+class PowerLawForm(Form):
+    """``y = k x^b (prod f_i^c_i)``, fitted in log space: scale-free growth (e.g. output of a
+    compressor). Needs positive inputs and outputs."""
+
+    name = "power"
+    min_points = 2
+
+    def __init__(self, features: bool = False) -> None:
+        self.features = features
+
+    @property
+    def uses_features(self) -> bool:  # type: ignore[override]
+        return self.features
+
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+        if self.features and X.shape[1] < 2:
+            raise ValueError("power+features needs at least one feature column")
+        if (X <= 0).any() or (y <= 0).any():
+            raise ValueError("power law needs positive inputs and outputs")
+        logs = np.log(X)
+        coef, *_ = np.linalg.lstsq(np.column_stack([np.ones(X.shape[0]), logs]), np.log(y), rcond=None)
+        self.coef_ = [float(c) for c in coef]
+
+    def _predict(self, X: np.ndarray) -> np.ndarray:
+        logs = np.log(np.maximum(X, 1e-12))
+        return np.exp(self.coef_[0] + logs @ np.asarray(self.coef_[1:]))
+
+    def _predict_one(self, x: float, features: Sequence[float]) -> float:
+        c = self.coef_
+        total = c[0] + c[1] * math.log(max(x, 1e-12))
+        for i, f in enumerate(features[: len(c) - 2]):
+            total += c[i + 2] * math.log(max(f, 1e-12))
+        return math.exp(total)
+
+
+class IsotonicForm(Form):
+    """Non-decreasing piecewise-linear fit (pool adjacent violators), flat beyond the data:
+    saturating metrics (memory caps)."""
+
+    name = "isotonic"
+    min_points = 2
+
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+        # Pool-adjacent-violators on the (few) points, sorted by x; ties averaged first.
+        xs, inverse = np.unique(X[:, 0], return_inverse=True)
+        ys = np.bincount(inverse, weights=y) / np.bincount(inverse)
+        blocks: list[list[float]] = []  # [sum of y, weight]
+        for value in ys:
+            blocks.append([float(value), 1.0])
+            while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
+                total, weight = blocks.pop()
+                blocks[-1][0] += total
+                blocks[-1][1] += weight
+        fitted = [b[0] / b[1] for b in blocks for _ in range(int(b[1]))]
+        self.coef_ = fitted
+        self.knots_ = [float(v) for v in xs]
+
+    def _predict_one(self, x: float, features: Sequence[float]) -> float:
+        knots, ys = self.knots_, self.coef_
+        if x <= knots[0]:
+            return ys[0]
+        if x >= knots[-1]:
+            return ys[-1]
+        i = bisect.bisect_right(knots, x)
+        x0, x1, y0, y1 = knots[i - 1], knots[i], ys[i - 1], ys[i]
+        return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+
+
+def default_candidates() -> list[Form]:
+    """Candidates in order of complexity; ties go to the earlier (simpler) one."""
+    return [ConstantForm(), LinearForm(), PowerLawForm(), IsotonicForm(), QuadraticForm(),
+            LinearForm(features=True), PowerLawForm(features=True)]
+
+
+def form_label(form: Form) -> str:
+    return form.name + ("+features" if form.uses_features else "")

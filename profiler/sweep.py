@@ -1,0 +1,215 @@
+"""The size sweep: generate inputs, run the app on each, append the measurements.
+
+Runs are interleaved (run 1 of every size, then run 2 of every size, ...) rather than
+size by size, so slow drift of a shared machine (another job starting, the parent process
+growing) spreads over all sizes instead of masquerading as a size effect.
+Each run is appended to the store as soon as it finishes: a crash later in the sweep keeps
+everything measured before it.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from profiler.schema import run_to_frame
+from profiler.store import ProfileStore
+from sonic.app import App
+from sonic.errors import ExecutionError, SonicError, UserInputError
+from sonic.metrics import RunResult
+from sonic.reference import ReferenceExecutor
+from sonic.sizes import format_size
+
+#: Runs an app once on an input and measures it: the reference executor, or a cluster runtime.
+Executor = Callable[[App, Path], RunResult]
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """One step of the sweep. ``phase`` is ``start`` or ``done``; ``seconds`` is the run's."""
+
+    size: int
+    run: int          # 1-based index among the runs of this size
+    runs: int
+    phase: str
+    seconds: float = 0.0
+    cold: bool = False
+
+    def describe(self) -> str:
+        kind = "cold run" if self.cold else "run"
+        text = f"size {format_size(self.size)} {kind} {self.run}/{self.runs}"
+        return text + (f" ... {self.seconds:.1f}s" if self.phase == "done" else " ...")
+
+
+Progress = Callable[[ProgressEvent], None]
+
+
+class ProfilingError(ExecutionError):
+    """A run of the sweep failed. Carries the stage (if known), the size and the cause."""
+
+    def __init__(self, message: str, *, stage: str | None, size: int, runs_recorded: int) -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.size = size
+        self.runs_recorded = runs_recorded
+
+
+@dataclass
+class ProfileSummary:
+    app: str
+    sizes: list[int]
+    run_ids: list[str] = field(default_factory=list)
+    parts: list[Path] = field(default_factory=list)
+    rows: int = 0
+    invalid_outputs: int = 0
+    seconds: float = 0.0
+
+
+def run_reference(app: App, input_path: Path) -> RunResult:
+    """The default executor: the local reference executor, cleaned up after the run."""
+    executor = ReferenceExecutor(app)
+    try:
+        return executor.run(input_path)
+    finally:
+        executor.cleanup()
+
+
+_STAGE_RE = re.compile(r"stage '([^']+)'")
+
+
+def _validate(app: App, sizes: Sequence[int], runs: int, cold_runs: int) -> list[int]:
+    if app.generator is None:
+        raise UserInputError(
+            f"app {app.name!r} has no input generator; register one with @app.generate_input "
+            "so `sonic profile` can make inputs of each size"
+        )
+    if not sizes:
+        raise UserInputError("no sizes to profile; give some, e.g. --sizes 2MB,4MB,8MB,16MB,32MB")
+    clean: list[int] = []
+    for s in sizes:
+        if isinstance(s, bool) or not isinstance(s, int) or s <= 0:
+            raise UserInputError(f"profile size {s!r} is not a positive number of bytes")
+        clean.append(s)
+    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
+        raise UserInputError(f"--runs must be a positive integer, got {runs!r}")
+    if isinstance(cold_runs, bool) or not isinstance(cold_runs, int) or cold_runs < 0:
+        raise UserInputError(f"cold_runs must be a non-negative integer, got {cold_runs!r}")
+    return sorted(set(clean))
+
+
+def profile_app(
+    app: App,
+    sizes: Sequence[int],
+    runs: int,
+    *,
+    store: ProfileStore,
+    executor_factory: Executor = run_reference,
+    progress: Progress | None = None,
+    seed: int = 0,
+    cold_runs: int = 0,
+    source: str | None = None,
+) -> ProfileSummary:
+    """Profile ``app`` on generated inputs of every size in ``sizes``, ``runs`` times each.
+
+    ``executor_factory(app, input_path) -> RunResult`` runs the app (default: the reference
+    executor, whose instances are forked from a warm parent and report ``cold=False``).
+    ``cold_runs`` adds that many runs per size in which every instance starts in a fresh
+    interpreter (see :mod:`profiler.cold`): their wall time includes interpreter start and
+    imports, and they are stored with ``cold=True``. Run ``r`` of every size uses generator
+    seed ``seed + r``. Raises :class:`ProfilingError` on the first failing run, after the
+    runs before it were stored.
+    """
+    app.validate()
+    ordered = _validate(app, sizes, runs, cold_runs)
+    summary = ProfileSummary(app=app.name, sizes=ordered)
+    t_sweep = time.perf_counter()
+    plan: list[tuple[int, int, bool]] = [(r, s, False) for r in range(runs) for s in ordered]
+    if cold_runs:
+        from profiler.cold import ColdExecutor  # imported lazily: only cold sweeps need it
+
+        cold_exec: Executor = ColdExecutor.for_app(app)
+        plan += [(r, s, True) for r in range(cold_runs) for s in ordered]
+    # Inputs are generated once per (size, seed) and shared by the warm and cold runs.
+    last_use = {(s, r): i for i, (r, s, _) in enumerate(plan)}
+    workdir = Path(tempfile.mkdtemp(prefix=f"sonic-profile-{app.name}-"))
+    try:
+        for step, (r, size, cold) in enumerate(plan):
+            total = cold_runs if cold else runs
+            if progress:
+                progress(ProgressEvent(size, r + 1, total, "start", cold=cold))
+            t_run = time.perf_counter()
+            result = _one_run(app, size, seed + r, workdir, cold_exec if cold else executor_factory,
+                              runs_recorded=len(summary.run_ids))
+            if not result.features and app.feature_extractor is not None:
+                # A custom executor may not extract features; the models need them per run.
+                result.features = _features_of(app, workdir, size, seed + r)
+            run_id = uuid.uuid4().hex
+            frame = run_to_frame(result, source=source, size=size, run_id=run_id,
+                                 cold=True if cold else None)
+            summary.parts.append(store.append(app.name, frame))
+            summary.run_ids.append(run_id)
+            summary.rows += len(frame)
+            summary.invalid_outputs += 0 if result.output_ok else 1
+            if last_use[(size, r)] == step:
+                _remove(_input_path(workdir, size, seed + r))
+            if progress:
+                progress(ProgressEvent(size, r + 1, total, "done", time.perf_counter() - t_run, cold))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    summary.seconds = time.perf_counter() - t_sweep
+    return summary
+
+
+def _input_path(workdir: Path, size: int, seed: int) -> Path:
+    return workdir / f"input-{size}-{seed}"
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _generate(app: App, size: int, seed: int, workdir: Path, runs_recorded: int) -> Path:
+    path = _input_path(workdir, size, seed)
+    if path.exists():
+        return path
+    assert app.generator is not None  # checked by _validate
+    try:
+        app.generator(path, size, seed)
+    except (OSError, ValueError, RuntimeError, SonicError) as exc:
+        raise ProfilingError(
+            f"app {app.name!r}: the input generator failed for size {format_size(size)} "
+            f"(seed {seed}): {type(exc).__name__}: {exc}; {runs_recorded} earlier run(s) are kept",
+            stage=None, size=size, runs_recorded=runs_recorded,
+        ) from exc
+    return path
+
+
+def _one_run(app: App, size: int, seed: int, workdir: Path, executor: Executor,
+             *, runs_recorded: int) -> RunResult:
+    path = _generate(app, size, seed, workdir, runs_recorded)
+    try:
+        return executor(app, path)
+    except SonicError as exc:
+        found = _STAGE_RE.search(str(exc))
+        stage = found.group(1) if found else None
+        where = f"stage {stage!r}" if stage else "a stage"
+        raise ProfilingError(
+            f"profiling app {app.name!r} failed in {where} at input size {format_size(size)} "
+            f"({size} bytes, seed {seed}): {exc}; {runs_recorded} earlier run(s) are kept in the profile",
+            stage=stage, size=size, runs_recorded=runs_recorded,
+        ) from exc
+
+
+def _features_of(app: App, workdir: Path, size: int, seed: int) -> dict[str, float]:
+    assert app.feature_extractor is not None
+    path = _input_path(workdir, size, seed)
+    return {k: float(v) for k, v in app.feature_extractor(path).items()} if path.exists() else {}
