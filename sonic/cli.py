@@ -107,7 +107,7 @@ def run(app_spec: str, input_path: Path, local_reference: bool, plan_path: Path 
         from sonic.runtime.session import run_on_cluster
 
         result = run_on_cluster(app, input_path, cluster_path=cluster_path, plan_path=plan_path,
-                                strategy=strategy, objective=objective,
+                                strategy=strategy, objective=objective, app_spec=app_spec,
                                 progress=progress_enabled(as_json), echo=click.echo)
     if as_json:
         emit_json(result.to_json())

@@ -61,6 +61,7 @@ class AgentConfig:
     memory_mb: int
     remote: RemoteSettings | None
     worker_start_timeout_s: float = 120.0
+    handshake_timeout_s: float = 10.0
 
 
 class RequestError(SonicError):
@@ -312,6 +313,89 @@ class Agent:
         return {"ok": True, "metrics": metrics, "outputs": outputs, "fetch_by_stage": fetch_by_stage,
                 "upload_s": upload_s, "cold_start_s": cold_s or 0.0}
 
+    def op_fetch(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Make one object local by its method (data-plane benchmark and calibration)."""
+        job = check_job(req.get("job"))
+        item = req.get("item")
+        if not isinstance(item, dict):
+            raise RequestError("fetch: item must be a map")
+        path, seconds = self.ensure_local(job, item)
+        return {"ok": True, "seconds": seconds, "path": str(path), "inode": path.stat().st_ino}
+
+    def op_push(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Upload one local object to remote storage (data-plane benchmark and calibration)."""
+        job, key = check_job(req.get("job")), check_key(req.get("key"))
+        if self.remote is None:
+            raise RequestError("this agent has no remote storage configured")
+        stored = self.store.describe(job, key, (self._known(job, key) or (0, ""))[1] or None)
+        return {"ok": True, "seconds": self.remote.upload(stored.path, f"{job}/{key}", stored.checksum)}
+
+    def op_rawtcp_serve(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Yardstick: serve SIZE bytes once on a fresh port with sendfile, no protocol at all."""
+        size = _int(req, "size")
+        listener = socket.create_server((self.config.bind, 0))
+        listener.settimeout(self.config.handshake_timeout_s)
+        blob = self.config.data_dir / "rawtcp.bin"
+        if not blob.exists() or blob.stat().st_size < size:
+            with open(blob, "wb") as fh:
+                fh.truncate(size)  # sparse zeros: the page cache serves them, no disk in the way
+
+        def serve_once() -> None:
+            try:
+                conn, _ = listener.accept()
+                with conn, open(blob, "rb") as fh:
+                    conn.sendfile(fh, 0, size)
+            except OSError as exc:
+                log.warning("raw TCP yardstick: %s", exc)
+            finally:
+                listener.close()
+
+        threading.Thread(target=serve_once, daemon=True).start()
+        return {"ok": True, "port": listener.getsockname()[1]}
+
+    def op_rawtcp_pull(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Yardstick: receive SIZE raw bytes from HOST:PORT into memory; return seconds."""
+        size, host, port = _int(req, "size"), _str(req, "host"), _int(req, "port")
+        buf = bytearray(4 << 20)
+        view = memoryview(buf)
+        t0 = time.perf_counter()
+        with socket.create_connection((host, port), timeout=self.config.handshake_timeout_s) as conn:
+            got = 0
+            while got < size:
+                n = conn.recv_into(view)
+                if n == 0:
+                    raise RequestError(f"raw TCP peer {host}:{port} closed after {got} bytes")
+                got += n
+        return {"ok": True, "seconds": time.perf_counter() - t0}
+
+    def op_diskbench(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Calibration: write SIZE bytes to this VM's data disk (fsync'd) and read them back."""
+        size = _int(req, "size")
+        path = self.config.data_dir / f"diskbench-{threading.get_ident()}"
+        block = os.urandom(1 << 20)
+        try:
+            t0 = time.perf_counter()
+            with open(path, "wb") as fh:
+                for offset in range(0, size, len(block)):
+                    fh.write(block[: min(len(block), size - offset)])
+                fh.flush()
+                os.fsync(fh.fileno())
+            write_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            with open(path, "rb") as fh:
+                while fh.read(4 << 20):
+                    pass
+            read_s = time.perf_counter() - t0
+        finally:
+            path.unlink(missing_ok=True)
+        return {"ok": True, "write_s": write_s, "read_s": read_s}
+
+    def op_coldstart(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Calibration: seconds to start a fresh worker for APP (process start + imports)."""
+        worker = Worker(_str(req, "app"), self.config.data_dir / "workers.log", self.config.worker_start_timeout_s)
+        worker.stop()
+        return {"ok": True, "seconds": worker.start_s}
+
     def op_get(self, req: dict[str, Any], sock: socket.socket) -> None:
         job, key = check_job(req.get("job")), check_key(req.get("key"))
         path = self.store.path(job, key)
@@ -351,7 +435,9 @@ class Agent:
     # ------------------------------------------------------------------ connection loop
     def serve_connection(self, sock: socket.socket, peer: str) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.settimeout(10.0)  # the handshake must be quick; afterwards requests may be far apart
+        # The handshake must be quick (an idle unauthenticated peer must not hold a thread);
+        # afterwards requests may be far apart.
+        sock.settimeout(self.config.handshake_timeout_s)
         try:
             protocol.server_handshake(sock, self.config.secret, self.config.name, peer)
         except (AuthenticationError, TransportError, OSError) as exc:
@@ -375,8 +461,10 @@ class Agent:
                 if op == "put":
                     self.op_put(req, sock, peer)
                     continue
-                handler = {"ping": self.op_ping, "warm": self.op_warm, "run": self.op_run,
-                           "drop": self.op_drop}.get(op)  # type: ignore[arg-type]
+                handler = {"ping": self.op_ping, "warm": self.op_warm, "run": self.op_run, "drop": self.op_drop,
+                           "fetch": self.op_fetch, "push": self.op_push, "rawtcp_serve": self.op_rawtcp_serve,
+                           "rawtcp_pull": self.op_rawtcp_pull, "diskbench": self.op_diskbench,
+                           "coldstart": self.op_coldstart}.get(op)  # type: ignore[arg-type]
                 if handler is None:
                     reply: dict[str, Any] = {"ok": False, "kind": "request", "error": f"unknown op {op!r}"}
                 else:
@@ -474,12 +562,13 @@ def parse_args(argv: list[str] | None = None) -> AgentConfig:
     parser.add_argument("--s3-bucket", default=None)
     parser.add_argument("--s3-region", default="us-east-1")
     parser.add_argument("--worker-start-timeout", type=float, default=120.0)
+    parser.add_argument("--handshake-timeout", type=float, default=10.0)
     args = parser.parse_args(argv)
     if args.slots < 1:
         parser.error("--slots must be at least 1")
     remote = RemoteSettings(args.s3_bucket, args.s3_endpoint, args.s3_region) if args.s3_bucket else None
     return AgentConfig(args.name, args.bind, args.port, args.data_dir, protocol.read_secret(args.secret_file),
-                       args.slots, args.memory_mb, remote, args.worker_start_timeout)
+                       args.slots, args.memory_mb, remote, args.worker_start_timeout, args.handshake_timeout)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,102 @@
+"""Glue between the models and the planner: predict for an input, then plan.
+
+Kept apart from :mod:`sonic.planner` (pure: no I/O) because it reads fitted models from disk.
+Until an app has fitted models, every stage is *untrusted*: the planner then sends every edge
+through Remote-Storage (what Sonic does before its models are trustworthy) and says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from sonic.app import App, load_app
+from sonic.cluster.spec import ClusterSpec, load_cluster
+from sonic.errors import UserInputError
+from sonic.plan import Plan
+from sonic.prediction import AppPrediction, Estimate, StagePrediction
+from sonic.sizes import parse_size
+
+Echo = Callable[[str], None]
+
+
+def untrusted_prediction(app: App, input_bytes: int) -> AppPrediction:
+    """A placeholder prediction for an app with no models: one instance per stage, unknown costs."""
+    stages = {
+        name: StagePrediction(name, app.stages[name].instances, float(input_bytes), Estimate(1.0, 1.0),
+                              Estimate(256.0, 256.0), Estimate(float(input_bytes), float(input_bytes)),
+                              trusted=False)
+        for name in app.topological_order()
+    }
+    return AppPrediction(app.name, input_bytes, stages, source="none")
+
+
+def predict(app: App, input_bytes: int, root: Path, features: dict[str, float] | None = None) -> AppPrediction:
+    """Predict every stage's parameters from the app's fitted models (or an untrusted placeholder)."""
+    from models import AppModel  # models/ is optional until profiled; imported lazily
+
+    try:
+        model = AppModel.load(app.name, root)
+    except FileNotFoundError:
+        return untrusted_prediction(app, input_bytes)
+    return model.predict(app, input_bytes, features=features)
+
+
+def plan_for(app: App, input_bytes: int, cluster: ClusterSpec, *, strategy: str = "sonic",
+             objective: str = "latency", budget: float | None = None, deadline: float | None = None,
+             root: Path = Path(".sonic"), features: dict[str, float] | None = None,
+             measured: AppPrediction | None = None) -> tuple[Plan, AppPrediction]:
+    from sonic.planner import make_plan
+
+    if strategy == "oracle":
+        if measured is None:
+            raise UserInputError("the oracle strategy plans from a measured run; run the app once first")
+        prediction = measured
+    else:
+        prediction = predict(app, input_bytes, root, features)
+    plan = make_plan(app, prediction, cluster, objective=objective, strategy=strategy, budget=budget,
+                     deadline=deadline)
+    return plan, prediction
+
+
+def plan_command(app_spec: str, *, input_path: Path | None, input_size: str | None, objective: str,
+                 budget: float | None, deadline: float | None, strategy: str, root: Path, as_json: bool,
+                 dot: bool, cluster_path: Path, echo: Echo) -> Plan:
+    """``sonic plan``: print the plan as a table, JSON or DOT."""
+    import json
+
+    from sonic.planner import render_dot, render_table
+
+    app = load_app(app_spec)
+    if (input_path is None) == (input_size is None):
+        raise UserInputError("give exactly one of --input PATH or --input-size SIZE")
+    features = None
+    if input_path is not None:
+        from sonic.reference import input_refs
+
+        refs, _ = input_refs(input_path)
+        input_bytes = sum(r.size for r in refs)
+        features = app.feature_extractor(input_path) if app.feature_extractor else None
+    else:
+        input_bytes = parse_size(input_size or "0")
+    if strategy == "oracle":
+        raise UserInputError("--strategy oracle needs a measured run; use it with `sonic run` or the experiments")
+    cluster = load_cluster(cluster_path) if cluster_path.exists() else _default_cluster(echo, as_json or dot)
+    plan, _ = plan_for(app, input_bytes, cluster, strategy=strategy, objective=objective, budget=budget,
+                       deadline=deadline, root=root, features=features)
+    if as_json:
+        echo(json.dumps(plan.to_json(), indent=2))
+    elif dot:
+        echo(render_dot(plan, app))
+    else:
+        echo(render_table(plan))
+    return plan
+
+
+def _default_cluster(echo: Echo, quiet: bool) -> ClusterSpec:
+    """Planning needs no running cluster: without a cluster file, plan for 4 default VMs."""
+    from sonic.cluster.spec import VMSpec
+
+    if not quiet:
+        echo("note: no cluster file; planning for 4 default VMs (2 cores, 4 GiB each, default calibration)")
+    return ClusterSpec(vms=[VMSpec(f"vm{i}", f"vm{i}") for i in range(4)])

@@ -1,0 +1,115 @@
+"""``sonic cluster calibrate``: measure the cost-model inputs on the actual cluster.
+
+Everything the planner's cost model uses comes from here (DESIGN.md section 6): VM-to-VM
+bandwidth (raw TCP between two agents) and latency (authenticated ping round trip), disk
+write/read bandwidth (on a VM's data disk, fsync'd), S3 per-request latency (small-object
+upload + download from an agent), per-connection bandwidth (one object below the multipart
+threshold) and aggregate bandwidth (every VM downloading at once), warm invocation overhead and
+cold start (a fresh worker process importing the app). Results go into the cluster file.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from sonic.cluster.spec import Calibration, load_cluster
+from sonic.errors import ClusterFileError
+from sonic.runtime.bench import invocation_overhead, write_blob
+from sonic.runtime.client import AgentClient
+from sonic.runtime.objects import file_checksum
+from sonic.runtime.protocol import read_secret
+from sonic.runtime.remote import RemoteSettings, RemoteStore
+
+Echo = Callable[[str], None]
+MB = 1_000_000
+
+
+def calibrate_cluster(cluster_path: Path, *, progress: bool = False, echo: Echo = print,
+                      net_bytes: int = 64 * MB, disk_bytes: int = 64 * MB, s3_bytes: int = 8 * MB,
+                      repeats: int = 3) -> dict[str, Any]:
+    cluster = load_cluster(cluster_path)
+    if not cluster.secret_file:
+        raise ClusterFileError("cluster file has no secret_file")
+    secret = read_secret(cluster.secret_file)
+    clients = [AgentClient(vm.host, vm.agent_port, secret, vm.name) for vm in cluster.vms]
+    job = "calib-" + uuid.uuid4().hex[:12]
+
+    def say(text: str) -> None:
+        if progress:
+            echo(text)
+
+    try:
+        for c in clients:
+            c.ping()
+        a, b = clients[0], clients[1 % len(clients)]
+        say("latency ...")
+        pings = []
+        for _ in range(20):
+            t0 = time.perf_counter()
+            a.call("ping")
+            pings.append(time.perf_counter() - t0)
+        say("VM-to-VM bandwidth ...")
+        bw = []
+        for _ in range(repeats):
+            port = a.call("rawtcp_serve", size=net_bytes)["port"]
+            bw.append(net_bytes / b.call("rawtcp_pull", size=net_bytes, host=cluster.vms[0].host, port=port,
+                                         timeout=None)["seconds"])
+        say("disk ...")
+        disk = [a.call("diskbench", size=disk_bytes, timeout=None) for _ in range(repeats)]
+        say("S3 latency and bandwidth ...")
+        s3_small = [_s3_roundtrip(a, job, 1024, i) for i in range(5)]
+        s3_big = [_s3_roundtrip(a, job, s3_bytes, 100 + i) for i in range(repeats)]
+        with ThreadPoolExecutor(max_workers=len(clients)) as pool:
+            t0 = time.perf_counter()
+            list(pool.map(lambda ic: _s3_roundtrip(ic[1], job, s3_bytes, 200 + ic[0]), enumerate(clients)))
+            aggregate_s = time.perf_counter() - t0
+        say("invocation overhead and cold start ...")
+        overhead = invocation_overhead(a, 30)
+        cold = statistics.median(a.call("coldstart", app="sonic.runtime.benchapp:noop", timeout=None)["seconds"]
+                                 for _ in range(2))
+        latency_s3 = statistics.median(s3_small) / 2  # one round trip each way
+        per_conn = s3_bytes / max(statistics.median(s3_big) - 2 * latency_s3, 1e-6) * 2
+        calibration = Calibration(
+            vm_bandwidth_Bps=statistics.median(bw),
+            vm_latency_s=statistics.median(pings) / 2,
+            disk_write_Bps=disk_bytes / statistics.median(d["write_s"] for d in disk),
+            disk_read_Bps=disk_bytes / statistics.median(d["read_s"] for d in disk),
+            s3_latency_s=latency_s3,
+            s3_conn_Bps=per_conn,
+            s3_aggregate_Bps=max(per_conn, 2 * s3_bytes * len(clients) / aggregate_s),
+            invoke_overhead_s=overhead["median_ms"] / 1000,
+            cold_start_s=cold,
+            measured=True,
+        )
+    finally:
+        for c in clients:
+            c.drop(job)
+            c.close()
+        rs = cluster.remote_storage
+        RemoteStore(RemoteSettings(rs.bucket, rs.endpoint_url, rs.region)).delete_prefix(f"{job}/")
+    cluster.calibration = calibration
+    cluster.save(cluster_path)
+    return asdict(calibration)
+
+
+def _s3_roundtrip(agent: AgentClient, job: str, size: int, n: int) -> float:
+    """Upload then download ``size`` bytes through S3 from one agent; seconds for both."""
+    with tempfile.TemporaryDirectory() as tmp:
+        blob = Path(tmp) / "blob"
+        write_blob(blob, size)
+        checksum = file_checksum(blob)
+        key = f"calib/{n}/blob"
+        agent.put_file(job, key, blob, checksum)
+    up = agent.call("push", job=job, key=key, timeout=None)["seconds"]
+    agent.drop(job)
+    item = {"stage": "calib", "instance": n, "name": "blob", "size": size, "checksum": checksum, "method": "remote"}
+    down = agent.call("fetch", job=job, item=item, timeout=None)["seconds"]
+    return up + down

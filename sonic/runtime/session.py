@@ -1,0 +1,63 @@
+"""``sonic run`` on a cluster: load, plan (or take a plan), execute, learn.
+
+With no ``--plan``, the run is the full Sonic loop: predict this input's parameters, plan for
+the objective, execute, append the measurements to the profile and refit the models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+from sonic.app import App
+from sonic.cluster.spec import ClusterSpec, load_cluster
+from sonic.errors import ClusterFileError
+from sonic.metrics import RunResult
+from sonic.plan import Plan
+from sonic.reference import input_refs
+from sonic.runtime.coordinator import Coordinator
+from sonic.runtime.protocol import read_secret
+
+Echo = Callable[[str], None]
+
+
+def open_coordinator(cluster: ClusterSpec, *, progress: bool = False, echo: Echo = click.echo) -> Coordinator:
+    if not cluster.secret_file:
+        raise ClusterFileError("cluster file has no secret_file; agents cannot be authenticated without one")
+
+    def show(stage: str, done: int, total: int) -> None:
+        click.echo(f"\r  {stage}: {done}/{total} instances", nl=done == total, err=True)
+
+    return Coordinator(cluster, read_secret(cluster.secret_file), progress=show if progress else None)
+
+
+def run_on_cluster(app: App, input_path: Path, *, cluster_path: Path, plan_path: Path | None, strategy: str | None,
+                   objective: str, progress: bool, echo: Echo, root: Path = Path(".sonic"),
+                   app_spec: str | None = None) -> RunResult:
+    from sonic.planning import plan_for
+
+    cluster = load_cluster(cluster_path)
+    refs, _ = input_refs(input_path)
+    input_bytes = sum(r.size for r in refs)
+    features = app.feature_extractor(input_path) if app.feature_extractor else None
+    learn = plan_path is None and strategy in (None, "sonic")
+    if plan_path is not None:
+        plan = Plan.load(plan_path).check(app, cluster.vm_names)
+    else:
+        plan, prediction = plan_for(app, input_bytes, cluster, strategy=strategy or "sonic", objective=objective,
+                                    root=root, features=features)
+        if progress:
+            for note in plan.notes:
+                echo(f"note: {note}")
+    coordinator = open_coordinator(cluster, progress=progress, echo=echo)
+    try:
+        result = coordinator.execute(app, app_spec or app.name, input_path, plan)
+    finally:
+        coordinator.close()
+    if learn:
+        from models import refit
+
+        refit(app, result, root)
+    return result
