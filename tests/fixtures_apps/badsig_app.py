@@ -1,0 +1,10 @@
+"""Stage ``twoargs`` takes two required arguments: fails when the module is imported."""
+
+import sonic
+
+APP = sonic.App("badsig")
+
+
+@APP.stage()
+def twoargs(ctx, extra):
+    pass

@@ -1,0 +1,7 @@
+"""Attributes that are not sonic Apps."""
+
+APP = 42
+
+
+def needs_args(x, y):
+    return x + y
