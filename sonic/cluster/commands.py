@@ -1,0 +1,58 @@
+"""What the CLI's ``sonic cluster up | status | down`` verbs call (click wiring is in sonic/cli.py).
+
+Each function takes the cluster file path (``--cluster``, default ``.sonic/cluster.yaml``) and
+raises only :class:`sonic.errors.SonicError` subclasses, whose one-line messages the CLI prints.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sonic.cluster import bootstrap
+from sonic.cluster.local import HarnessOptions, cluster_down, cluster_status, cluster_up, load_cluster_file
+from sonic.cluster.spec import DEFAULT_CLUSTER_FILE, ClusterSpec, load_cluster
+
+
+def up(
+    n: int,
+    mode: str = "loopback",
+    cluster_path: Path | str = DEFAULT_CLUSTER_FILE,
+    vm_mbps: float | None = None,
+    s3_mbps: float | None = None,
+    s3_latency_ms: float | None = None,
+    *,
+    options: HarnessOptions = HarnessOptions(),
+) -> ClusterSpec:
+    """``sonic cluster up --local N``: start a local cluster and write ``cluster_path``.
+    Its working files go next to the cluster file (``<dir>/cluster-<id>/``)."""
+    path = Path(cluster_path)
+    return cluster_up(
+        n, mode, root=path.parent, vm_mbps=vm_mbps, s3_mbps=s3_mbps, s3_latency_ms=s3_latency_ms,
+        cluster_file=path, options=options,
+    )
+
+
+def status(cluster_path: Path | str = DEFAULT_CLUSTER_FILE, **kwargs: Any) -> list[dict[str, Any]]:
+    """``sonic cluster status``: one row per VM (name, host, port, state, pid for local)."""
+    path = Path(cluster_path)
+    spec = load_cluster_file(path)
+    if spec is None:
+        spec = load_cluster(path)  # raises the standard "no cluster file; start one with ..." message
+    return cluster_status(spec, **kwargs)
+
+
+def down(cluster_path: Path | str = DEFAULT_CLUSTER_FILE, *, options: HarnessOptions = HarnessOptions()) -> None:
+    """``sonic cluster down``: stop everything and remove the secret and agent data.
+
+    Idempotent: no cluster file means nothing to do; a stale file whose processes are gone is
+    cleaned without error. For a cluster of real VMs the agents are stopped over SSH and the
+    file is kept (it is the user's description of their VMs)."""
+    path = Path(cluster_path)
+    spec = load_cluster_file(path)
+    if spec is None:
+        return
+    if spec.local is not None:
+        cluster_down(spec, path, options=options)
+        return
+    bootstrap.stop_all(spec.vms, max_workers=options.ssh_max_workers, ssh_config_path=options.ssh_config_path)
