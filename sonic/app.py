@@ -220,6 +220,8 @@ class App:
             raise AppDefinitionError(
                 f"stage name {stage_name!r} is invalid: use letters, digits, '_' or '-' (max 64 chars)"
             )
+        if stage_name == APP_INPUT:
+            raise AppDefinitionError(f"stage name {APP_INPUT!r} is reserved for the application input; rename the stage")
         if stage_name in self._stages:
             raise AppDefinitionError(f"stage {stage_name!r} is defined twice in app {self.name!r}; rename one")
         if not callable(fn):
@@ -227,6 +229,7 @@ class App:
         _check_signature(stage_name, fn)
         if not isinstance(instances, int) or isinstance(instances, bool) or instances < 1:
             raise AppDefinitionError(f"stage {stage_name!r}: instances must be a positive integer, got {instances!r}")
+        Pattern.parse(pattern, stage=stage_name)  # a typo is an error even on a source stage
         producers: dict[str, Pattern]
         if after is None:
             producers = {}
@@ -389,6 +392,8 @@ def load_app(spec: str) -> App:
         names = ", ".join(BUILTIN_WORKLOADS)
         raise AppDefinitionError(f"unknown app {spec!r}: use a workload name ({names}) or module:attr")
     module_name, _, attr = target.partition(":")
+    if not module_name or module_name.startswith(".") or not attr:
+        raise AppDefinitionError(f"app {spec!r} must be module:attr with an absolute module name, e.g. mypkg.jobs:app")
     # Like uvicorn/gunicorn: a user's module:attr is found relative to the working directory.
     cwd = str(Path.cwd())
     if cwd not in sys.path:
@@ -404,7 +409,10 @@ def load_app(spec: str) -> App:
     except AttributeError:
         raise AppDefinitionError(f"module {module_name!r} has no attribute {attr!r}; expected an App") from None
     if callable(app) and not isinstance(app, App):
-        app = app()
+        try:
+            app = app()
+        except TypeError as exc:
+            raise AppDefinitionError(f"{target} is a callable that could not build an App without arguments: {exc}") from None
     if not isinstance(app, App):
         raise AppDefinitionError(f"{target} is a {type(app).__name__}, not a sonic.App")
     return app.validate()

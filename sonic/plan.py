@@ -134,19 +134,23 @@ class Plan:
                 raise PlanError(f"{source}: edge #{i} must be an object with src, dst and method")
             where = f"{source}: edge {edoc['src']} -> {edoc['dst']}"
             predicted = edoc.get("predicted_s", {})
-            if not isinstance(predicted, dict):
-                raise PlanError(f"{where}: predicted_s must be an object")
+            if not isinstance(predicted, dict) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in predicted.values()
+            ):
+                raise PlanError(f"{where}: predicted_s must map methods to numbers of seconds")
             edges.append(EdgePlan(str(edoc["src"]), str(edoc["dst"]), str(edoc.get("pattern", "")),
                                   PassingMethod.parse(edoc["method"], where=where),
                                   {str(k): float(v) for k, v in predicted.items()}))
         input_bytes = doc.get("input_bytes", 0)
-        if not isinstance(input_bytes, int) or input_bytes < 0:
+        if not isinstance(input_bytes, int) or isinstance(input_bytes, bool) or input_bytes < 0:
             raise PlanError(f"{source}: input_bytes must be a non-negative integer")
         predicted_tot = doc.get("predicted", {})
         if not isinstance(predicted_tot, dict):
             raise PlanError(f"{source}: predicted must be an object")
-        return cls(str(doc["app"]), input_bytes, objective, strategy, stages, edges,
-                   dict(predicted_tot), list(doc.get("notes", [])))
+        notes = doc.get("notes", [])
+        if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
+            raise PlanError(f"{source}: notes must be a list of strings")
+        return cls(str(doc["app"]), input_bytes, objective, strategy, stages, edges, dict(predicted_tot), notes)
 
     @classmethod
     def load(cls, path: Path) -> Plan:
@@ -154,6 +158,8 @@ class Plan:
             text = Path(path).read_text()
         except OSError as exc:
             raise PlanError(f"cannot read plan file {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise PlanError(f"plan file {path} is not text; give the JSON written by `sonic plan APP --json`") from None
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as exc:

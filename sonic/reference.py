@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -122,6 +123,10 @@ class ReferenceExecutor:
             code = 0
             try:
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
+                # Stage prints go to stderr: stdout may carry the CLI's JSON report.
+                sys.stdout.flush()
+                os.dup2(2, 1)
+                sys.stdout = sys.stderr
                 outcome = run_instance(self.app, spec, inputs, out_dir, scratch)
                 doc = {"metrics": outcome.metrics.__dict__, "outputs": outcome.outputs}
             except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises

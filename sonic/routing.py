@@ -69,7 +69,7 @@ def route_instances(
 
     if driving is None:
         count = app.stages[stage].instances
-        return [InstanceSpec(stage, i, count, None, tuple(shared)) for i in range(count)]
+        return [InstanceSpec(stage, i, count, None, tuple(_ordered(app, shared))) for i in range(count)]
 
     per_instance: list[tuple[str | None, list[ObjectRef]]] = []
     outputs = produced[driving.src]

@@ -210,6 +210,8 @@ def parse_cluster(doc: Any, *, source: str = "cluster file", check_paths: bool =
         vm = _build(VMSpec, {k: v for k, v in vdoc.items() if k != "ssh"}, where)
         if ssh_doc is not None:
             vm.ssh = _build(SSHSpec, ssh_doc, f"{where}.ssh")
+            if not 0 < vm.ssh.port < 65536:
+                raise ClusterFileError(f"{where}.ssh.port {vm.ssh.port} is not a TCP port (1-65535)")
             if check_paths and vm.ssh.key:
                 key = Path(os.path.expanduser(vm.ssh.key))
                 if not key.is_file():
@@ -244,6 +246,10 @@ def load_cluster(path: Path | str = DEFAULT_CLUSTER_FILE) -> ClusterSpec:
         )
     try:
         doc = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ClusterFileError(f"cannot read cluster file {path}: {exc.strerror}; pass a YAML file with --cluster") from None
+    except UnicodeDecodeError:
+        raise ClusterFileError(f"cluster file {path} is not text; it must be YAML") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" (line {mark.line + 1})" if mark else ""

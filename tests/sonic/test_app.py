@@ -404,8 +404,6 @@ class TestValidationErrors:
         assert issubclass(AppDefinitionError, SonicError)
         assert AppDefinitionError.exit_code == 2
 
-    @pytest.mark.xfail(strict=True, reason="BUG: a stage may be named '_input' (APP_INPUT), which collides with "
-                                           "the app input in ObjectRef keys, routing order and ctx.inputs_from")
     def test_reserved_stage_name_input(self):
         with pytest.raises(AppDefinitionError, match="_input"):
             App("reserved").add_stage(noop, name=APP_INPUT)
@@ -487,18 +485,14 @@ class TestLoadApp:
         message = assert_names(exc)
         assert "unknown app" in message and "module:attr" in message and "sort" in message
 
-    @pytest.mark.xfail(strict=True, reason="BUG: load_app calls any callable attribute; a function that needs "
-                                           "arguments raises a raw TypeError (CLI: 'internal error', exit 1)")
     def test_callable_needing_arguments(self, fixture_apps):
         with pytest.raises(AppDefinitionError):
             load_app("not_an_app:needs_args")
 
-    @pytest.mark.xfail(strict=True, reason="BUG: an empty module name raises a raw ValueError from importlib")
     def test_empty_module_name(self):
         with pytest.raises(AppDefinitionError):
             load_app(":APP")
 
-    @pytest.mark.xfail(strict=True, reason="BUG: a relative module name raises a raw TypeError from importlib")
     def test_relative_module_name(self):
         with pytest.raises(AppDefinitionError):
             load_app(".relative:APP")

@@ -134,9 +134,6 @@ class TestRunLocalReference:
         assert proc.returncode == 2
         assert "--local-reference" in one_error_line(proc)
 
-    @pytest.mark.xfail(strict=True, reason="BUG: the reference executor's forked children inherit the CLI's "
-                                           "stdout, so anything a stage prints lands in the middle of the "
-                                           "`--json` document (fix: dup2 stderr onto fd 1 in the child)")
     def test_stage_prints_do_not_corrupt_json(self, sonic_cli, text_input):
         proc = sonic_cli("run", "noisy_app:APP", "--input", text_input, "--local-reference", "--json")
         assert proc.returncode == 0, proc.stderr

@@ -228,8 +228,6 @@ class TestMalformed:
     def test_errors_are_user_input_errors(self):
         assert issubclass(ClusterFileError, UserInputError) and ClusterFileError.exit_code == 2
 
-    @pytest.mark.xfail(strict=True, reason="BUG: ssh.port is type-checked but not range-checked (agent_port is): "
-                                           "port 70000 or 0 is accepted and fails only at connect time")
     @pytest.mark.parametrize("port", [0, 70000])
     def test_bad_ssh_port(self, doc, port):
         doc["vms"][0]["ssh"]["port"] = port
@@ -270,16 +268,12 @@ class TestLoad:
         path.write_text(f"vms:\n  - name: a\n    host: h\n    ssh: {{key: {key_file}, accept_new_host_keys: yes}}\n")
         assert load_cluster(path).vms[0].ssh.accept_new_host_keys is True
 
-    @pytest.mark.xfail(strict=True, reason="BUG: load_cluster on a binary (non UTF-8) file raises a raw "
-                                           "UnicodeDecodeError (only yaml.YAMLError is caught)")
     def test_binary_file(self, tmp_path):
         path = tmp_path / "c.yaml"
         path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
         with pytest.raises(ClusterFileError):
             load_cluster(path)
 
-    @pytest.mark.xfail(strict=True, reason="BUG: load_cluster on a directory raises a raw IsADirectoryError "
-                                           "(path.exists() is true, read_text errors are not caught)")
     def test_directory(self, tmp_path):
         with pytest.raises(ClusterFileError):
             load_cluster(tmp_path)

@@ -191,22 +191,16 @@ class TestMalformed:
     def test_predicted_not_an_object(self):
         plan_error(doc(predicted=[9.4]), "predicted")
 
-    @pytest.mark.xfail(strict=True, reason="BUG: a non-numeric predicted_s value ('fast', null) escapes as a raw "
-                                           "ValueError/TypeError from float() instead of PlanError")
     @pytest.mark.parametrize("value", ["fast", None])
     def test_non_numeric_predicted_s(self, value):
         d = doc()
         d["edges"][0]["predicted_s"]["vm"] = value
         plan_error(d, "predicted_s")
 
-    @pytest.mark.xfail(strict=True, reason="BUG: notes is not type-checked: a number raises a raw TypeError from "
-                                           "list(), a string is silently split into characters")
     @pytest.mark.parametrize("notes", [5, "one note"])
     def test_bad_notes(self, notes):
         plan_error(doc(notes=notes), "notes")
 
-    @pytest.mark.xfail(strict=True, reason="BUG: input_bytes accepts booleans (True passes isinstance(int)), "
-                                           "unlike instances/placement which reject them")
     def test_boolean_input_bytes(self):
         plan_error(doc(input_bytes=True), "input_bytes")
 
@@ -275,8 +269,6 @@ class TestLoad:
         with pytest.raises(PlanError, match=str(path)):
             Plan.load(path)
 
-    @pytest.mark.xfail(strict=True, reason="BUG: Plan.load on a binary (non UTF-8) file raises a raw "
-                                           "UnicodeDecodeError; read_text errors other than OSError are not caught")
     def test_binary_file(self, tmp_path):
         path = tmp_path / "plan.png"
         path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")

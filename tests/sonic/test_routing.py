@@ -167,10 +167,6 @@ class TestJoins:
         (spec,) = route_instances(app, "c", produced, APP_IN)
         assert keys(spec) == ["a/0/x", "a/0/y", "b/0/r", "b/1/r"]
 
-    @pytest.mark.xfail(strict=True, reason="BUG: without a scatter/one-to-one edge, route_instances does not pass "
-                                           "the shared inputs through _ordered(), so a broadcast/gather-only join "
-                                           "orders inputs by producer *name* (in_edges order) instead of the "
-                                           "topological (producer stage, instance, name) order used otherwise")
     def test_gather_only_join_orders_inputs_like_other_joins(self):
         app = App("order")
         app.add_stage(noop, name="zz")
