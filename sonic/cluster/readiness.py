@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import sonic
 from sonic.cluster.procs import backoff
-from sonic.errors import AuthenticationError, ClusterFileError, TransportError
+from sonic.errors import AuthenticationError, ClusterFileError, SonicError, TransportError
 
 # A cold agent imports numpy/pandas/boto3 and builds its worker pool: several seconds on a
 # busy 2-core CI box; 30 s is generous yet still fails fast on a crashed agent (we also
@@ -45,22 +45,29 @@ class PingFn(Protocol):
 
 
 def ping_agent(host: str, port: int, secret: bytes, peer_name: str, timeout_s: float = PROBE_TIMEOUT_S) -> dict[str, Any]:
-    """Health check through the runtime's own client; returns its answer (has "version")."""
+    """Health check through the runtime's own client; returns the agent's answer (has "version").
+
+    Uses the raw ``ping`` call rather than ``AgentClient.ping()``: the latter already rejects a
+    version mismatch as a TransportError, which a readiness loop cannot tell from "not up
+    yet"; comparing here makes a mismatch fail at once with the redeploy hint.
+    """
     try:
-        from sonic.runtime.client import AgentClient  # type: ignore[import-not-found]
+        from sonic.runtime.client import AgentClient, Timeouts
     except ImportError as exc:
         raise TransportError(
             f"cannot health-check agent {peer_name} at {host}:{port}: sonic.runtime.client is not installed ({exc})"
         ) from None
-    client = AgentClient(host, port, secret, peer_name)
+    client = AgentClient(host, port, secret, peer_name, Timeouts(connect_s=timeout_s, control_s=timeout_s))
     try:
-        return dict(client.ping())
+        return dict(client.call("ping"))
+    except TransportError:
+        raise  # includes AuthenticationError, which callers treat as fatal
+    except SonicError as exc:  # the agent answered, but with an error
+        raise TransportError(f"agent {peer_name} at {host}:{port} answered the ping with an error: {exc}") from None
     except (OSError, EOFError) as exc:
         raise TransportError(f"agent {peer_name} at {host}:{port} did not answer a ping: {exc}") from None
     finally:
-        close = getattr(client, "close", None)
-        if close is not None:
-            close()
+        client.close()
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -38,6 +39,12 @@ def fake_program(*extra: str) -> AgentProgram:
 def real_agent_available() -> bool:
     return importlib.util.find_spec("sonic.runtime.agent") is not None and importlib.util.find_spec(
         "sonic.runtime.client") is not None
+
+
+@pytest.fixture(scope="session")
+def make_program() -> Callable[..., AgentProgram]:
+    """``make_program("--fake-version", "9")``: the stand-in agent with extra test options."""
+    return fake_program
 
 
 @pytest.fixture
