@@ -11,10 +11,16 @@ output_bytes   instance input bytes        bytes written by the instance
 fanout         app input bytes             instance count of the stage in a run
 =============  ==========================  =====================================
 
-plus the app's input features (``feat_*`` columns) where every row has them. Instance
-input bytes (not app input bytes) are the regressor of the per-instance metrics because
-that is what an instance actually processes: it stays right when the fanout or the
-routing of upstream stages changes, and it is what the runtime measures per instance.
+Instance input bytes (not app input bytes) are the main regressor of the per-instance
+metrics because that is what an instance actually processes: it stays right when the
+fanout or the routing of upstream stages changes, and it is what the runtime measures per
+instance. Candidate forms with *features* additionally see the app input bytes (a reducer's
+fan-in, a mapper's number of partitions grow with the whole job, not with its own input)
+and the app's declared input features (``feat_*`` columns, where every row has them);
+cross-validation picks them only when they clearly help (see :mod:`models.metric`).
+Wall time is summarised by its lower quartile (``time_statistic``): interference from other
+jobs only ever adds time, so the lower quartile is the stable estimate of a stage's own
+cost; the upper tail goes into ``Estimate.hi``.
 Prediction walks the DAG from the app input (:meth:`AppModel.predict`).
 """
 
@@ -71,21 +77,26 @@ class AppModel:
     min_sizes : ... and it was profiled on at least this many distinct sizes.
     quantile : quantile of measured/predicted ratios behind ``Estimate.hi``.
     sources : use only rows from these sources (e.g. ``("reference",)``); all by default.
+    time_statistic : quantile of pooled wall times a time model predicts (see module doc).
     """
 
     def __init__(self, app_name: str, *, max_mape: float = 0.25, min_sizes: int = 3,
-                 quantile: float = 0.9, sources: Sequence[str] | None = None) -> None:
+                 quantile: float = 0.9, sources: Sequence[str] | None = None,
+                 time_statistic: float = 0.25) -> None:
         self.app_name = app_name
         self.max_mape = max_mape
         self.min_sizes = min_sizes
         self.quantile = quantile
         self.sources = sources
+        self.time_statistic = time_statistic
 
     # ------------------------------------------------------------------ fit
     def fit(self, profile: pd.DataFrame) -> AppModel:
         rows = self._validate_profile(profile)
+        # A feature is usable if every row has it and it varies: a constant (a video's fps)
+        # carries no information and would only add look-alike candidates.
         self.feature_names_ = [c[len(FEATURE_PREFIX):] for c in feature_columns(rows)
-                               if np.isfinite(rows[c].to_numpy(dtype=float)).all()]
+                               if _usable(rows[c].to_numpy(dtype=float))]
         groups = rows["size"].astype("Float64").fillna(rows["app_input_bytes"].astype("Float64"))
         rows = rows.assign(_group=groups.to_numpy(dtype=float))
         # Stages in execution order: rows of a run are written in topological order.
@@ -117,20 +128,22 @@ class AppModel:
             warm = rows
         metrics: dict[str, MetricModel] = {}
         scores: dict[str, HoldoutScore] = {}
-        X = warm[["input_bytes", *fcols]].to_numpy(dtype=float)
+        X = warm[["input_bytes", "app_input_bytes", *fcols]].to_numpy(dtype=float)
         g, r = warm["_group"].to_numpy(dtype=float), warm["run_id"].astype(str).to_numpy()
         for metric, column in INSTANCE_METRICS.items():
-            model = MetricModel(quantile=self.quantile)
+            statistic = self.time_statistic if metric == "time" else 0.5
+            model = MetricModel(quantile=self.quantile, statistic=statistic,
+                                feature_names=["app_input_bytes", *feats])
             y = warm[column].to_numpy(dtype=float)
             scores[metric] = holdout_score(model, X, y, g, r)
             metrics[metric] = model.fit(X, y, groups=g, runs=r)
         per_run = rows.drop_duplicates("run_id")
         Xf = per_run[["app_input_bytes", *fcols]].to_numpy(dtype=float)
         yf = per_run["instances"].to_numpy(dtype=float)
-        gf, rf = per_run["_group"].to_numpy(dtype=float), per_run["run_id"].astype(str).to_numpy()
-        fanout = MetricModel(quantile=self.quantile, integer=True)
-        scores["fanout"] = holdout_score(fanout, Xf, yf, gf, rf)
-        metrics["fanout"] = fanout.fit(Xf, yf, groups=gf, runs=rf)
+        gf = per_run["_group"].to_numpy(dtype=float)
+        fanout = MetricModel(quantile=self.quantile, integer=True, feature_names=feats)
+        scores["fanout"] = holdout_score(fanout, Xf, yf, gf)
+        metrics["fanout"] = fanout.fit(Xf, yf, groups=gf)
         n_sizes = int(np.unique(g).size)
         trusted = n_sizes >= self.min_sizes and not rows["cold"].astype(bool).all() and all(
             math.isfinite(s.mape) and s.mape <= self.max_mape for s in scores.values())
@@ -143,7 +156,7 @@ class AppModel:
         cold = rows[rows["cold"].astype(bool)]
         if cold.empty or cold.shape[0] == rows.shape[0]:
             return None
-        warm_pred = time_model.predict(cold[["input_bytes", *fcols]].to_numpy(dtype=float))
+        warm_pred = time_model.predict(cold[["input_bytes", "app_input_bytes", *fcols]].to_numpy(dtype=float))
         return float(np.median(cold["wall_s"].to_numpy(dtype=float) - warm_pred))
 
     def _summary(self, rows: pd.DataFrame) -> dict[str, Any]:
@@ -205,11 +218,12 @@ class AppModel:
                     else:  # broadcast, gather: every consumer instance gets all of it
                         x += src.total_output_bytes
             m = sm.metrics
+            extra = (x_app, *fvec) if fvec else (x_app,)
             out[name] = StagePrediction(
                 stage=name, instances=n, input_bytes=x,
-                time_s=m["time"].predict_estimate(x, fvec),
-                memory_mb=m["memory"].predict_estimate(x, fvec),
-                output_bytes=m["output_bytes"].predict_estimate(x, fvec),
+                time_s=m["time"].predict_estimate(x, extra),
+                memory_mb=m["memory"].predict_estimate(x, extra),
+                output_bytes=m["output_bytes"].predict_estimate(x, extra),
                 trusted=sm.trusted,
             )
         return AppPrediction(app.name, int(input_bytes), out, source="models", features=dict(features or {}))
@@ -253,6 +267,10 @@ class AppModel:
     def load(cls, app_name: str, root: Path | str) -> AppModel:
         from models.persist import load_model
         return load_model(app_name, Path(root))
+
+
+def _usable(values: np.ndarray) -> bool:
+    return bool(np.isfinite(values).all()) and float(np.ptp(values)) > 1e-9 * max(float(np.abs(values).max()), 1.0)
 
 
 def _finite(value: float) -> float | None:

@@ -8,10 +8,14 @@ generator sizes of the profile; the app input bytes for online runs):
 * test set: every larger group, i.e. sizes in (s_n / 2, s_n], up to 2x beyond the largest
   training size (with a doubling sweep 2,4,8,16,32 MB: train on 2-16 MB, test on 32 MB);
 * the *whole* procedure (form selection by CV included) is re-run on the training set;
-* ``mape``: mean over test groups of |median prediction - median measurement| / median
-  measurement, medians taken over the group's runs (each run reduced to the median over
-  its instances). This is the accuracy of the typical value, which is what the model
-  predicts; run-to-run noise of a shared machine is not predictable and is not in it.
+* ``mape``: |prediction - measurement| / measurement averaged over the held-out points,
+  weighted by the number of instance rows behind each point. A point pools the rows of
+  one size group with similar instance input (within a quarter octave; see
+  :mod:`models.metric`) over all runs; its measurement is the model's ``statistic``
+  (median; lower quartile for time) of those rows, its prediction the model's output at
+  their median input and features. So this is, per held-out instance, the error against
+  the typical value of instances like it: interference from other jobs on a shared
+  machine is not predictable from the input and is not in it.
 * ``mape_instances``: mean absolute percentage error over every held-out instance row,
   noise included, reported alongside for transparency.
 """
@@ -24,12 +28,12 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.base import clone
 
-from models.metric import MetricModel, _codes, _group_medians, ape
+from models.metric import MetricModel, ape, pool
 
 
 @dataclass(frozen=True)
 class HoldoutScore:
-    mape: float               # NaN when there is nothing to hold out (fewer than 2 size groups)
+    mape: float               # NaN when there is nothing to hold out (a single size group)
     mape_instances: float
     train_sizes: tuple[float, ...]
     test_sizes: tuple[float, ...]
@@ -43,24 +47,17 @@ def holdout_split(sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def holdout_score(model: MetricModel, X: np.ndarray, y: np.ndarray, groups: np.ndarray,
-                  runs: np.ndarray) -> HoldoutScore:
+                  runs: np.ndarray | None = None) -> HoldoutScore:
     """Fit a clone of ``model`` on the smaller sizes and score it on the larger ones."""
-    X, y = np.asarray(X, dtype=float), np.asarray(y, dtype=float)
-    groups, runs = np.asarray(groups, dtype=float), np.asarray(runs)
+    X, y, groups = np.asarray(X, dtype=float), np.asarray(y, dtype=float), np.asarray(groups, dtype=float)
     train, test = holdout_split(groups)
     train_sizes = tuple(float(s) for s in np.unique(groups[train]))
     test_sizes = tuple(float(s) for s in np.unique(groups[test]))
     if not train.any() or not test.any():
         return HoldoutScore(math.nan, math.nan, train_sizes, test_sizes)
+    runs = np.arange(X.shape[0]) if runs is None else np.asarray(runs)
     fitted = clone(model).fit(X[train], y[train], groups=groups[train], runs=runs[train])
-    pred_rows = fitted.predict(X[test])
-    codes = _codes(runs[test])
-    _, rx, ry = _group_medians(X[test], y[test], codes)
-    run_group = np.array([groups[test][codes == k][0] for k in np.unique(codes)])
-    run_pred = fitted.predict(rx)
-    errors = []
-    for size in np.unique(run_group):
-        sel = run_group == size
-        errors.append(float(ape(np.median(run_pred[sel]), np.median(ry[sel]))))
-    return HoldoutScore(float(np.mean(errors)), float(np.mean(ape(pred_rows, y[test]))),
-                        train_sizes, test_sizes)
+    px, py, _, index = pool(X[test], y[test], groups[test], model.statistic)
+    weights = np.bincount(index)
+    return HoldoutScore(float(np.average(ape(fitted.predict(px), py), weights=weights)),
+                        float(np.mean(ape(fitted.predict(X[test]), y[test]))), train_sizes, test_sizes)

@@ -23,8 +23,18 @@ from sklearn.utils.validation import check_X_y
 from sonic.errors import NotFittedError
 
 
+#: Forms with a slope need inputs spanning at least this ratio: a slope fitted on inputs
+#: within a few percent of each other is noise and extrapolates wildly.
+MIN_SPREAD = 1.25
+
+
 def _distinct(col: np.ndarray) -> int:
     return int(np.unique(col).size)
+
+
+def _spread_ok(col: np.ndarray) -> bool:
+    lo, hi = float(np.min(np.abs(col))), float(np.max(np.abs(col)))
+    return hi >= MIN_SPREAD * lo if lo > 0 else hi > 0
 
 
 class Form(RegressorMixin, BaseEstimator):
@@ -43,6 +53,8 @@ class Form(RegressorMixin, BaseEstimator):
         fits hundreds of tiny forms, where sklearn's input checks would dominate."""
         if _distinct(X[:, 0]) < self.min_points:
             raise ValueError(f"{self.name} needs {self.min_points} distinct input sizes, got {_distinct(X[:, 0])}")
+        if self.min_points > 1 and not _spread_ok(X[:, 0]):
+            raise ValueError(f"{self.name} needs input sizes spanning {MIN_SPREAD}x")
         self._fit(X if self.uses_features else X[:, :1], y)
         return self
 
@@ -88,25 +100,51 @@ class ConstantForm(Form):
         return self.coef_[0]
 
 
-class LinearForm(Form):
-    """``y = a + b x (+ sum c_i f_i)``: baseline plus per-byte cost, the common case."""
+class FeatureForm(Form):
+    """A form that may use one extra column ``feature`` (1-based index into X) besides x."""
 
-    name = "linear"
-    min_points = 2
-
-    def __init__(self, features: bool = False) -> None:
-        self.features = features
+    def __init__(self, feature: int | None = None) -> None:
+        self.feature = feature
 
     @property
     def uses_features(self) -> bool:  # type: ignore[override]
-        return self.features
+        return self.feature is not None
+
+    def _columns(self, X: np.ndarray) -> np.ndarray:
+        if self.feature is None:
+            return X[:, :1]
+        if X.shape[1] <= self.feature:
+            raise ValueError(f"{self.name}: X has no feature column {self.feature}")
+        return X[:, [0, self.feature]]
+
+    def fit_checked(self, X: np.ndarray, y: np.ndarray) -> Form:
+        # The base class passes X[:, :1] to size-only forms: give _fit both columns instead.
+        cols = self._columns(X)
+        if not any(_distinct(c) >= self.min_points and _spread_ok(c) for c in cols.T):
+            raise ValueError(f"{self.name} needs {self.min_points} distinct inputs spanning {MIN_SPREAD}x")
+        self._fit(cols, y)
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        self._check_fitted()
+        X = np.asarray(X, dtype=np.float64)
+        return self._predict(self._columns(X.reshape(-1, 1) if X.ndim == 1 else X))
+
+    def _extra(self, features: Sequence[float]) -> float | None:
+        return None if self.feature is None else float(features[self.feature - 1])
+
+
+class LinearForm(FeatureForm):
+    """``y = a + b x (+ c f)``: baseline plus per-byte cost, the common case; with a feature
+    ``f`` (e.g. the app input bytes for a reducer's fan-in, or a video's frame count)."""
+
+    name = "linear"
+    min_points = 2
 
     def _design(self, X: np.ndarray) -> np.ndarray:
         return np.column_stack([np.ones(X.shape[0]), X / self.scale_])
 
     def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
-        if self.features and X.shape[1] < 2:
-            raise ValueError("linear+features needs at least one feature column")
         scale = np.abs(X).max(axis=0)
         self.scale_ = np.where(scale > 0, scale, 1.0)
         coef, *_ = np.linalg.lstsq(self._design(X), y, rcond=None)
@@ -119,8 +157,9 @@ class LinearForm(Form):
     def _predict_one(self, x: float, features: Sequence[float]) -> float:
         c = self.coef_
         total = c[0] + c[1] * x * self._inv[0]
-        for i, f in enumerate(features[: len(c) - 2]):
-            total += c[i + 2] * f * self._inv[i + 1]
+        extra = self._extra(features)
+        if extra is not None:
+            total += c[2] * extra * self._inv[1]
         return total
 
 
@@ -147,23 +186,14 @@ class QuadraticForm(Form):
         return a + b * u + c * u * u
 
 
-class PowerLawForm(Form):
-    """``y = k x^b (prod f_i^c_i)``, fitted in log space: scale-free growth (e.g. output of a
+class PowerLawForm(FeatureForm):
+    """``y = k x^b (f^c)``, fitted in log space: scale-free growth (e.g. output of a
     compressor). Needs positive inputs and outputs."""
 
     name = "power"
     min_points = 2
 
-    def __init__(self, features: bool = False) -> None:
-        self.features = features
-
-    @property
-    def uses_features(self) -> bool:  # type: ignore[override]
-        return self.features
-
     def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
-        if self.features and X.shape[1] < 2:
-            raise ValueError("power+features needs at least one feature column")
         if (X <= 0).any() or (y <= 0).any():
             raise ValueError("power law needs positive inputs and outputs")
         logs = np.log(X)
@@ -172,14 +202,15 @@ class PowerLawForm(Form):
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
         logs = np.log(np.maximum(X, 1e-12))
-        return np.exp(self.coef_[0] + logs @ np.asarray(self.coef_[1:]))
+        return np.exp(np.clip(self.coef_[0] + logs @ np.asarray(self.coef_[1:]), -700, 700))
 
     def _predict_one(self, x: float, features: Sequence[float]) -> float:
         c = self.coef_
         total = c[0] + c[1] * math.log(max(x, 1e-12))
-        for i, f in enumerate(features[: len(c) - 2]):
-            total += c[i + 2] * math.log(max(f, 1e-12))
-        return math.exp(total)
+        extra = self._extra(features)
+        if extra is not None:
+            total += c[2] * math.log(max(extra, 1e-12))
+        return math.exp(min(total, 700.0))  # overflow guard for absurd extrapolations
 
 
 class IsotonicForm(Form):
@@ -215,11 +246,44 @@ class IsotonicForm(Form):
         return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
 
 
-def default_candidates() -> list[Form]:
-    """Candidates in order of complexity; ties go to the earlier (simpler) one."""
-    return [ConstantForm(), LinearForm(), PowerLawForm(), IsotonicForm(), QuadraticForm(),
-            LinearForm(features=True), PowerLawForm(features=True)]
+class StepForm(Form):
+    """``y = max(lo, ceil(x / u))``: a fanout that cuts the input into pieces of ``u`` bytes
+    (chunks, shards, partitions) with a minimum of ``lo`` pieces. ``u`` is the largest
+    observed bytes-per-piece above the floor, i.e. the closest to the true piece size."""
+
+    name = "step"
+    min_points = 2
+
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+        lo = float(np.min(y))
+        above = y > lo
+        if not above.any() or (X[:, 0] <= 0).any() or (y <= 0).any():
+            raise ValueError("step needs positive sizes and a count that grows above its floor")
+        self.coef_ = [lo, float(np.max(X[above, 0] / y[above]))]
+
+    def _predict_one(self, x: float, features: Sequence[float]) -> float:
+        lo, unit = self.coef_
+        # The tolerance keeps an exact multiple (16 MB / 4 MB) from rounding up to 5.
+        return max(lo, float(math.ceil(x / unit - 1e-6)))
 
 
-def form_label(form: Form) -> str:
-    return form.name + ("+features" if form.uses_features else "")
+def default_candidates(n_features: int = 0, *, integer: bool = False) -> list[Form]:
+    """Candidates in order of complexity; ties go to the earlier (simpler) one.
+
+    Size-only forms first, then one linear and one power form per extra column (each
+    feature on its own: with five sizes, two regressors are all the data supports).
+    ``integer`` adds the step form for counts.
+    """
+    forms: list[Form] = [ConstantForm(), *([StepForm()] if integer else []), LinearForm(), PowerLawForm(),
+                         IsotonicForm(), QuadraticForm()]
+    for j in range(1, n_features + 1):
+        forms += [LinearForm(feature=j), PowerLawForm(feature=j)]
+    return forms
+
+
+def form_label(form: Form, feature_names: Sequence[str] = ()) -> str:
+    feature = getattr(form, "feature", None)
+    if feature is None:
+        return form.name
+    name = feature_names[feature - 1] if feature - 1 < len(feature_names) else f"f{feature}"
+    return f"{form.name}+{name}"

@@ -2,21 +2,24 @@
 
 Data flow (why each step):
 
-1. Rows are stage instances. They are first reduced to one point per *run* (medians over
-   the run's instances): instances of one run share the run's features and conditions.
-2. Size-only forms are fitted on one point per *size group* (median over runs). Medians
-   make the fit robust to a noisy run on a shared machine without any tuning.
-   Feature forms are fitted on the run points, because the features vary between runs of
-   one size (that variation is the only reason to use them).
-3. Selection is forward-chaining CV over size groups, sorted by size: train on the groups
+1. Rows are stage instances. Size-only forms are fitted on *pooled points*: the rows of
+   one size group whose input sizes lie within a quarter octave (about +-9%) of each
+   other, over all runs, form one point; its inputs are the medians of the rows, its
+   target the ``statistic`` quantile of the rows (median by default). Pooling over runs
+   makes the fit robust to a disturbed run on a shared machine; the size bins keep
+   instances of clearly different input (a short last chunk) apart.
+   Feature forms are fitted on *run points* (the same, per run): features vary between
+   runs of one size, and that variation is what they learn from.
+2. Selection is forward-chaining CV over size groups, sorted by size: train on the groups
    smaller than group j, predict group j. This is extrapolation to the next larger size,
-   exactly what the planner asks of the model. A group's error is the median over its runs
-   of the absolute percentage error; a candidate's CV error is the mean over its folds.
-4. Occam: the simplest candidate within 10% (relative) + 0.5 points of the best wins, and
+   exactly what the planner asks of the model. A fold's error is the median, over the
+   test group's run points, of the absolute percentage error (the median keeps one
+   disturbed run from deciding); a candidate's CV error is the mean over its folds.
+3. Occam: the simplest candidate within 10% (relative) + 0.5 points of the best wins, and
    a feature form must beat the best size-only form by 20% to be chosen at all.
-5. Uncertainty: ``hi = mean * hi_factor_``, with ``hi_factor_`` the ``quantile`` of the
-   ratios measured/predicted over the training instances and the CV held-out runs, so the
-   bound covers instance spread, run noise and extrapolation error alike.
+4. Uncertainty: ``hi = mean * hi_factor_``, with ``hi_factor_`` the ``quantile`` of the
+   ratios measured/predicted over the training rows and the CV held-out rows, so the bound
+   covers instance spread, run noise and extrapolation error alike.
 """
 
 from __future__ import annotations
@@ -32,22 +35,62 @@ from models.forms import ConstantForm, Form, LinearForm, default_candidates, for
 from sonic.errors import NotFittedError
 from sonic.prediction import Estimate
 
+#: Inputs (and features) within a quarter octave of each other are pooled into one point.
+BINS_PER_OCTAVE = 4
 
-def ape(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+
+def ape(pred: np.ndarray | float, truth: np.ndarray | float) -> np.ndarray:
     """Absolute percentage errors as fractions; 0 when both are 0."""
     pred, truth = np.asarray(pred, dtype=float), np.asarray(truth, dtype=float)
     return np.abs(pred - truth) / np.maximum(np.abs(truth), 1e-12)
 
 
-def _group_medians(X: np.ndarray, y: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Median of X's columns and of y per distinct key; returns (keys, X, y) sorted by key."""
-    uniq, inverse = np.unique(keys, return_inverse=True)
-    if uniq.size == keys.size:  # already one row per key: nothing to reduce
-        order = np.argsort(keys, kind="stable")
-        return uniq, X[order], y[order]
-    gx = np.vstack([np.median(X[inverse == i], axis=0) for i in range(uniq.size)])
-    gy = np.array([np.median(y[inverse == i]) for i in range(uniq.size)])
-    return uniq, gx, gy
+def log_bins(values: np.ndarray) -> np.ndarray:
+    """Quarter-octave bin of each value's magnitude (zero gets a bin of its own)."""
+    mag = np.abs(np.asarray(values, dtype=float))
+    return np.where(mag > 0, np.rint(np.log2(np.maximum(mag, 1e-300)) * BINS_PER_OCTAVE), -1e6)
+
+
+def pool(X: np.ndarray, y: np.ndarray, groups: np.ndarray, statistic: float = 0.5,
+         runs: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Pool rows into points: one per (size group, input-size bin), or per (size group,
+    input-size bin, run) when ``runs`` is given.
+
+    Returns ``(PX, Py, Pg, index)``: point inputs (medians), targets (``statistic``
+    quantile), size group of each point, and the point index of every input row
+    (``np.bincount(index)`` is the number of rows behind each point).
+    """
+    columns = [groups, log_bins(X[:, 0])]
+    if runs is not None:
+        columns.append(_codes(runs))
+    keys = np.column_stack(columns)
+    _, index = np.unique(keys, axis=0, return_inverse=True)
+    index = index.reshape(-1)
+    n = int(index.max()) + 1 if index.size else 0
+    if n == X.shape[0]:  # one row per point: nothing to pool
+        order = np.argsort(index)
+        px, py = X[order], y[order]
+    else:
+        px = np.vstack([np.median(X[index == i], axis=0) for i in range(n)])
+        py = np.array([np.quantile(y[index == i], statistic) for i in range(n)])
+    pg = np.empty(n)
+    pg[index] = groups
+    return px, py, pg, index
+
+
+def _codes(values: np.ndarray) -> np.ndarray:
+    """Integer codes for arbitrary (e.g. string) labels."""
+    _, codes = np.unique(np.asarray(values).astype(str), return_inverse=True)
+    return codes.reshape(-1)
+
+
+Points = tuple[np.ndarray, np.ndarray, np.ndarray]  # inputs, targets, size group
+
+
+def _below(points: Points, size: float) -> Points:
+    px, py, pg = points
+    keep = pg < size
+    return px[keep], py[keep], pg[keep]
 
 
 class MetricModel(BaseEstimator):
@@ -57,96 +100,110 @@ class MetricModel(BaseEstimator):
     ----------
     candidates : forms to choose from (default: :func:`models.forms.default_candidates`).
     quantile : quantile of measured/predicted ratios used for ``Estimate.hi``.
+    statistic : quantile of the pooled rows that is the target of a point (0.5: median).
     integer : round predictions to integers >= 1 (fanout).
     tolerance : relative CV-error slack within which a simpler form is preferred.
     feature_margin : a feature form must have CV error below ``feature_margin`` x the best
-        size-only error to be chosen.
+        size-only error (and 0.5 points below it) to be chosen.
+    feature_names : names of X's columns after the first, for labels such as ``linear+frames``.
     """
 
     def __init__(self, candidates: Sequence[Form] | None = None, quantile: float = 0.9,
-                 integer: bool = False, tolerance: float = 0.1, feature_margin: float = 0.8) -> None:
+                 statistic: float = 0.5, integer: bool = False, tolerance: float = 0.1,
+                 feature_margin: float = 0.8, feature_names: Sequence[str] = ()) -> None:
         self.candidates = candidates
         self.quantile = quantile
+        self.statistic = statistic
         self.integer = integer
         self.tolerance = tolerance
         self.feature_margin = feature_margin
+        self.feature_names = feature_names
 
     # ------------------------------------------------------------------ fit
     def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None,
             runs: np.ndarray | None = None) -> MetricModel:
         """``X``: rows x (input bytes, features...); ``groups``: size group of each row
-        (default: its input bytes); ``runs``: run id of each row (default: one run per row)."""
+        (default: its input bytes), the unit of cross-validation; ``runs``: run id of each
+        row (default: every row its own run)."""
         X, y = check_X_y(X, y, dtype=np.float64, y_numeric=True)
         if not 0.5 <= self.quantile < 1:
             raise ValueError(f"quantile must be in [0.5, 1), got {self.quantile}")
+        if not 0 <= self.statistic <= 1:
+            raise ValueError(f"statistic must be in [0, 1], got {self.statistic}")
         groups = X[:, 0].copy() if groups is None else np.asarray(groups, dtype=np.float64)
         runs = np.arange(X.shape[0]) if runs is None else np.asarray(runs)
         if groups.shape[0] != X.shape[0] or runs.shape[0] != X.shape[0]:
             raise ValueError("groups and runs must have one entry per row of X")
         self.n_samples_ = int(X.shape[0])
         self.n_features_in_ = int(X.shape[1])
-        # One point per run, then one per size group.
-        run_keys, rx, ry = _group_medians(X, y, _codes(runs))
-        rg = np.array([groups[_codes(runs) == k][0] for k in run_keys])
-        self.group_sizes_ = [float(g) for g in np.unique(rg)]
+        pooled = pool(X, y, groups, self.statistic)[:3]
+        per_run = pool(X, y, groups, self.statistic, runs)[:3]
+        pg = pooled[2]
+        self.group_sizes_ = [float(g) for g in np.unique(pg)]
         self.n_groups_ = len(self.group_sizes_)
 
-        candidates = [clone(c) for c in (self.candidates or default_candidates())]
+        candidates = [clone(c) for c in (self.candidates or
+                                         default_candidates(X.shape[1] - 1, integer=self.integer))]
         if X.shape[1] == 1:
             candidates = [c for c in candidates if not c.uses_features]
-        self.cv_errors_, held_out = self._cross_validate(candidates, rx, ry, rg)
+        self.cv_errors_, held_out = self._cross_validate(candidates, pooled, per_run, X, y, groups)
         chosen = self._choose(candidates)
-        self.estimator_ = self._fit_form(chosen, rx, ry, rg)
+        self.estimator_ = self._fit_form(chosen, pooled, per_run)
         size_only = chosen if not chosen.uses_features else self._choose(
             [c for c in candidates if not c.uses_features])
-        self.size_estimator_ = self.estimator_ if size_only is chosen else self._fit_form(size_only, rx, ry, rg)
-        self.model_name_ = form_label(self.estimator_)
+        self.size_estimator_ = (self.estimator_ if size_only is chosen
+                                else self._fit_form(size_only, pooled, per_run))
+        self.model_name_ = self._label(self.estimator_)
         self.uses_features_ = bool(self.estimator_.uses_features)
 
         pred = self._finish(self.estimator_.predict(X))
-        ratios = [y[pred > 0] / pred[pred > 0], held_out.get(form_label(chosen), np.empty(0))]
+        ratios = [y[pred > 0] / pred[pred > 0], held_out.get(self._label(chosen), np.empty(0))]
         pooled = np.concatenate(ratios)
         self.hi_factor_ = float(max(1.0, np.quantile(pooled, self.quantile))) if pooled.size else 1.0
         return self
 
-    def _cross_validate(self, candidates: list[Form], rx: np.ndarray, ry: np.ndarray,
-                        rg: np.ndarray) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-        sizes = np.unique(rg)
-        errors: dict[str, list[float]] = {form_label(c): [] for c in candidates}
-        ratios: dict[str, list[np.ndarray]] = {form_label(c): [] for c in candidates}
+    def _cross_validate(self, candidates: list[Form], pooled: Points, per_run: Points,
+                        X: np.ndarray, y: np.ndarray, groups: np.ndarray
+                        ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+        sizes = np.unique(pooled[2])
+        rx, ry, rg = per_run
+        errors: dict[str, list[float]] = {self._label(c): [] for c in candidates}
+        ratios: dict[str, list[np.ndarray]] = {self._label(c): [] for c in candidates}
         for j in range(2, sizes.size):  # at least two training sizes: one point fits anything
-            train, test = rg < sizes[j], rg == sizes[j]
+            test, rows = rg == sizes[j], groups == sizes[j]
             for cand in candidates:
                 try:
-                    fitted = self._fit_form(clone(cand), rx[train], ry[train], rg[train])
+                    fitted = self._fit_form(clone(cand), _below(pooled, sizes[j]), _below(per_run, sizes[j]))
                 except ValueError:
                     continue  # too few sizes or non-positive data for this form
-                pred = self._finish(fitted.predict(rx[test]))
-                errors[form_label(cand)].append(float(np.median(ape(pred, ry[test]))))
+                fold = ape(self._finish(fitted.predict(rx[test])), ry[test])
+                errors[self._label(cand)].append(float(np.median(fold)))
+                pred = self._finish(fitted.predict(X[rows]))
                 ok = pred > 0
-                ratios[form_label(cand)].append(ry[test][ok] / pred[ok])
+                ratios[self._label(cand)].append(y[rows][ok] / pred[ok])
         cv = {k: float(np.mean(v)) for k, v in errors.items() if v}
         return cv, {k: np.concatenate(v) for k, v in ratios.items() if v}
 
     def _choose(self, candidates: list[Form]) -> Form:
-        scored = [c for c in candidates if form_label(c) in self.cv_errors_]
+        scored = [c for c in candidates if self._label(c) in self.cv_errors_]
         if not scored:
             # Too few sizes to cross-validate: a line through two sizes, a constant for one.
             return LinearForm() if self.n_groups_ >= 2 else ConstantForm()
         size_only = [c for c in scored if not c.uses_features]
-        best_plain = min((self.cv_errors_[form_label(c)] for c in size_only), default=math.inf)
+        best_plain = min((self.cv_errors_[self._label(c)] for c in size_only), default=math.inf)
         eligible = size_only + [c for c in scored if c.uses_features
-                                and self.cv_errors_[form_label(c)] < self.feature_margin * best_plain]
-        best = min(self.cv_errors_[form_label(c)] for c in eligible)
+                                and self.cv_errors_[self._label(c)] < self.feature_margin * best_plain - 0.005]
+        best = min(self.cv_errors_[self._label(c)] for c in eligible)
         limit = best * (1 + self.tolerance) + 0.005
-        return next(c for c in eligible if self.cv_errors_[form_label(c)] <= limit)
+        return next(c for c in eligible if self.cv_errors_[self._label(c)] <= limit)
+
+    def _label(self, form: Form) -> str:
+        return form_label(form, self.feature_names)
 
     @staticmethod
-    def _fit_form(form: Form, rx: np.ndarray, ry: np.ndarray, rg: np.ndarray) -> Form:
-        if form.uses_features:
-            return form.fit_checked(rx, ry)
-        _, gx, gy = _group_medians(rx, ry, rg)
-        return form.fit_checked(gx, gy)
+    def _fit_form(form: Form, pooled: Points, per_run: Points) -> Form:
+        px, py, _ = per_run if form.uses_features else pooled
+        return form.fit_checked(px, py)
 
     # ------------------------------------------------------------------ predict
     def _check_fitted(self) -> None:
@@ -159,7 +216,7 @@ class MetricModel(BaseEstimator):
         return np.maximum(pred, 0.0)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        """Predict rows of X; without feature columns the best size-only form is used."""
+        """Predict rows of X; without all feature columns the best size-only form is used."""
         self._check_fitted()
         X = np.asarray(X, dtype=np.float64)
         X = X.reshape(-1, 1) if X.ndim == 1 else X
@@ -178,9 +235,3 @@ class MetricModel(BaseEstimator):
             return Estimate(mean, float(max(mean, math.ceil(mean * self.hi_factor_))))
         mean = max(mean, 0.0)
         return Estimate(mean, mean * self.hi_factor_)
-
-
-def _codes(values: np.ndarray) -> np.ndarray:
-    """Integer codes for arbitrary (e.g. string) labels."""
-    _, codes = np.unique(np.asarray(values).astype(str), return_inverse=True)
-    return codes

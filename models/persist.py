@@ -34,6 +34,11 @@ class CorruptModelError(UserInputError):
     """A saved model or manifest cannot be read; names the file."""
 
 
+class ModelsNotFoundError(NotFittedError, FileNotFoundError):
+    """No saved models for the app. Also a FileNotFoundError, so callers that treat "no
+    models yet" as a missing file (the planner's untrusted fallback) keep working."""
+
+
 def model_dir(root: Path, app: str) -> Path:
     return Path(root) / "models" / app
 
@@ -60,7 +65,7 @@ def save_model(model: AppModel, root: Path) -> Path:
 def read_manifest(root: Path, app: str) -> dict[str, Any]:
     path = model_dir(root, app) / MANIFEST_FILE
     if not path.exists():
-        raise NotFittedError(f"no fitted models for app {app!r} under {path.parent}; "
+        raise ModelsNotFoundError(f"no fitted models for app {app!r} under {path.parent}; "
                              f"run `sonic profile {app}` to measure it")
     try:
         manifest = json.loads(path.read_text())
@@ -90,7 +95,7 @@ def load_model(app: str, root: Path) -> AppModel:
     try:
         model = joblib.load(path)
     except FileNotFoundError as exc:
-        raise NotFittedError(f"no fitted models for app {app!r}: {path} is missing; "
+        raise ModelsNotFoundError(f"no fitted models for app {app!r}: {path} is missing; "
                              f"run `sonic profile {app}`") from exc
     except (OSError, ValueError, EOFError, pickle.UnpicklingError, AttributeError, ImportError) as exc:
         raise CorruptModelError(f"model file {path} is unreadable ({type(exc).__name__}: {exc}); "

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from profiler.isolation import ChildFailure, in_fork
 from profiler.schema import run_to_frame
 from profiler.store import ProfileStore
 from sonic.app import App
@@ -43,11 +44,19 @@ class ProgressEvent:
 
     def describe(self) -> str:
         kind = "cold run" if self.cold else "run"
-        text = f"size {format_size(self.size)} {kind} {self.run}/{self.runs}"
+        text = f"size {human_size(self.size)} {kind} {self.run}/{self.runs}"
         return text + (f" ... {self.seconds:.1f}s" if self.phase == "done" else " ...")
 
 
 Progress = Callable[[ProgressEvent], None]
+
+
+def human_size(n: int) -> str:
+    """``4MB`` for sizes given in decimal units (as on the command line), else ``3.8 MiB``."""
+    for unit, factor in (("GB", 10**9), ("MB", 10**6), ("KB", 10**3)):
+        if n >= factor and n % factor == 0:
+            return f"{n // factor}{unit}"
+    return format_size(n)
 
 
 class ProfilingError(ExecutionError):
@@ -114,6 +123,7 @@ def profile_app(
     seed: int = 0,
     cold_runs: int = 0,
     source: str | None = None,
+    isolate: bool | None = None,
 ) -> ProfileSummary:
     """Profile ``app`` on generated inputs of every size in ``sizes``, ``runs`` times each.
 
@@ -122,11 +132,14 @@ def profile_app(
     ``cold_runs`` adds that many runs per size in which every instance starts in a fresh
     interpreter (see :mod:`profiler.cold`): their wall time includes interpreter start and
     imports, and they are stored with ``cold=True``. Run ``r`` of every size uses generator
-    seed ``seed + r``. Raises :class:`ProfilingError` on the first failing run, after the
-    runs before it were stored.
+    seed ``seed + r``. ``isolate`` (default: on for the reference executor, off for others,
+    e.g. a cluster client whose sockets must not be forked) generates every input and runs
+    every run in a forked child, see :mod:`profiler.isolation`. Raises
+    :class:`ProfilingError` on the first failing run, after the runs before it were stored.
     """
     app.validate()
     ordered = _validate(app, sizes, runs, cold_runs)
+    isolate = executor_factory is run_reference if isolate is None else isolate
     summary = ProfileSummary(app=app.name, sizes=ordered)
     t_sweep = time.perf_counter()
     plan: list[tuple[int, int, bool]] = [(r, s, False) for r in range(runs) for s in ordered]
@@ -145,7 +158,7 @@ def profile_app(
                 progress(ProgressEvent(size, r + 1, total, "start", cold=cold))
             t_run = time.perf_counter()
             result = _one_run(app, size, seed + r, workdir, cold_exec if cold else executor_factory,
-                              runs_recorded=len(summary.run_ids))
+                              runs_recorded=len(summary.run_ids), isolate=isolate)
             if not result.features and app.feature_extractor is not None:
                 # A custom executor may not extract features; the models need them per run.
                 result.features = _features_of(app, workdir, size, seed + r)
@@ -177,33 +190,45 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _generate(app: App, size: int, seed: int, workdir: Path, runs_recorded: int) -> Path:
+def _generate(app: App, size: int, seed: int, workdir: Path, runs_recorded: int, isolate: bool) -> Path:
     path = _input_path(workdir, size, seed)
     if path.exists():
         return path
-    assert app.generator is not None  # checked by _validate
+    generator = app.generator
+    assert generator is not None  # checked by _validate
     try:
-        app.generator(path, size, seed)
-    except (OSError, ValueError, RuntimeError, SonicError) as exc:
+        if isolate:
+            in_fork(lambda: generator(path, size, seed))
+        else:
+            generator(path, size, seed)
+    except (ChildFailure, OSError, ValueError, RuntimeError, SonicError) as exc:
+        _remove(path)
         raise ProfilingError(
-            f"app {app.name!r}: the input generator failed for size {format_size(size)} "
-            f"(seed {seed}): {type(exc).__name__}: {exc}; {runs_recorded} earlier run(s) are kept",
+            f"app {app.name!r}: the input generator failed for size {human_size(size)} "
+            f"(seed {seed}): {type(exc).__name__ if not isinstance(exc, ChildFailure) else exc.kind}: {exc}; "
+            f"{runs_recorded} earlier run(s) are kept",
             stage=None, size=size, runs_recorded=runs_recorded,
         ) from exc
     return path
 
 
 def _one_run(app: App, size: int, seed: int, workdir: Path, executor: Executor,
-             *, runs_recorded: int) -> RunResult:
-    path = _generate(app, size, seed, workdir, runs_recorded)
+             *, runs_recorded: int, isolate: bool) -> RunResult:
+    path = _generate(app, size, seed, workdir, runs_recorded, isolate)
     try:
+        if isolate:
+            return in_fork(lambda: executor(app, path), lambda exc: {"sonic": isinstance(exc, SonicError)})
         return executor(app, path)
-    except SonicError as exc:
+    except (SonicError, ChildFailure) as exc:
+        # Sonic errors (ExecutionError...) name the stage and input; anything else is a bug.
+        if isinstance(exc, ChildFailure) and not exc.fields.get("sonic"):
+            raise ExecutionError(f"profiling app {app.name!r} at input size {human_size(size)}: "
+                                 f"the run crashed: {exc.kind}: {exc}") from exc
         found = _STAGE_RE.search(str(exc))
         stage = found.group(1) if found else None
         where = f"stage {stage!r}" if stage else "a stage"
         raise ProfilingError(
-            f"profiling app {app.name!r} failed in {where} at input size {format_size(size)} "
+            f"profiling app {app.name!r} failed in {where} at input size {human_size(size)} "
             f"({size} bytes, seed {seed}): {exc}; {runs_recorded} earlier run(s) are kept in the profile",
             stage=stage, size=size, runs_recorded=runs_recorded,
         ) from exc

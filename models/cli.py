@@ -1,0 +1,67 @@
+"""``sonic models APP``: the work behind the verb (``sonic/cli.py`` only wires options)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from models.app_model import AppModel
+from models.persist import MANIFEST_FILE, ModelsNotFoundError, model_dir
+from profiler.store import ProfileStore
+from sonic.app import load_app
+from sonic.errors import NotFittedError
+
+Echo = Callable[[str], None]
+
+
+def current_model(app_name: str, root: Path) -> AppModel:
+    """The saved models of ``app_name``, refitted first if the profile has newer parts."""
+    store = ProfileStore(root)
+    parts = store.parts(app_name)
+    manifest = model_dir(root, app_name) / MANIFEST_FILE
+    stale = bool(parts) and (not manifest.exists()
+                             or max(p.stat().st_mtime for p in parts) > manifest.stat().st_mtime)
+    if not stale:
+        return AppModel.load(app_name, root)
+    model = AppModel(app_name).fit(store.load(app_name))
+    model.save(root)
+    return model
+
+
+def show_models(app_spec: str, root: Path | str = Path(".sonic"), as_json: bool = False,
+                plot_path: Path | None = None, *, echo: Echo = click.echo) -> list[dict[str, Any]]:
+    """Print per stage and metric the chosen form, samples and held-out MAPE; return the rows."""
+    root = Path(root)
+    app = load_app(app_spec)
+    try:
+        model = current_model(app.name, root)
+    except ModelsNotFoundError:
+        raise NotFittedError(f"app {app.name!r} has no profile under {root}; "
+                             f"run `sonic profile {app_spec}` first") from None
+    rows = model.report()
+    if as_json:
+        echo(json.dumps(rows, indent=2))
+    else:
+        echo(format_report(rows))
+    if plot_path is not None:
+        from models.plot import plot_models
+
+        written = plot_models(model, ProfileStore(root).load(app.name), Path(plot_path))
+        if not as_json:
+            echo(f"plot written to {written}")
+    return rows
+
+
+def format_report(rows: list[dict[str, Any]]) -> str:
+    """A fixed-width table of report rows."""
+    head = f"{'stage':<16} {'metric':<13} {'model':<17} {'samples':>7} {'mape':>7}  trusted"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        mape = "n/a" if r["mape"] is None else f"{100 * r['mape']:.1f}%"
+        lines.append(f"{r['stage']:<16} {r['metric']:<13} {r['model']:<17} {r['n_samples']:>7} {mape:>7}  "
+                     f"{'yes' if r['trusted'] else 'no'}")
+    return "\n".join(lines)

@@ -1,0 +1,72 @@
+"""``sonic profile APP``: the work behind the verb (``sonic/cli.py`` only wires options)."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from profiler.store import ProfileStore
+from profiler.sweep import Executor, ProgressEvent, profile_app, run_reference
+from sonic.app import load_app
+from sonic.sizes import parse_size_list
+
+Echo = Callable[[str], None]
+
+#: A doubling sweep: the top size is 2x the next, so the held-out MAPE (train on <= 16MB,
+#: test on 32MB) measures extrapolation to 2x the largest training size.
+DEFAULT_SIZES = "2MB,4MB,8MB,16MB,32MB"
+DEFAULT_RUNS = 3
+
+
+def run_profile(app_spec: str, sizes: Sequence[int] | str | None = None, runs: int = DEFAULT_RUNS,
+                root: Path | str = Path(".sonic"), *, cluster: Path | None = None, echo: Echo = click.echo,
+                progress: bool | None = None, seed: int = 0, cold_runs: int = 0) -> dict[str, Any]:
+    """Profile ``app_spec`` over ``sizes`` x ``runs``, then fit and save its models.
+
+    Progress lines ("size 4MB run 2/3 ... 12.3s") are echoed when ``progress`` is true
+    (default: stderr is a terminal). Returns a summary with the models' report.
+    """
+    app = load_app(app_spec)
+    size_list = parse_size_list(sizes or DEFAULT_SIZES) if sizes is None or isinstance(sizes, str) else list(sizes)
+    root = Path(root)
+    show = sys.stderr.isatty() if progress is None else progress
+    store = ProfileStore(root)
+
+    def report(event: ProgressEvent) -> None:
+        if event.phase == "done":
+            echo(event.describe())
+
+    with _executor(cluster, app_spec, root) as executor:
+        summary = profile_app(app, size_list, runs, store=store, executor_factory=executor,
+                              progress=report if show else None, seed=seed, cold_runs=cold_runs)
+    # Imported only now: scikit-learn in the profiler's memory would inflate every
+    # instance's measured baseline (instances are forked from this process).
+    from models.app_model import AppModel
+    from models.cli import format_report
+
+    model = AppModel(app.name).fit(store.load(app.name))
+    models_dir = model.save(root)
+    rows = model.report()
+    invalid = f", {summary.invalid_outputs} with invalid output" if summary.invalid_outputs else ""
+    echo(f"profiled {app.name}: {len(summary.run_ids)} runs{invalid}, {summary.rows} instance rows in "
+         f"{summary.seconds:.1f}s -> {store.app_dir(app.name)}; models -> {models_dir}")
+    echo(format_report(rows))
+    return {"app": app.name, "runs": len(summary.run_ids), "rows": summary.rows, "sizes": summary.sizes,
+            "invalid_outputs": summary.invalid_outputs, "profile_dir": str(store.app_dir(app.name)),
+            "models_dir": str(models_dir), "report": rows}
+
+
+@contextlib.contextmanager
+def _executor(cluster: Path | None, app_spec: str, root: Path) -> Iterator[Executor]:
+    if cluster is None:
+        yield run_reference
+        return
+    from profiler.cluster import ClusterExecutor
+
+    with ClusterExecutor(cluster, app_spec, root) as executor:
+        yield executor
