@@ -26,7 +26,11 @@ def current_model(app_name: str, root: Path) -> AppModel:
     stale = bool(parts) and (not manifest.exists()
                              or max(p.stat().st_mtime for p in parts) > manifest.stat().st_mtime)
     if not stale:
-        return AppModel.load(app_name, root)
+        try:
+            return AppModel.load(app_name, root)
+        except ModelsNotFoundError:
+            if not parts:
+                raise
     model = AppModel(app_name).fit(store.load(app_name))
     model.save(root)
     return model

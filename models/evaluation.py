@@ -11,7 +11,8 @@ generator sizes of the profile; the app input bytes for online runs):
 * ``mape``: |prediction - measurement| / measurement averaged over the held-out points,
   weighted by the number of instance rows behind each point. A point pools the rows of
   one size group with similar instance input (within a quarter octave; see
-  :mod:`models.metric`) over all runs; its measurement is the model's ``statistic``
+  :mod:`models.metric`) over all runs (per run if the chosen form uses features, which
+  differ between runs); its measurement is the model's ``statistic``
   (median; lower quartile for time) of those rows, its prediction the model's output at
   their median input and features. So this is, per held-out instance, the error against
   the typical value of instances like it: interference from other jobs on a shared
@@ -57,7 +58,9 @@ def holdout_score(model: MetricModel, X: np.ndarray, y: np.ndarray, groups: np.n
         return HoldoutScore(math.nan, math.nan, train_sizes, test_sizes)
     runs = np.arange(X.shape[0]) if runs is None else np.asarray(runs)
     fitted = clone(model).fit(X[train], y[train], groups=groups[train], runs=runs[train])
-    px, py, _, index = pool(X[test], y[test], groups[test], model.statistic)
+    # A feature model predicts each run from that run's features: its points are per run.
+    px, py, _, index = pool(X[test], y[test], groups[test], model.statistic,
+                            runs[test] if fitted.uses_features_ else None)
     weights = np.bincount(index)
     return HoldoutScore(float(np.average(ape(fitted.predict(px), py), weights=weights)),
                         float(np.mean(ape(fitted.predict(X[test]), y[test]))), train_sizes, test_sizes)

@@ -248,8 +248,10 @@ class IsotonicForm(Form):
 
 class StepForm(Form):
     """``y = max(lo, ceil(x / u))``: a fanout that cuts the input into pieces of ``u`` bytes
-    (chunks, shards, partitions) with a minimum of ``lo`` pieces. ``u`` is the largest
-    observed bytes-per-piece above the floor, i.e. the closest to the true piece size."""
+    (chunks, shards, partitions) with a minimum of ``lo`` pieces. Every point above the
+    floor bounds the piece size, ``x / y <= u < x / (y - 1)``. ``u`` is the lower bound
+    (exact as soon as one size is a multiple of the piece), or the middle of the bounds
+    when they pin it within 1% (sizes that are not multiples of the piece)."""
 
     name = "step"
     min_points = 2
@@ -259,7 +261,10 @@ class StepForm(Form):
         above = y > lo
         if not above.any() or (X[:, 0] <= 0).any() or (y <= 0).any():
             raise ValueError("step needs positive sizes and a count that grows above its floor")
-        self.coef_ = [lo, float(np.max(X[above, 0] / y[above]))]
+        x, n = X[above, 0], np.rint(y[above])
+        low = float(np.max(x / n))
+        high = float(np.min(np.where(n > 1, x / np.maximum(n - 1, 1), np.inf)))
+        self.coef_ = [lo, (low + high) / 2 if low <= high <= 1.01 * low else low]
 
     def _predict_one(self, x: float, features: Sequence[float]) -> float:
         lo, unit = self.coef_

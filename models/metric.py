@@ -147,12 +147,12 @@ class MetricModel(BaseEstimator):
         if X.shape[1] == 1:
             candidates = [c for c in candidates if not c.uses_features]
         self.cv_errors_, held_out = self._cross_validate(candidates, pooled, per_run, X, y, groups)
-        chosen = self._choose(candidates)
-        self.estimator_ = self._fit_form(chosen, pooled, per_run)
-        size_only = chosen if not chosen.uses_features else self._choose(
-            [c for c in candidates if not c.uses_features])
-        self.size_estimator_ = (self.estimator_ if size_only is chosen
-                                else self._fit_form(size_only, pooled, per_run))
+        chosen, self.estimator_ = self._select(candidates, pooled, per_run)
+        if chosen.uses_features:
+            _, self.size_estimator_ = self._select([c for c in candidates if not c.uses_features],
+                                                   pooled, per_run)
+        else:
+            self.size_estimator_ = self.estimator_
         self.model_name_ = self._label(self.estimator_)
         self.uses_features_ = bool(self.estimator_.uses_features)
 
@@ -184,18 +184,32 @@ class MetricModel(BaseEstimator):
         cv = {k: float(np.mean(v)) for k, v in errors.items() if v}
         return cv, {k: np.concatenate(v) for k, v in ratios.items() if v}
 
-    def _choose(self, candidates: list[Form]) -> Form:
+    def _select(self, candidates: list[Form], pooled: Points, per_run: Points) -> tuple[Form, Form]:
+        """The chosen candidate and its fit on all the data."""
+        for form in self._ranked(candidates):
+            try:
+                return form, self._fit_form(clone(form), pooled, per_run)
+            except ValueError:
+                continue  # e.g. the fallback line on inputs too close together: try the next
+        form = ConstantForm()  # fits any non-empty data
+        return form, self._fit_form(form, pooled, per_run)
+
+    def _ranked(self, candidates: list[Form]) -> list[Form]:
+        """Candidates to try, best first."""
         scored = [c for c in candidates if self._label(c) in self.cv_errors_]
         if not scored:
-            # Too few sizes to cross-validate: a line through two sizes, a constant for one.
-            return LinearForm() if self.n_groups_ >= 2 else ConstantForm()
+            # Too few sizes to cross-validate: a line through the sizes if they differ enough.
+            return [LinearForm()] if self.n_groups_ >= 2 else []
         size_only = [c for c in scored if not c.uses_features]
         best_plain = min((self.cv_errors_[self._label(c)] for c in size_only), default=math.inf)
         eligible = size_only + [c for c in scored if c.uses_features
                                 and self.cv_errors_[self._label(c)] < self.feature_margin * best_plain - 0.005]
         best = min(self.cv_errors_[self._label(c)] for c in eligible)
         limit = best * (1 + self.tolerance) + 0.005
-        return next(c for c in eligible if self.cv_errors_[self._label(c)] <= limit)
+        # Occam: the first (simplest) candidate within the limit, then the rest by error.
+        first = next(c for c in eligible if self.cv_errors_[self._label(c)] <= limit)
+        rest = sorted((c for c in eligible if c is not first), key=lambda c: self.cv_errors_[self._label(c)])
+        return [first, *rest]
 
     def _label(self, form: Form) -> str:
         return form_label(form, self.feature_names)

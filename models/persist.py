@@ -82,6 +82,10 @@ def load_model(app: str, root: Path) -> AppModel:
     from models.app_model import AppModel
 
     manifest = read_manifest(root, app)
+    if manifest.get("format") != FORMAT:
+        # Another layout of our own classes: unpickling could half-work. Treat as absent.
+        raise ModelsNotFoundError(f"models of app {app!r} in {model_dir(root, app)} use format "
+                                  f"{manifest.get('format')!r}, not {FORMAT}; refit with `sonic profile {app}`")
     saved = {k: manifest.get(k) for k in versions()}
     if saved != versions():
         warnings.warn(
