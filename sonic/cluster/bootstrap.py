@@ -20,7 +20,6 @@ import json
 import os
 import posixpath
 import shlex
-import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -214,7 +213,9 @@ class Session:
     def sftp(self) -> paramiko.SFTPClient:
         if self._sftp is None:
             self._sftp = self.client.open_sftp()
-            self._sftp.get_channel().settimeout(self.timeouts.channel_s)
+            channel = self._sftp.get_channel()
+            if channel is not None:
+                channel.settimeout(self.timeouts.channel_s)
         return self._sftp
 
     def run(self, command: str, timeout_s: float | None = None) -> tuple[int, str, str]:
@@ -225,7 +226,7 @@ class Session:
             out = stdout.read().decode(errors="replace")
             err = stderr.read().decode(errors="replace")
             return stdout.channel.recv_exit_status(), out, err
-        except socket.timeout:
+        except TimeoutError:
             raise TransportError(
                 f"command on VM {self.target.name} ({self.target.where}) timed out after {timeout:g}s: {command[:80]}"
             ) from None
@@ -292,7 +293,7 @@ def _connect_once(target: SSHTarget, timeouts: SSHTimeouts) -> paramiko.SSHClien
             target.hostname,
             port=target.port,
             username=target.user,
-            key_filename=target.key_files or None,
+            key_filename=target.key_files or None,  # type: ignore[arg-type]  # paramiko takes a list too
             # With an explicit key we use exactly that key (like IdentitiesOnly); without one
             # we behave like ssh: agent and the default key files.
             allow_agent=not explicit_keys,
@@ -372,39 +373,59 @@ class AgentLaunch:
     ready_timeout_s: float | None = None
 
 
-def _upload_code(session: Session, data_dir: str, bundle: CodeBundle) -> str:
+def _prepare(session: Session, data_dir: str, bundle: CodeBundle) -> tuple[str, bool]:
+    """Create the data dir (private) and say whether this code version is already unpacked.
+    One command: every exec costs a remote login shell, which is slow on some images."""
     code_dir = posixpath.join(data_dir, "code", bundle.digest)
-    if session.exists(posixpath.join(code_dir, ".complete")):
-        return code_dir  # cached on the VM from an earlier deploy
-    session.check(f"mkdir -p {shlex.quote(posixpath.dirname(code_dir))}")
+    q = shlex.quote
+    out = session.check(
+        f"mkdir -p {q(posixpath.join(data_dir, 'code'))} && chmod 700 {q(data_dir)} && "
+        f"if test -f {q(posixpath.join(code_dir, '.complete'))}; then echo cached; else echo missing; fi"
+    )
+    return code_dir, out.strip().endswith("cached")
+
+
+def _upload_code(session: Session, code_dir: str, bundle: CodeBundle) -> None:
     archive = f"{code_dir}.tar.gz"
     part = f"{archive}.part{os.getpid()}"
     try:
         session.sftp.put(str(bundle.path), part)
         session.sftp.posix_rename(part, archive)
     except OSError as exc:
-        raise TransportError(f"uploading code to VM {session.target.name} ({session.target.where}) failed: {exc}") from None
+        raise TransportError(
+            f"uploading code to VM {session.target.name} ({session.target.where}) failed: {exc}"
+        ) from None
     tmp, q = f"{code_dir}.tmp", shlex.quote
     # Unpack beside the final name and rename: a half-unpacked tree is never used.
     session.check(
         f"rm -rf {q(tmp)} && mkdir -p {q(tmp)} && tar -xzf {q(archive)} -C {q(tmp)} && touch {q(tmp)}/.complete "
         f"&& rm -rf {q(code_dir)} && mv {q(tmp)} {q(code_dir)} && rm -f {q(archive)}"
     )
-    return code_dir
 
 
 def _remote_alive(session: Session, pid: int) -> bool:
-    status, _, _ = session.run(f"kill -0 {pid}")
-    return status == 0
+    """Read /proc/PID/stat over SFTP (cheap, unlike an exec): running and not a zombie."""
+    stat = session.read_text(f"/proc/{pid}/stat")
+    if not stat:
+        return False
+    fields = stat.rsplit(")", 1)[-1].split()
+    return bool(fields) and fields[0] not in ("Z", "X")
+
+
+def _remote_is_ours(session: Session, pid: int, data_dir: str) -> bool:
+    """Alive and its command line names ``data_dir`` (guards against PID reuse)."""
+    if not _remote_alive(session, pid):
+        return False
+    cmdline = (session.read_text(f"/proc/{pid}/cmdline") or "").replace("\0", " ")
+    return data_dir in cmdline
 
 
 def _remote_diagnostics(session: Session, data_dir: str) -> str:
-    q = shlex.quote
-    _, out, _ = session.run(
-        f"tail -c 1500 {q(posixpath.join(data_dir, 'agent.stdout'))} {q(posixpath.join(data_dir, 'agent.log'))} 2>/dev/null"
-    )
-    text = " | ".join(line for line in out.strip().splitlines()[-12:] if line.strip())
-    return f"agent output in {data_dir}: {text}" if text else f"no agent output in {data_dir}"
+    lines: list[str] = []
+    for name in ("agent.stdout", "agent.log"):
+        text = session.read_text(posixpath.join(data_dir, name)) or ""
+        lines += [line for line in text[-1500:].splitlines()[-8:] if line.strip()]
+    return f"agent output in {data_dir}: {' | '.join(lines)}" if lines else f"no agent output in {data_dir}"
 
 
 def _read_info(session: Session, data_dir: str) -> dict[str, Any] | None:
@@ -431,8 +452,9 @@ def deploy_agent(
     with open_session(target, timeouts, retry) as session:
         data_dir = _remote_data_dir(session, vm)
         _stop_remote_agent(session, data_dir)  # a leftover agent would hold the port
-        session.check(f"mkdir -p {shlex.quote(data_dir)} && chmod 700 {shlex.quote(data_dir)}")
-        code_dir = _upload_code(session, data_dir, launch.bundle)
+        code_dir, cached = _prepare(session, data_dir, launch.bundle)
+        if not cached:
+            _upload_code(session, code_dir, launch.bundle)
         secret_file = posixpath.join(data_dir, "secret")
         session.write_private(secret_file, launch.secret.hex().encode() + b"\n")
         argv = [*launch.program.argv_prefix, *agent_args(
@@ -484,15 +506,13 @@ def _stop_remote_agent(session: Session, data_dir: str, timeout_s: float = AGENT
     if not info or not isinstance(info.get("pid"), int):
         return False
     pid = int(info["pid"])
-    # Guard against PID reuse: only signal a process whose command line names this data dir.
-    ours = f"tr '\\0' ' ' < /proc/{pid}/cmdline 2>/dev/null | grep -qF -- {shlex.quote(data_dir)}"
-    status, _, _ = session.run(f"{ours} && kill -TERM {pid}")
-    if status != 0:
+    if not _remote_is_ours(session, pid, data_dir):
         return False
+    session.run(f"kill -TERM {pid}")
     for _ in backoff(time.monotonic() + timeout_s):
-        if not _remote_alive(session, pid) or session.run(ours)[0] != 0:
+        if not _remote_is_ours(session, pid, data_dir):
             return True
-    session.run(f"{ours} && kill -KILL {pid}")
+    session.run(f"kill -KILL {pid}")
     return True
 
 
@@ -511,9 +531,10 @@ def stop_agent(
         data_dir = _remote_data_dir(session, vm)
         stopped = _stop_remote_agent(session, data_dir)
         q = shlex.quote
-        session.check(f"rm -f {q(posixpath.join(data_dir, 'secret'))}")
+        command = f"rm -f {q(posixpath.join(data_dir, 'secret'))}"
         if remove_data:
-            session.check(f"rm -rf {q(data_dir)}")
+            command += f" && rm -rf {q(data_dir)}"
+        session.check(command)
         return stopped
 
 

@@ -74,7 +74,10 @@ def build_bundle(cache_dir: Path, root: Path | None = None) -> CodeBundle:
         return CodeBundle(digest, target, len(contents))
     buf = io.BytesIO()
     # mtime=0 in the gzip header too, so equal content gives byte-identical archives.
-    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    with (
+        gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
         for rel, data, mode in contents:
             info = tarfile.TarInfo(rel.as_posix())
             info.size = len(data)

@@ -26,12 +26,14 @@ import os
 import secrets
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -339,11 +341,11 @@ class _Starter:
         # All agents boot in parallel; then wait for each under its own deadline.
         for vm, data, process in started:
             info = wait_agent_ready(
-                vm.name, LOOPBACK, lambda d=data: _read_json(d / AGENT_INFO_FILE), self.secret,
+                vm.name, LOOPBACK, partial(_read_json, data / AGENT_INFO_FILE), self.secret,
                 timeout_s=self.options.agent_ready_timeout_s,
                 ping=self.program.ping,
-                alive=lambda p=process: p.poll() is None,
-                diagnostics=lambda d=data: _local_diagnostics(d),
+                alive=partial(_running, process),
+                diagnostics=partial(_local_diagnostics, data),
             )
             vm.agent_port = int(info["port"])
             if int(info.get("pid", process.pid)) != process.pid:
@@ -389,6 +391,10 @@ class _Starter:
             vm.ssh = SSHSpec(user=server.user, key=str(keys.key), port=NETNS_SSH_PORT, known_hosts=str(keys.known_hosts))
         self.save()
         self._bootstrap(self._launch(bind=None, port=None))
+
+
+def _running(process: subprocess.Popen[bytes]) -> bool:
+    return process.poll() is None
 
 
 def _local_diagnostics(data: Path) -> str:
@@ -517,7 +523,9 @@ def cluster_down(spec: ClusterSpec, cluster_file: Path | None = None, *, options
     problems: list[str] = []
     marker = _marker(local)
     with _shielded():
-        if local.mode in ("ssh", "netns"):
+        if local.mode in ("ssh", "netns") and local.state == "up":
+            # A half-started cluster is stopped by PID alone: quicker, and its SSH side may be
+            # what failed.
             _stop_agents_over_ssh(spec, options)
         order = sorted(local.pids.items(), key=lambda kv: (not kv[0].startswith("agent"), kv[0].startswith("s3")))
         for key, pid in order:

@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from sonic.errors import SonicError, TransportError, UserInputError
+from sonic.errors import SonicError, TransportError
 
 SUBNET_BASE = "10.213"           # dedicated /16; each cluster takes one /24 of it
 BRIDGE_HOST = 1                  # 10.213.K.1: the bridge (root namespace side)
@@ -235,18 +235,21 @@ def qdiscs(dev: str, netns: str | None = None) -> str:
 
 
 def destroy_network(namespaces: Sequence[str], links: Sequence[str], bridge: str | None) -> list[str]:
-    """Remove what exists of our namespaces, veths (deleting one end removes both, and their
-    qdiscs) and bridge. Returns problems instead of raising, so teardown always runs to the end."""
+    """Remove what exists of our veths, bridge and namespaces. Returns problems instead of
+    raising, so teardown always runs to the end.
+
+    Veths go first: deleting the root-side end removes the pair (and both qdiscs) at once,
+    whereas a namespace's devices are destroyed asynchronously after `ip netns del`."""
     problems: list[str] = []
+    for name in [*links, *([bridge] if bridge else [])]:
+        if link_exists(name):
+            result = _run(["ip", "link", "del", name], check=False)
+            if result.returncode != 0 and link_exists(name):
+                problems.append(f"link {name}: {result.stderr.strip()}")
     existing = set(list_namespaces(""))
     for ns in namespaces:
         if ns in existing:
             result = _run(["ip", "netns", "del", ns], check=False)
-            if result.returncode != 0:
+            if result.returncode != 0 and ns in list_namespaces(""):
                 problems.append(f"namespace {ns}: {result.stderr.strip()}")
-    for name in [*links, *([bridge] if bridge else [])]:
-        if link_exists(name):
-            result = _run(["ip", "link", "del", name], check=False)
-            if result.returncode != 0:
-                problems.append(f"link {name}: {result.stderr.strip()}")
     return problems

@@ -8,6 +8,7 @@ only our processes carry (the absolute path of the cluster's own directory).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -53,10 +54,10 @@ def _reap(pid: int) -> None:
         if child.poll() is not None:
             _children.pop(pid, None)
         return
-    try:
+    # ChildProcessError: not our child (started by an earlier `sonic` process or via sshd);
+    # then its parent or init reaps it.
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass  # not our child (started by an earlier `sonic` process or via sshd): init reaps it
 
 
 def pid_alive(pid: int) -> bool:
@@ -84,8 +85,9 @@ def cmdline(pid: int) -> str:
 
 
 def is_ours(pid: int, marker: str) -> bool:
-    """Alive and its command line carries ``marker`` (guards against PID reuse)."""
-    return pid_alive(pid) and marker in cmdline(pid)
+    """Alive and its command line carries ``marker`` (guards against PID reuse). An empty
+    marker matches nothing: without one we cannot tell our process from a stranger's."""
+    return bool(marker) and pid_alive(pid) and marker in cmdline(pid)
 
 
 def stop_pid(pid: int, marker: str, timeout_s: float = DEFAULT_STOP_TIMEOUT_S) -> bool:

@@ -185,11 +185,11 @@ def wait_agent_ready(
             except (KeyError, TypeError, ValueError):
                 raise fail(f"wrote an agent.json without a valid port: {info!r}") from None
             phase = "waiting for its TCP port"
+        assert port is not None
         if phase == "waiting for its TCP port":
             if not _tcp_connect(host, port, min(PROBE_TIMEOUT_S, remaining)):
                 continue
             phase = "waiting for a ping answer"
-        assert port is not None
         try:
             answer = ping(host, port, secret, name, min(PROBE_TIMEOUT_S, remaining))
         except AuthenticationError as exc:

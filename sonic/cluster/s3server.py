@@ -297,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="per-request-stream bandwidth limit in Mbit/s (env SONIC_S3_CONN_MBPS)")
     parser.add_argument("--bucket", action="append", default=[], help="bucket to create on start (repeatable)")
     parser.add_argument("--region", default="us-east-1")
-    parser.add_argument("--ready-file", type=Path, default=None, help="write {host,port,pid,endpoint_url} here when listening")
+    parser.add_argument("--ready-file", type=Path, default=None,
+                        help="write {host,port,pid,endpoint_url} here when listening")
     parser.add_argument("--access-log", action="store_true", help="log every request (off: experiments make millions)")
     args = parser.parse_args(argv)
     if not 0.0 <= args.fail_rate <= 1.0:

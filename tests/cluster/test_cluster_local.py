@@ -17,7 +17,14 @@ from sonic.cluster.local import HarnessOptions, cluster_down, cluster_status, cl
 from sonic.cluster.procs import backoff, pid_alive
 from sonic.cluster.readiness import AgentProgram
 from sonic.cluster.spec import ClusterSpec, load_cluster
-from sonic.errors import ClusterFileError, SonicError, TransportError, UserInputError
+from sonic.errors import ClusterFileError, TransportError, UserInputError
+
+
+def wait_gone(pid: int, timeout_s: float = 10.0) -> None:
+    for _ in backoff(time.monotonic() + timeout_s):
+        if not pid_alive(pid):
+            return
+    raise AssertionError(f"pid {pid} still alive after {timeout_s}s")
 
 
 def assert_all_gone(spec: ClusterSpec, cluster_file: Path) -> None:
@@ -49,6 +56,7 @@ def test_loopback_up_status_down(cluster_root: Path, options: HarnessOptions) ->
         assert all(r["pid"] == spec.local.pids[f"agent-{r['name']}"] and r["host"] == "127.0.0.1" for r in rows)
         # An agent that died shows as down.
         os.kill(spec.local.pids["agent-vm1"], signal.SIGKILL)
+        wait_gone(spec.local.pids["agent-vm1"])                  # SIGKILL is delivered asynchronously
         rows = cluster_status(spec, ping=options.program.ping)  # type: ignore[union-attr]
         assert [r["state"] for r in rows] == ["up", "down", "up"]
     finally:
@@ -85,9 +93,7 @@ def test_stale_cluster_file_is_cleaned(cluster_root: Path, options: HarnessOptio
     for pid in spec.local.pids.values():                        # "the machine rebooted"
         os.kill(pid, signal.SIGKILL)
     for pid in spec.local.pids.values():
-        for _ in backoff(time.monotonic() + 10):
-            if not pid_alive(pid):
-                break
+        wait_gone(pid)
     rows = commands.status(cluster_file, ping=options.program.ping)  # type: ignore[union-attr]
     assert [r["state"] for r in rows] == ["down"]
     commands.down(cluster_file, options=options)                  # no error
@@ -210,21 +216,28 @@ def test_in_process_s3_shaping_in_loopback(cluster_root: Path, options: HarnessO
         assert "--mbps 80" in cmdline(spec.local.pids["s3"])
 
 
-@pytest.mark.skipif(
-    not __import__("importlib").util.find_spec("sonic.runtime"), reason="sonic.runtime.agent has not landed yet"
-)
-def test_loopback_with_the_real_agent(cluster_root: Path) -> None:
+def _real_agent_missing() -> bool:
     import importlib.util
 
-    if not (importlib.util.find_spec("sonic.runtime.agent") and importlib.util.find_spec("sonic.runtime.client")):
-        pytest.skip("sonic.runtime.agent / client have not landed yet")
+    try:
+        return not (importlib.util.find_spec("sonic.runtime.agent") and importlib.util.find_spec("sonic.runtime.client"))
+    except ModuleNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(_real_agent_missing(), reason="sonic.runtime.agent / client have not landed yet")
+@pytest.mark.parametrize("mode", ["loopback", "ssh"])
+def test_up_with_the_real_agent(cluster_root: Path, mode: str) -> None:
+    from sonic.cluster.sshd import SSHD_BINARY
+
+    if mode == "ssh" and not Path(SSHD_BINARY).exists():
+        pytest.skip("needs openssh-server")
     opts = HarnessOptions(ssh_config_path=None)
+    spec = cluster_up(2, mode, cluster_root, options=opts)
     try:
-        spec = cluster_up(2, "loopback", cluster_root, options=opts)
-    except SonicError as exc:
-        pytest.fail(f"real agent did not come up: {exc}")
-    try:
-        assert [r["state"] for r in cluster_status(spec)] == ["up", "up"]
+        rows = cluster_status(spec)
+        assert [r["state"] for r in rows] == ["up", "up"]
+        assert {r["version"] for r in rows} == {__import__("sonic").__version__}
     finally:
         cluster_down(spec, options=opts)
     assert_all_gone(spec, cluster_root / "cluster.yaml")
