@@ -356,17 +356,24 @@ class Agent:
     def op_rawtcp_pull(self, req: dict[str, Any]) -> dict[str, Any]:
         """Yardstick: receive SIZE raw bytes from HOST:PORT into memory; return seconds."""
         size, host, port = _int(req, "size"), _str(req, "host"), _int(req, "port")
+        sink = self.config.data_dir / f"rawtcp-{threading.get_ident()}.bin" if req.get("to_file") else None
         buf = bytearray(4 << 20)
         view = memoryview(buf)
         t0 = time.perf_counter()
-        with socket.create_connection((host, port), timeout=self.config.handshake_timeout_s) as conn:
+        with socket.create_connection((host, port), timeout=self.config.handshake_timeout_s) as conn, \
+                open(sink or os.devnull, "wb") as fh:
             got = 0
             while got < size:
                 n = conn.recv_into(view)
                 if n == 0:
                     raise RequestError(f"raw TCP peer {host}:{port} closed after {got} bytes")
+                if sink is not None:
+                    fh.write(view[:n])
                 got += n
-        return {"ok": True, "seconds": time.perf_counter() - t0}
+        seconds = time.perf_counter() - t0
+        if sink is not None:
+            sink.unlink(missing_ok=True)
+        return {"ok": True, "seconds": seconds}
 
     def op_diskbench(self, req: dict[str, Any]) -> dict[str, Any]:
         """Calibration: write SIZE bytes to this VM's data disk (fsync'd) and read them back."""

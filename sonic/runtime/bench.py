@@ -66,10 +66,12 @@ def run_dataplane_bench(cluster_path: Path, sizes: list[int], *, repeats: int = 
     a = AgentClient(vm_a.host, vm_a.agent_port, secret, vm_a.name)
     b = AgentClient(vm_b.host, vm_b.agent_port, secret, vm_b.name)
     rs = cluster.remote_storage
-    remote = RemoteStore(RemoteSettings(rs.bucket, rs.endpoint_url, rs.region, rs.multipart_threshold_mb))
+    remote = RemoteStore(RemoteSettings.for_cluster(cluster))
     remote.ensure_bucket()
-    plain_s3 = boto3.session.Session().client("s3", endpoint_url=rs.endpoint_url,
-                                              config=botocore.config.Config(region_name=rs.region))
+    settings = RemoteSettings.for_cluster(cluster)
+    plain_s3 = boto3.session.Session(aws_access_key_id=settings.access_key,
+                                     aws_secret_access_key=settings.secret_key).client(
+        "s3", endpoint_url=rs.endpoint_url, config=botocore.config.Config(region_name=rs.region))
     job = "bench-" + uuid.uuid4().hex[:12]
     tmp = Path(tempfile.mkdtemp(prefix="sonic-bench-"))
     rows: list[dict[str, Any]] = []

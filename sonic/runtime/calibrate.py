@@ -93,8 +93,7 @@ def calibrate_cluster(cluster_path: Path, *, progress: bool = False, echo: Echo 
         for c in clients:
             c.drop(job)
             c.close()
-        rs = cluster.remote_storage
-        RemoteStore(RemoteSettings(rs.bucket, rs.endpoint_url, rs.region)).delete_prefix(f"{job}/")
+        RemoteStore(RemoteSettings.for_cluster(cluster)).delete_prefix(f"{job}/")
     cluster.calibration = calibration
     cluster.save(cluster_path)
     return asdict(calibration)

@@ -76,8 +76,7 @@ class Coordinator:
         self.secret = secret
         self.max_attempts = max_attempts
         self.progress = progress
-        rs = cluster.remote_storage
-        self.remote = RemoteStore(RemoteSettings(rs.bucket, rs.endpoint_url, rs.region, rs.multipart_threshold_mb))
+        self.remote = RemoteStore(RemoteSettings.for_cluster(cluster))
         self.agents: dict[str, AgentHandle] = {}
         for vm in cluster.vms:
             client = AgentClient(vm.host, vm.agent_port, secret, vm.name, timeouts)

@@ -16,6 +16,7 @@ import botocore.config
 import botocore.exceptions
 from boto3.s3.transfer import TransferConfig
 
+from sonic.cluster.spec import ClusterSpec
 from sonic.errors import TransportError
 from sonic.runtime.objects import file_checksum
 
@@ -32,6 +33,20 @@ class RemoteSettings:
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 60.0
     concurrency: int = 4
+    access_key: str | None = None      # None: boto3's usual credential chain
+    secret_key: str | None = None
+
+    @classmethod
+    def for_cluster(cls, cluster: ClusterSpec) -> RemoteSettings:
+        """Settings of a cluster's remote storage; a local cluster's embedded S3 takes its test keys."""
+        rs = cluster.remote_storage
+        keys: dict[str, str] = {}
+        if cluster.local is not None:
+            from sonic.cluster.local import EMBEDDED_S3_CREDENTIALS
+
+            keys = {"access_key": EMBEDDED_S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                    "secret_key": EMBEDDED_S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"]}
+        return cls(rs.bucket, rs.endpoint_url, rs.region, rs.multipart_threshold_mb, **keys)
 
 
 class RemoteStore:
@@ -44,7 +59,9 @@ class RemoteStore:
             read_timeout=settings.read_timeout_s,
             max_pool_connections=max(10, settings.concurrency * 4),
         )
-        self.client = boto3.session.Session().client("s3", endpoint_url=settings.endpoint_url, config=config)
+        session = boto3.session.Session(aws_access_key_id=settings.access_key,
+                                        aws_secret_access_key=settings.secret_key)
+        self.client = session.client("s3", endpoint_url=settings.endpoint_url, config=config)
         chunk = settings.multipart_threshold_mb * 1024 * 1024
         self.transfer = TransferConfig(multipart_threshold=chunk, multipart_chunksize=chunk,
                                        max_concurrency=settings.concurrency, use_threads=True)
