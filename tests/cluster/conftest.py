@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -34,11 +33,6 @@ fake = _load_fake()
 def fake_program(*extra: str) -> AgentProgram:
     """The stand-in agent (same contract as sonic.runtime.agent), with extra test options."""
     return AgentProgram((sys.executable, str(FAKE_AGENT), *extra), fake.fake_ping)
-
-
-def real_agent_available() -> bool:
-    return importlib.util.find_spec("sonic.runtime.agent") is not None and importlib.util.find_spec(
-        "sonic.runtime.client") is not None
 
 
 @pytest.fixture(scope="session")
@@ -97,7 +91,3 @@ def require_netns() -> None:
     if reason:
         pytest.skip(reason)
 
-
-def our_namespaces(prefix: str) -> list[str]:
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10).stdout
-    return [line.split()[0] for line in out.splitlines() if line.strip().startswith(prefix)]
