@@ -1,0 +1,379 @@
+"""The cost model: predicted seconds and dollars of a plan, from calibrated cluster parameters.
+
+Cost model
+==========
+
+Inputs. Per stage s (per instance): ``n_s`` instances, compute time ``t_s`` (mean), memory
+``m_s`` (upper bound ``memory_mb.hi``), output bytes ``o_s``, output files ``f_s`` (the
+consumer count of a scatter out-edge, else 1). Per edge e = P -> C, what one consumer instance
+receives: bytes ``b_e`` and objects ``k_e`` (one-to-one: ``o_P``, ``f_P``; scatter:
+``n_P o_P / n_C``, ``n_P``; broadcast and gather: ``n_P o_P``, ``n_P f_P``). Per VM v: cores
+``c_v``, memory ``M_v``, price ``p_v`` ($/h), warm workers ``w_v``. Calibration: VM NIC
+bandwidth ``B_net`` and request latency ``l_net``, disk write/read ``B_dw``/``B_dr``, S3
+request latency ``l_s3``, per-connection ``B_conn`` and aggregate ``B_agg`` bandwidth,
+invocation overhead ``o_inv``, cold start ``T_cold``. Prices: S3 PUT/GET per 1000 requests,
+transfer per GB.
+
+Execution (what the coordinator does). A stage starts when all its producers are done. A
+placement ``pi_s(v)`` puts instances on VMs; each VM runs at most ``c_v`` at once, the rest
+queue, so VM v runs ``W_v = ceil(pi_s(v) / c_v)`` waves of ``q_v = min(pi_s(v), c_v)``
+concurrent instances. An instance fetches its inputs, runs, writes its outputs to local disk
+and, when any out-edge of its stage is Remote-Storage, uploads them; all of it holds a slot::
+
+    T_s     = max_v  W_v * tau_v
+    tau_v   = o_inv + in_v + q_v (r_s / B_dr + o_s / B_dw) + t_s + sum_e fetch_e(v) + [upload] up_v
+    finish_s = max( max_P finish_P , [s uses a cold VM] T_cold ) + T_s
+    latency  = max over sinks of finish_s
+
+``r_s`` is everything the instance reads from local disk (its inputs, read in place for
+VM-Storage, from the downloaded copy otherwise); ``q_v`` concurrent instances share the disk.
+Source stages fetch the application input from remote storage: ``in_v = l_s3 + i_s / rate_v``.
+
+Memory: a placement is feasible only if the instances that run at once fit,
+``min(pi_s(v), c_v) * m_s <= M_v`` on every VM it uses.
+
+Inputs on the consumer's own VM are read in place whatever the method; ``rf_e(v)`` is the
+fraction of a consumer's edge input that lives on other VMs (0 for VM-Storage, whose
+consumers run where the input is: on the producer's VM for one-to-one instance by instance,
+on the producer's only VM for scatter/broadcast/gather).
+
+* VM-Storage: ``fetch_e(v) = 0``; the price is paid in waves on the producer's VM(s).
+* Direct-Passing (pull from the producer's agent): the bytes that really cross the
+  producer's NIC in a wave are shared by all concurrent pulls (a broadcast pushes one copy
+  per consumer, a scatter one share per consumer)::
+
+      egress(u) = sum_{v != u} q_v * b_e * share_e(u, v)
+      fetch_e(v) = l_net k_e rf_e(v) + max( q_v b_e rf_e(v) / min(B_net, B_dw),
+                                            max_u egress(u) / min(B_net, B_dr) )
+
+* Remote-Storage: the producer uploads in its slot,
+  ``up_v = l_s3 f_P + o_P / min(B_conn, min(B_net, B_dr) / q_v, B_agg / Q)``, and the
+  consumer downloads ``fetch_e(v) = l_s3 k_e rf_e(v) + b_e rf_e(v) / min(B_conn,
+  min(B_net, B_dw) / q_v, B_agg / Q)`` where ``Q`` is the number of instances transferring
+  at once over the cluster (per-connection bandwidth, NIC share, aggregate S3 limit).
+
+Cold starts: ``warm`` gives the warm worker processes per VM (default: none). A VM whose
+concurrency ``q_v`` exceeds its warm workers starts workers when the job starts (all VMs in
+parallel), so a stage placed on such a VM cannot start before ``T_cold``: each used VM pays
+one cold start, and the latency pays it once.
+
+Dollars (what the coordinator bills): every VM used by any stage is rented for the whole
+run, plus S3 requests and transfer::
+
+    cost = sum_{v used} p_v * latency / 3600
+         + PUT/1000 * (objects uploaded) + GET/1000 * (objects downloaded)
+         + transfer/GB * (bytes downloaded)
+
+Objects uploaded: ``n_P f_P`` per producer with a Remote-Storage out-edge (once, whatever the
+number of such edges). Objects downloaded: per consumer instance ``k_e rf_e(v)`` per Remote
+edge, plus the application input for source instances. S3 storage-months are negligible for
+intermediate data that lives seconds and are left out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from sonic.app import Pattern
+from sonic.errors import PlanError
+from sonic.plan import PassingMethod
+from sonic.planner.placement import Placement, PlacementSpace
+from sonic.planner.problem import EdgeInfo, Problem
+
+#: (edge, method, producer placement) feeding a consumer.
+Input = tuple[EdgeInfo, PassingMethod, Placement]
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """A complete decision: a placement per stage and a method per edge (keys ``(src, dst)``)."""
+
+    placements: Mapping[str, Placement]
+    methods: Mapping[tuple[str, str], PassingMethod]
+
+
+@dataclass
+class Evaluation:
+    """The cost model's verdict on an :class:`Assignment`."""
+
+    latency_s: float
+    cost_usd: float
+    vm_usd: float
+    s3_usd: float
+    start: dict[str, float] = field(default_factory=dict)
+    finish: dict[str, float] = field(default_factory=dict)
+    stage_s: dict[str, float] = field(default_factory=dict)
+    uploads: dict[str, bool] = field(default_factory=dict)
+    vms_used: tuple[str, ...] = ()
+    cold_vms: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Flow:
+    """How one edge's bytes are laid out between a producer and a consumer placement."""
+
+    remote_fraction: tuple[float, ...]   # per consumer VM (aligned with consumer items)
+    max_egress_bytes: float              # per wave, the busiest producer NIC
+    transfer_slots: int                  # consumer instances fetching at once (Q)
+
+
+class CostModel:
+    """The equations of the module docstring, memoised per placement (pure, no I/O)."""
+
+    def __init__(self, problem: Problem, space: PlacementSpace) -> None:
+        self.problem = problem
+        self.space = space
+        cal = problem.calibration
+        self.cal = cal
+        self.cores = tuple(vm.cores for vm in problem.vms)
+        self._net_in = min(cal.vm_bandwidth_Bps, cal.disk_write_Bps)
+        self._net_out = min(cal.vm_bandwidth_Bps, cal.disk_read_Bps)
+        self._flows: dict[tuple[int, int, int], _Flow] = {}
+        self._fetch: dict[tuple[int, PassingMethod, int, int], tuple[float, ...]] = {}
+        self._stage: dict[tuple[str, int], tuple[tuple[int, ...], tuple[float, ...], tuple[float, ...]]] = {}
+        self._fits: dict[tuple[str, int], bool] = {}
+        self._cold: dict[tuple[str, int], tuple[int, ...]] = {}
+        self._dollars: dict[tuple[int, int, int], float] = {}
+
+    # ------------------------------------------------------------------ feasibility
+    def fits(self, stage: str, p: Placement) -> bool:
+        """Concurrent instances of ``stage`` fit in memory on every VM of ``p``."""
+        key = (stage, p.id)
+        found = self._fits.get(key)
+        if found is None:
+            mem = self.problem.stages[stage].memory_mb
+            vms = self.problem.vms
+            found = all(min(c, vms[v].cores) * mem <= vms[v].memory_mb for v, c in p.items)
+            self._fits[key] = found
+        return found
+
+    def cold_vms(self, stage: str, p: Placement) -> tuple[int, ...]:
+        """VMs of ``p`` that need more workers for ``stage`` than they have warm."""
+        key = (stage, p.id)
+        found = self._cold.get(key)
+        if found is None:
+            vms = self.problem.vms
+            found = tuple(v for v, c in p.items if min(c, vms[v].cores) > vms[v].warm_workers)
+            self._cold[key] = found
+        return found
+
+    # ------------------------------------------------------------------ per-VM terms
+    def stage_terms(self, stage: str, p: Placement) -> tuple[tuple[int, ...], tuple[float, ...], tuple[float, ...]]:
+        """``(W_v, base_v, up_v)`` per VM of ``p``: waves, instance time without fetches and
+        upload time; ``base_v = o_inv + in_v + q_v (r/B_dr + o/B_dw) + t``."""
+        key = (stage, p.id)
+        found = self._stage.get(key)
+        if found is not None:
+            return found
+        s = self.problem.stages[stage]
+        cal = self.cal
+        waves: list[int] = []
+        base: list[float] = []
+        up: list[float] = []
+        total_q = sum(min(c, self.cores[v]) for v, c in p.items)
+        for v, c in p.items:
+            q = min(c, self.cores[v])
+            waves.append(-(-c // self.cores[v]))
+            fetch_in = 0.0
+            if not self.problem.in_edges[stage]:
+                rate = min(cal.s3_conn_Bps, self._net_in / q, cal.s3_aggregate_Bps / total_q)
+                fetch_in = cal.s3_latency_s + s.source_input_bytes / rate
+            local = q * (s.read_bytes / cal.disk_read_Bps + s.output_bytes / cal.disk_write_Bps)
+            base.append(cal.invoke_overhead_s + fetch_in + local + s.time_s)
+            rate_up = min(cal.s3_conn_Bps, self._net_out / q, cal.s3_aggregate_Bps / total_q)
+            up.append(cal.s3_latency_s * s.files_per_instance + s.output_bytes / rate_up)
+        found = (tuple(waves), tuple(base), tuple(up))
+        self._stage[key] = found
+        return found
+
+    def flow(self, edge: EdgeInfo, pp: Placement, pc: Placement) -> _Flow:
+        """Remote fractions per consumer VM and the busiest producer NIC of a wave."""
+        key = (edge.index, pp.id, pc.id)
+        found = self._flows.get(key)
+        if found is not None:
+            return found
+        cores = self.cores
+        q = {v: min(c, cores[v]) for v, c in pc.items}
+        b = edge.bytes_per_consumer
+        if edge.pattern is Pattern.ONE_TO_ONE:
+            overlap = self._overlaps(pp, pc)
+            pcc = dict(pc.items)
+            rf = tuple(1.0 - overlap.get((v, v), 0) / c for v, c in pc.items)
+            egress: dict[int, float] = {}
+            for (u, v), ov in overlap.items():
+                if u != v:
+                    egress[u] = egress.get(u, 0.0) + q[v] * b * ov / pcc[v]
+        else:
+            n_p = pp.instances
+            ppc = dict(pp.items)
+            rf = tuple(1.0 - ppc.get(v, 0) / n_p for v, _ in pc.items)
+            all_q = sum(q.values())
+            egress = {u: (all_q - q.get(u, 0)) * b * c / n_p for u, c in pp.items}
+        transfer_slots = sum(q[v] for (v, _), r in zip(pc.items, rf) if r > 0)
+        found = _Flow(rf, max(egress.values(), default=0.0), transfer_slots)
+        self._flows[key] = found
+        return found
+
+    def _overlaps(self, pp: Placement, pc: Placement) -> dict[tuple[int, int], int]:
+        """Instances i with producer instance i on u and consumer instance i on v, per (u, v)."""
+        order = self.space.instance_order
+
+        def intervals(p: Placement) -> list[tuple[int, int, int]]:
+            out, start = [], 0
+            for v in order:
+                c = p.counts[v]
+                if c:
+                    out.append((start, start + c, v))
+                    start += c
+            return out
+
+        a, b = intervals(pp), intervals(pc)
+        result: dict[tuple[int, int], int] = {}
+        i = j = 0
+        while i < len(a) and j < len(b):
+            lo, hi = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
+            if hi > lo:
+                result[(a[i][2], b[j][2])] = result.get((a[i][2], b[j][2]), 0) + hi - lo
+            if a[i][1] <= b[j][1]:
+                i += 1
+            else:
+                j += 1
+        return result
+
+    def fetch(self, edge: EdgeInfo, method: PassingMethod, pp: Placement, pc: Placement) -> tuple[float, ...]:
+        """Seconds one instance on each VM of ``pc`` spends fetching its input from ``edge``."""
+        key = (edge.index, method, pp.id, pc.id)
+        found = self._fetch.get(key)
+        if found is not None:
+            return found
+        cal = self.cal
+        if method is PassingMethod.VM:
+            found = tuple(0.0 for _ in pc.items)
+        else:
+            fl = self.flow(edge, pp, pc)
+            b, k = edge.bytes_per_consumer, edge.objects_per_consumer
+            out: list[float] = []
+            for (v, c), rf in zip(pc.items, fl.remote_fraction):
+                if rf <= 0.0:
+                    out.append(0.0)
+                    continue
+                q = min(c, self.cores[v])
+                if method is PassingMethod.DIRECT:
+                    own = q * b * rf / self._net_in
+                    producer = fl.max_egress_bytes / self._net_out
+                    out.append(cal.vm_latency_s * k * rf + max(own, producer))
+                else:
+                    rate = min(cal.s3_conn_Bps, self._net_in / q, cal.s3_aggregate_Bps / fl.transfer_slots)
+                    out.append(cal.s3_latency_s * k * rf + b * rf / rate)
+            found = tuple(out)
+        self._fetch[key] = found
+        return found
+
+    # ------------------------------------------------------------------ stage totals
+    def stage_time(self, stage: str, p: Placement, inputs: Sequence[Input], upload: bool) -> float:
+        """``T_s = max_v W_v * (base_v + sum_e fetch_e(v) + [upload] up_v)``."""
+        waves, base, up = self.stage_terms(stage, p)
+        fetches = [self.fetch(e, m, pp, p) for e, m, pp in inputs]
+        worst = 0.0
+        for i, w in enumerate(waves):
+            tau = base[i] + sum(f[i] for f in fetches) + (up[i] if upload else 0.0)
+            worst = max(worst, w * tau)
+        return worst
+
+    def upload_dollars(self, stage: str) -> float:
+        s = self.problem.stages[stage]
+        return s.instances * s.files_per_instance * self.problem.prices.s3_put_per_1000 / 1000.0
+
+    def source_dollars(self, stage: str) -> float:
+        """GET of the application input by every instance of a source stage."""
+        if self.problem.in_edges[stage]:
+            return 0.0
+        s = self.problem.stages[stage]
+        prices = self.problem.prices
+        return s.instances * (prices.s3_get_per_1000 / 1000.0 + s.source_input_bytes / 1e9 * prices.s3_transfer_per_gb)
+
+    def download_dollars(self, edge: EdgeInfo, method: PassingMethod, pp: Placement, pc: Placement) -> float:
+        """S3 GETs and transfer of one Remote-Storage edge (0 for the other methods)."""
+        if method is not PassingMethod.REMOTE:
+            return 0.0
+        key = (edge.index, pp.id, pc.id)
+        found = self._dollars.get(key)
+        if found is None:
+            fl = self.flow(edge, pp, pc)
+            prices = self.problem.prices
+            objects = sum(c * edge.objects_per_consumer * rf for (_, c), rf in zip(pc.items, fl.remote_fraction))
+            nbytes = sum(c * edge.bytes_per_consumer * rf for (_, c), rf in zip(pc.items, fl.remote_fraction))
+            found = objects * prices.s3_get_per_1000 / 1000.0 + nbytes / 1e9 * prices.s3_transfer_per_gb
+            self._dollars[key] = found
+        return found
+
+    def price_per_hour(self, vms: Sequence[int]) -> float:
+        return sum(self.problem.vms[v].price_per_hour for v in vms)
+
+    # ------------------------------------------------------------------ whole plans
+    def evaluate(self, assignment: Assignment) -> Evaluation:
+        """Latency and dollars of a complete assignment, stage by stage in topological order.
+
+        Raises :class:`PlanError` if the assignment breaks a rule of the model (a VM-Storage
+        consumer not on its input's VM, a placement that does not fit in memory).
+        """
+        problem = self.problem
+        vm_names = [vm.name for vm in problem.vms]
+        start: dict[str, float] = {}
+        finish: dict[str, float] = {}
+        stage_s: dict[str, float] = {}
+        uploads: dict[str, bool] = {}
+        used: set[int] = set()
+        cold: set[int] = set()
+        s3 = 0.0
+        for name in problem.order:
+            p = assignment.placements[name]
+            if p.instances != problem.stages[name].instances:
+                raise PlanError(f"stage {name!r}: placement holds {p.instances} instances, "
+                                f"the prediction {problem.stages[name].instances}")
+            if not self.fits(name, p):
+                raise PlanError(f"stage {name!r}: placement {p} exceeds a VM's memory")
+            inputs: list[Input] = []
+            for e in problem.in_edges[name]:
+                method = assignment.methods[(e.src, e.dst)]
+                pp = assignment.placements[e.src]
+                if method is PassingMethod.VM and self.space.follow(e.pattern, pp, p.instances) is not p:
+                    raise PlanError(f"edge {e.src} -> {e.dst} uses vm but {name!r} is not on the VM(s) holding its input")
+                inputs.append((e, method, pp))
+                s3 += self.download_dollars(e, method, pp, p)
+            upload = any(assignment.methods[(e.src, e.dst)] is PassingMethod.REMOTE for e in problem.out_edges[name])
+            uploads[name] = upload
+            if upload:
+                s3 += self.upload_dollars(name)
+            s3 += self.source_dollars(name)
+            stage_cold = self.cold_vms(name, p)
+            cold.update(stage_cold)
+            used.update(p.vms)
+            ready = [finish[e.src] for e in problem.in_edges[name]]
+            if stage_cold:
+                ready.append(self.cal.cold_start_s)
+            start[name] = max(ready, default=0.0)
+            stage_s[name] = self.stage_time(name, p, inputs, upload)
+            finish[name] = start[name] + stage_s[name]
+        latency = max(finish[s] for s in problem.sinks)
+        vm_usd = self.price_per_hour(sorted(used)) * latency / 3600.0
+        return Evaluation(latency, vm_usd + s3, vm_usd, s3, start, finish, stage_s, uploads,
+                          tuple(vm_names[v] for v in sorted(used)), tuple(vm_names[v] for v in sorted(cold)))
+
+
+def objective_value(objective: str, latency_s: float, cost_usd: float) -> float:
+    """The quantity minimised: latency, dollars, or latency x dollars (= 1 / perf-per-dollar)."""
+    if objective == "latency":
+        return latency_s
+    if objective == "cost":
+        return cost_usd
+    if objective == "perf-per-dollar":
+        return latency_s * cost_usd
+    raise PlanError(f"objective {objective!r} is not one of latency, cost, perf-per-dollar")
+
+
+def perf_per_dollar(latency_s: float, cost_usd: float) -> float:
+    product = latency_s * cost_usd
+    return math.inf if product <= 0 else 1.0 / product

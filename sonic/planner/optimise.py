@@ -1,0 +1,334 @@
+"""The optimiser: an exact dynamic program over the DAG (Sonic's Viterbi search, generalised).
+
+Sonic ran a Viterbi search over a chain of stages: the state of a stage is what its consumer's
+cost depends on (where its outputs live), and the best path to every state is kept. On a DAG a
+stage can feed several consumers (branches) and a consumer can have several producers
+(joins), so the DP processes stages one at a time in a topological order and keeps, as its
+state, the **frontier**: every processed stage that still has an unprocessed consumer.
+
+* Stage state: ``(placement, upload)``. The placement (instances per VM) decides where the
+  stage's outputs live, which is all a consumer's fetch cost, its VM-Storage placement and the
+  union of VMs billed depend on; ``upload`` says whether its instances upload their outputs
+  (they do when any out-edge is Remote-Storage, which lengthens the stage itself).
+* DP key: the tuple of states of the frontier stages. When stage C is processed every
+  producer of C is on the frontier, so C's time (fetches, waves, upload) is a function of
+  the key and of C's own decision (its state and the methods of its in-edges).
+* Labels: per key, the Pareto set of partial plans over the quantities the rest of the plan
+  can still see: the finish time of every frontier stage, the latest finished sink and - when
+  dollars matter - the S3 dollars so far and the number of VMs of each group used so far
+  (cost = price of the VMs used x latency + S3). The final objective (latency, dollars,
+  latency x dollars) is non-decreasing in each of them and every step is monotone
+  (``finish_C = max(producers' finish, cold start) + T_C``; sums; maxima), so a dominated
+  label can never lead to a better plan than the label dominating it: the DP is exact with
+  respect to the cost model. Joins are handled exactly because both producers' finish times
+  and placements are in the key/label when the join is processed; branches because a
+  producer stays on the frontier until its last consumer is placed.
+
+The processing order is chosen greedily to keep the frontier small (chains and fork-join
+apps keep one or two stages on it). A stage with one consumer uploads exactly when that edge
+is Remote-Storage; with several consumers an unnecessary upload is allowed but dominated.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sonic.app import App
+from sonic.cluster.spec import ClusterSpec
+from sonic.errors import InfeasibleError, PlanError
+from sonic.plan import OBJECTIVES, STRATEGIES, PassingMethod, Plan
+from sonic.planner.assemble import assemble_plan
+from sonic.planner.cost import Assignment, CostModel, objective_value
+from sonic.planner.placement import Placement, PlacementSpace
+from sonic.planner.problem import Problem, WarmSpec, build_problem
+from sonic.planner.space import SearchSpace, strategy_spaces
+from sonic.prediction import AppPrediction
+
+#: Relative slack when comparing against a budget or deadline (float noise only).
+_SLACK = 1e-9
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the DP chose for one stage: its placement, whether it uploads, its in-edge methods."""
+
+    stage: str
+    placement: Placement
+    upload: bool
+    methods: tuple[PassingMethod, ...]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One complete plan on the final Pareto front."""
+
+    latency_s: float
+    cost_usd: float
+    decisions: tuple[Decision, ...]
+
+    def assignment(self, problem: Problem) -> Assignment:
+        placements = {d.stage: d.placement for d in self.decisions}
+        methods: dict[tuple[str, str], PassingMethod] = {}
+        for d in self.decisions:
+            for e, m in zip(problem.in_edges[d.stage], d.methods):
+                methods[(e.src, e.dst)] = m
+        return Assignment(placements, methods)
+
+
+# A label is (frontier finish times, latest sink finish, S3 dollars, VMs used per group, trace);
+# the trace is a linked list (parent trace, Decision) to rebuild the plan.
+_Label = tuple[tuple[float, ...], float, float, tuple[int, ...], object]
+
+
+def processing_order(problem: Problem) -> list[str]:
+    """A topological order that keeps the frontier small (greedy; ties by topological order)."""
+    rank = {s: i for i, s in enumerate(problem.order)}
+    remaining = {s: len(problem.out_edges[s]) for s in problem.order}
+    done: set[str] = set()
+    order: list[str] = []
+    live = 0
+    while len(order) < len(problem.order):
+        ready = [s for s in problem.order if s not in done and all(e.src in done for e in problem.in_edges[s])]
+
+        def frontier_after(s: str) -> int:
+            closing = sum(1 for e in problem.in_edges[s] if remaining[e.src] == 1)
+            return live - closing + (1 if problem.out_edges[s] else 0)
+
+        best = min(ready, key=lambda s: (frontier_after(s), rank[s]))
+        live = frontier_after(best)
+        for e in problem.in_edges[best]:
+            remaining[e.src] -= 1
+        done.add(best)
+        order.append(best)
+    return order
+
+
+class _Optimiser:
+    def __init__(self, problem: Problem, space: PlacementSpace, model: CostModel, track_cost: bool) -> None:
+        self.problem = problem
+        self.space = space
+        self.model = model
+        self.track_cost = track_cost
+        self.group_prices = tuple(problem.vms[g.members[0]].price_per_hour for g in space.groups)
+        self._group_use: dict[int, tuple[int, ...]] = {}
+
+    def group_use(self, p: Placement) -> tuple[int, ...]:
+        found = self._group_use.get(p.id)
+        if found is None:
+            use = [0] * len(self.space.groups)
+            for v in p.vms:
+                use[self.space.group_of[v]] += 1
+            found = tuple(use)
+            self._group_use[p.id] = found
+        return found
+
+    def price(self, use: Sequence[int]) -> float:
+        return sum(p * k for p, k in zip(self.group_prices, use))
+
+    # ------------------------------------------------------------------ the DP
+    def solve(self, ss: SearchSpace) -> list[Candidate]:
+        problem, model, space = self.problem, self.model, self.space
+        cold_start = problem.calibration.cold_start_s
+        remaining = {s: len(problem.out_edges[s]) for s in problem.order}
+        live: list[str] = []
+        zero = tuple(0 for _ in space.groups)
+        table: dict[tuple[tuple[Placement, bool], ...], list[_Label]] = {(): [((), 0.0, 0.0, zero, None)]}
+        for name in processing_order(problem):
+            ins = problem.in_edges[name]
+            pos = [live.index(e.src) for e in ins]
+            for e in ins:
+                remaining[e.src] -= 1
+            keep = [i for i, s in enumerate(live) if remaining[s] > 0]
+            has_out = bool(problem.out_edges[name])
+            single_out = [len(problem.out_edges[e.src]) == 1 for e in ins]
+            n = problem.stages[name].instances
+            method_sets = [ss.methods[e.index] for e in ins]
+            uploads = ss.upload_options[name]
+            source_usd = model.source_dollars(name)
+            upload_usd = model.upload_dollars(name)
+            new_table: dict[tuple[tuple[Placement, bool], ...], list[_Label]] = {}
+            for key, labels in table.items():
+                prods = [key[i] for i in pos]
+                kept_key = tuple(key[i] for i in keep)
+                for methods in itertools.product(*method_sets):
+                    forced: Placement | None = None
+                    ok = True
+                    for e, m, (pp, up), single in zip(ins, methods, prods, single_out):
+                        # A producer uploads iff it has a Remote consumer (exactly, for one consumer).
+                        if (m is PassingMethod.REMOTE) != up and (single or m is PassingMethod.REMOTE):
+                            ok = False
+                            break
+                        if m is PassingMethod.VM:
+                            f = space.follow(e.pattern, pp, n)
+                            if f is None or (forced is not None and f is not forced):
+                                ok = False
+                                break
+                            forced = f
+                    if not ok:
+                        continue
+                    if forced is not None:
+                        if not model.fits(name, forced):
+                            continue
+                        candidates: Sequence[Placement] = (forced,)
+                    else:
+                        candidates = ss.placements[name]
+                    for pc in candidates:
+                        waves, base, up_s = model.stage_terms(name, pc)
+                        fetches = [model.fetch(e, m, pp, pc) for e, m, (pp, _) in zip(ins, methods, prods)]
+                        taus = [base[i] + sum(f[i] for f in fetches) for i in range(len(waves))]
+                        ready = cold_start if model.cold_vms(name, pc) else 0.0
+                        s3_in = source_usd + sum(model.download_dollars(e, m, pp, pc)
+                                                 for e, m, (pp, _) in zip(ins, methods, prods))
+                        use = self.group_use(pc)
+                        for upload in uploads:
+                            if upload:
+                                stage_s = max(w * (t + u) for w, t, u in zip(waves, taus, up_s))
+                                s3_add = s3_in + upload_usd
+                            else:
+                                stage_s = max(w * t for w, t in zip(waves, taus))
+                                s3_add = s3_in
+                            new_key = kept_key + ((pc, upload),) if has_out else kept_key
+                            bucket = new_table.setdefault(new_key, [])
+                            decision = Decision(name, pc, upload, methods)
+                            for fins, sink, s3, used, trace in labels:
+                                start = ready
+                                for i in pos:
+                                    if fins[i] > start:
+                                        start = fins[i]
+                                fin = start + stage_s
+                                new_fins = tuple(fins[i] for i in keep)
+                                if has_out:
+                                    new_fins += (fin,)
+                                new_used = tuple(a if a >= b else b for a, b in zip(used, use))
+                                bucket.append((new_fins, sink if has_out or sink >= fin else fin,
+                                               s3 + s3_add, new_used, (trace, decision)))
+            table = {k: self._prune(v) for k, v in new_table.items()}
+            live = [live[i] for i in keep] + ([name] if has_out else [])
+        return [self._candidate(label) for label in table.get((), [])]
+
+    def _candidate(self, label: _Label) -> Candidate:
+        _, latency, s3, used, trace = label
+        decisions: list[Decision] = []
+        while trace is not None:
+            trace, decision = trace  # type: ignore[misc]
+            decisions.append(decision)
+        cost = self.price(used) * latency / 3600.0 + s3
+        return Candidate(latency, cost, tuple(reversed(decisions)))
+
+    def _prune(self, labels: list[_Label]) -> list[_Label]:
+        """Keep the Pareto-minimal labels (first of equals; ties broken by dollars)."""
+        if len(labels) <= 1:
+            return labels
+        track = self.track_cost
+        price = self.price
+
+        def vector(label: _Label) -> tuple[float, ...]:
+            fins, sink, s3, used, _ = label
+            return fins + (sink, s3) + tuple(float(u) for u in used) if track else fins + (sink,)
+
+        ordered = sorted(labels, key=lambda lab: (vector(lab), price(lab[3]), lab[2]))
+        kept: list[_Label] = []
+        kept_vectors: list[tuple[float, ...]] = []
+        for label in ordered:
+            vec = vector(label)
+            if any(all(a <= b for a, b in zip(k, vec)) for k in kept_vectors):
+                continue
+            kept.append(label)
+            kept_vectors.append(vec)
+        return kept
+
+
+# ---------------------------------------------------------------------- selection
+def select(candidates: Sequence[Candidate], objective: str, budget: float | None,
+           deadline: float | None) -> Candidate:
+    """The best candidate meeting the constraints, or :class:`InfeasibleError` naming alternatives."""
+    if not candidates:
+        raise InfeasibleError("no plan exists for this app on this cluster")
+
+    def meets(c: Candidate) -> bool:
+        return ((budget is None or c.cost_usd <= budget * (1 + _SLACK))
+                and (deadline is None or c.latency_s <= deadline * (1 + _SLACK)))
+
+    feasible = [c for c in candidates if meets(c)]
+    if feasible:
+        secondary = {"latency": lambda c: c.cost_usd, "cost": lambda c: c.latency_s,
+                     "perf-per-dollar": lambda c: c.latency_s}[objective]
+        return min(feasible, key=lambda c: (objective_value(objective, c.latency_s, c.cost_usd), secondary(c)))
+    raise InfeasibleError(_infeasible_message(candidates, budget, deadline))
+
+
+def _infeasible_message(candidates: Sequence[Candidate], budget: float | None, deadline: float | None) -> str:
+    cheapest = min(candidates, key=lambda c: (c.cost_usd, c.latency_s))
+    fastest = min(candidates, key=lambda c: (c.latency_s, c.cost_usd))
+
+    def show(c: Candidate) -> str:
+        return f"{c.latency_s:.3f} s for ${c.cost_usd:.6f}"
+
+    wanted = " and ".join(part for part in (
+        f"costs at most ${budget:.6f}" if budget is not None else "",
+        f"finishes within {deadline:.3f} s" if deadline is not None else "") if part)
+    if budget is not None and deadline is not None:
+        within_budget = [c for c in candidates if c.cost_usd <= budget * (1 + _SLACK)]
+        within_deadline = [c for c in candidates if c.latency_s <= deadline * (1 + _SLACK)]
+        options = []
+        if within_budget:
+            options.append("fastest within budget: " + show(min(within_budget, key=lambda c: c.latency_s)))
+        if within_deadline:
+            options.append("cheapest within deadline: " + show(min(within_deadline, key=lambda c: c.cost_usd)))
+        if not options:
+            options = [f"cheapest plan: {show(cheapest)}", f"fastest plan: {show(fastest)}"]
+        return f"no plan {wanted}; " + "; ".join(options) + "; relax --budget or --deadline"
+    if budget is not None:
+        return (f"no plan {wanted}; the cheapest plan takes {show(cheapest)}: "
+                f"raise --budget to at least ${cheapest.cost_usd:.6f}")
+    assert deadline is not None
+    return (f"no plan {wanted}; the fastest plan takes {show(fastest)}: "
+            f"raise --deadline to at least {fastest.latency_s:.3f} s")
+
+
+# ---------------------------------------------------------------------- entry point
+def optimise(problem: Problem, space: PlacementSpace, model: CostModel, *, objective: str = "latency",
+             strategy: str = "sonic", budget: float | None = None, deadline: float | None = None
+             ) -> tuple[Candidate, list[SearchSpace]]:
+    """Run the DP on the strategy's search space(s); return the selected candidate."""
+    track_cost = objective != "latency" or budget is not None
+    opt = _Optimiser(problem, space, model, track_cost)
+    spaces = strategy_spaces(problem, space, model, "sonic" if strategy == "oracle" else strategy)
+    candidates = [c for ss in spaces for c in opt.solve(ss)]
+    return select(candidates, objective, budget, deadline), spaces
+
+
+def check_request(objective: str, strategy: str, budget: float | None, deadline: float | None) -> None:
+    if objective not in OBJECTIVES:
+        raise PlanError(f"objective {objective!r} is not one of {', '.join(OBJECTIVES)}")
+    if strategy not in STRATEGIES:
+        raise PlanError(f"strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
+    if budget is not None and not budget > 0:
+        raise PlanError(f"budget must be a positive number of dollars, got {budget!r}")
+    if deadline is not None and not deadline > 0:
+        raise PlanError(f"deadline must be a positive number of seconds, got {deadline!r}")
+
+
+def make_plan(app: App, prediction: AppPrediction, cluster: ClusterSpec, *, objective: str = "latency",
+              strategy: str = "sonic", budget: float | None = None, deadline: float | None = None,
+              warm: WarmSpec = None) -> Plan:
+    """Plan ``app`` for the predicted parameters on ``cluster`` (pure: no I/O).
+
+    ``objective``: latency | cost | perf-per-dollar; ``budget`` (USD) and ``deadline`` (s)
+    constrain the plan; ``strategy``: sonic (the optimiser), remote | vm | direct (baselines:
+    method fixed on every edge, placement still optimised), oracle (the optimiser, for a
+    prediction built from a measured run). ``warm``: warm worker processes per VM name (or
+    names of fully warm VMs); default none, so every VM used pays one cold start.
+    Raises :class:`InfeasibleError` naming the best alternative when nothing meets the request.
+    """
+    check_request(objective, strategy, budget, deadline)
+    problem = build_problem(app, prediction, cluster, warm)
+    space = PlacementSpace(problem.vms)
+    model = CostModel(problem, space)
+    best, _ = optimise(problem, space, model, objective=objective, strategy=strategy, budget=budget,
+                       deadline=deadline)
+    assignment = best.assignment(problem)
+    return assemble_plan(problem, space, model, assignment, objective=objective, strategy=strategy,
+                         warm_given=warm is not None)
