@@ -11,7 +11,8 @@ from typing import Any
 import click
 
 from profiler.store import ProfileStore
-from profiler.sweep import Executor, ProgressEvent, profile_app, run_reference
+from profiler.repeat import run_best_of
+from profiler.sweep import Executor, ProgressEvent, profile_app
 from sonic.app import load_app
 from sonic.sizes import parse_size_list
 
@@ -64,7 +65,7 @@ def run_profile(app_spec: str, sizes: Sequence[int] | str | None = None, runs: i
 @contextlib.contextmanager
 def _executor(cluster: Path | None, app_spec: str, root: Path) -> Iterator[Executor]:
     if cluster is None:
-        yield run_reference
+        yield run_best_of
         return
     from profiler.cluster import ClusterExecutor
 

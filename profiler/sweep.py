@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from profiler.isolation import ChildFailure, in_fork
+from profiler.repeat import run_best_of
 from profiler.schema import run_to_frame
 from profiler.store import ProfileStore
 from sonic.app import App
@@ -91,6 +92,8 @@ def run_reference(app: App, input_path: Path) -> RunResult:
 
 
 _STAGE_RE = re.compile(r"stage '([^']+)'")
+#: Executors that run in this process and so gain from fork isolation.
+_LOCAL_EXECUTORS: tuple[Executor, ...] = (run_reference, run_best_of)
 
 
 def _validate(app: App, sizes: Sequence[int], runs: int, cold_runs: int) -> list[int]:
@@ -119,7 +122,7 @@ def profile_app(
     runs: int,
     *,
     store: ProfileStore,
-    executor_factory: Executor = run_reference,
+    executor_factory: Executor | None = None,
     progress: Progress | None = None,
     seed: int = 0,
     cold_runs: int = 0,
@@ -130,7 +133,8 @@ def profile_app(
     """Profile ``app`` on generated inputs of every size in ``sizes``, ``runs`` times each.
 
     ``executor_factory(app, input_path) -> RunResult`` runs the app (default: the reference
-    executor, whose instances are forked from a warm parent and report ``cold=False``).
+    executor with best-of-k timing of short instances, :mod:`profiler.repeat`; its
+    instances are forked from a warm parent and report ``cold=False``).
     ``cold_runs`` adds that many runs per size in which every instance starts in a fresh
     interpreter (see :mod:`profiler.cold`): their wall time includes interpreter start and
     imports, and they are stored with ``cold=True``. Run ``r`` of every size uses generator
@@ -144,7 +148,8 @@ def profile_app(
     """
     app.validate()
     ordered = _validate(app, sizes, runs, cold_runs)
-    isolate = executor_factory is run_reference if isolate is None else isolate
+    executor_factory = executor_factory or run_best_of
+    isolate = executor_factory in _LOCAL_EXECUTORS if isolate is None else isolate
     summary = ProfileSummary(app=app.name, sizes=ordered)
     t_sweep = time.perf_counter()
     plan: list[tuple[int, int, bool]] = [(r, s, False) for r in range(runs) for s in ordered]

@@ -1,0 +1,47 @@
+"""Best-of-k timing of short instances; outputs stay those of a clean run."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from profiler.repeat import RepeatingReferenceExecutor
+from sonic.app import App, Context
+
+
+
+def _app(counter: Path, busy_s: float) -> App:
+    app = App("rep")
+
+    def only(ctx: Context) -> None:
+        with counter.open("a") as fh:  # a side effect outside the outputs, to count runs
+            fh.write("x")
+        end = time.perf_counter() + busy_s
+        while time.perf_counter() < end:
+            pass
+        ctx.output("out").write_bytes(b"result")
+
+    app.add_stage(only, name="only")
+    return app.validate()
+
+
+def _run(tmp_path: Path, busy_s: float, budget_s: float) -> tuple[int, float]:
+    counter = tmp_path / f"count-{busy_s}"
+    (tmp_path / "in").write_bytes(b"input")
+    executor = RepeatingReferenceExecutor(_app(counter, busy_s), budget_s=budget_s, max_runs=4)
+    try:
+        result = executor.run(tmp_path / "in")
+        assert [Path(p).read_bytes() for p in result.outputs] == [b"result"]
+    finally:
+        executor.cleanup()
+    return len(counter.read_text()), result.instances[0].wall_s
+
+
+def test_short_instances_run_up_to_max_runs(tmp_path: Path) -> None:
+    runs, wall = _run(tmp_path, 0.001, budget_s=1.0)
+    assert runs == 4 and wall < 0.5
+
+
+def test_long_instances_run_once(tmp_path: Path) -> None:
+    runs, wall = _run(tmp_path, 0.3, budget_s=0.5)
+    assert runs == 1 and wall >= 0.3
