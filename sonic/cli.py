@@ -139,6 +139,11 @@ def _print_run(result: Any) -> None:
         click.echo(f"  stage {s.name:12s} {s.instances:4d} instances {s.seconds:8.2f} s  peak {s.peak_memory_mb:7.1f} MB")
     for e in result.edges:
         click.echo(f"  edge  {e.src + ' -> ' + e.dst:24s} {e.method:7s} {e.bytes:12d} B {e.seconds:8.2f} s")
+    if result.predicted_vs_actual:
+        from sonic.comparison import render
+
+        for line in render(result.predicted_vs_actual):
+            click.echo(line)
 
 
 # ---------------------------------------------------------------------------- cluster

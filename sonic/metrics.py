@@ -62,6 +62,7 @@ class RunResult:
     cost_usd: float | None = None
     outputs: list[str] = field(default_factory=list)
     features: dict[str, float] = field(default_factory=dict)
+    predicted_vs_actual: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -77,4 +78,5 @@ class RunResult:
             "stages": [asdict(s) for s in self.stages],
             "instances": [asdict(i) for i in self.instances],
             "outputs": self.outputs,
+            **({"predicted_vs_actual": self.predicted_vs_actual} if self.predicted_vs_actual else {}),
         }

@@ -42,22 +42,25 @@ def run_on_cluster(app: App, input_path: Path, *, cluster_path: Path, plan_path:
     refs, _ = input_refs(input_path)
     input_bytes = sum(r.size for r in refs)
     features = app.feature_extractor(input_path) if app.feature_extractor else None
-    learn = plan_path is None and strategy in (None, "sonic")
+    prediction = None
     if plan_path is not None:
         plan = Plan.load(plan_path).check(app, cluster.vm_names)
     else:
         plan, prediction = plan_for(app, input_bytes, cluster, strategy=strategy or "sonic", objective=objective,
                                     root=root, features=features)
-        if progress:
-            for note in plan.notes:
-                echo(f"note: {note}")
+        for note in plan.notes:
+            click.echo(f"note: {note}", err=True)
     coordinator = open_coordinator(cluster, progress=progress, echo=echo)
     try:
         result = coordinator.execute(app, app_spec or app.name, input_path, plan)
     finally:
         coordinator.close()
-    if learn:
-        from models import refit
+    if prediction is not None:
+        from sonic.comparison import compare
 
-        refit(app, result, root)
+        result.predicted_vs_actual = compare(plan, prediction, result)
+    # Every run teaches the models (Sonic's online refit), whatever plan it ran.
+    from models import refit
+
+    refit(app, result, root)
     return result

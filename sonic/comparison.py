@@ -1,0 +1,51 @@
+"""Predicted vs actual: how far a plan's predictions were from what a run measured."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sonic.metrics import RunResult
+from sonic.plan import Plan
+from sonic.prediction import AppPrediction
+
+
+def compare(plan: Plan, prediction: AppPrediction, result: RunResult) -> dict[str, Any]:
+    """Per stage (instances, seconds per instance, peak memory) and per edge (seconds)."""
+    stages = []
+    for stage in result.stages:
+        predicted = prediction.stages.get(stage.name)
+        rows = [m for m in result.instances if m.stage == stage.name]
+        mean_time = sum(m.wall_s for m in rows) / len(rows) if rows else 0.0
+        stages.append({
+            "name": stage.name,
+            "trusted": bool(predicted and predicted.trusted),
+            "instances": {"predicted": predicted.instances if predicted else None, "actual": stage.instances},
+            "time_per_instance_s": {"predicted": predicted.time_s.mean if predicted else None, "actual": mean_time},
+            "peak_memory_mb": {"predicted": predicted.memory_mb.hi if predicted else None,
+                               "actual": stage.peak_memory_mb},
+        })
+    edges = []
+    for edge in result.edges:
+        planned = plan.edge(edge.src, edge.dst)
+        edges.append({"src": edge.src, "dst": edge.dst, "method": edge.method,
+                      "seconds": {"predicted": planned.predicted_s.get(planned.method.value), "actual": edge.seconds}})
+    return {"latency_s": {"predicted": plan.predicted.get("latency_s"), "actual": result.latency_s},
+            "cost_usd": {"predicted": plan.predicted.get("cost_usd"), "actual": result.cost_usd},
+            "stages": stages, "edges": edges}
+
+
+def render(doc: dict[str, Any]) -> list[str]:
+    def num(v: Any, fmt: str) -> str:
+        return format(v, fmt) if isinstance(v, (int, float)) else "-"
+
+    lines = [f"  predicted vs actual: latency {num(doc['latency_s']['predicted'], '.2f')} s vs "
+             f"{num(doc['latency_s']['actual'], '.2f')} s"]
+    for s in doc["stages"]:
+        lines.append(f"    stage {s['name']:12s} instances {num(s['instances']['predicted'], 'd'):>4s} vs "
+                     f"{s['instances']['actual']:<4d} s/instance {num(s['time_per_instance_s']['predicted'], '.3f')} vs "
+                     f"{num(s['time_per_instance_s']['actual'], '.3f')}  memory {num(s['peak_memory_mb']['predicted'], '.0f')}"
+                     f" vs {num(s['peak_memory_mb']['actual'], '.0f')} MB{'' if s['trusted'] else '  (untrusted)'}")
+    for e in doc["edges"]:
+        lines.append(f"    edge  {e['src'] + ' -> ' + e['dst']:24s} {e['method']:7s} "
+                     f"{num(e['seconds']['predicted'], '.3f')} s vs {num(e['seconds']['actual'], '.3f')} s")
+    return lines
