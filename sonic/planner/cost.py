@@ -115,7 +115,7 @@ class _Flow:
     """How one edge's bytes are laid out between a producer and a consumer placement."""
 
     remote_fraction: tuple[float, ...]   # per consumer VM (aligned with consumer items)
-    max_egress_bytes: float              # per wave, the busiest producer NIC
+    max_egress: float                    # per wave, the busiest producer NIC, in consumer inputs
     transfer_slots: int                  # consumer instances fetching at once (Q)
 
 
@@ -130,7 +130,7 @@ class CostModel:
         self.cores = tuple(vm.cores for vm in problem.vms)
         self._net_in = min(cal.vm_bandwidth_Bps, cal.disk_write_Bps)
         self._net_out = min(cal.vm_bandwidth_Bps, cal.disk_read_Bps)
-        self._flows: dict[tuple[int, int, int], _Flow] = {}
+        self._flows: dict[tuple[bool, int, int], _Flow] = {}
         self._fetch: dict[tuple[int, PassingMethod, int, int], tuple[float, ...]] = {}
         self._stage: dict[tuple[str, int], tuple[tuple[int, ...], tuple[float, ...], tuple[float, ...]]] = {}
         self._fits: dict[tuple[str, int], bool] = {}
@@ -189,28 +189,29 @@ class CostModel:
         return found
 
     def flow(self, edge: EdgeInfo, pp: Placement, pc: Placement) -> _Flow:
-        """Remote fractions per consumer VM and the busiest producer NIC of a wave."""
-        key = (edge.index, pp.id, pc.id)
+        """Remote fractions per consumer VM and the busiest producer NIC of a wave, per byte a
+        consumer receives (shared by every edge with the same routing and placements)."""
+        aligned = edge.pattern is Pattern.ONE_TO_ONE
+        key = (aligned, pp.id, pc.id)
         found = self._flows.get(key)
         if found is not None:
             return found
         cores = self.cores
         q = {v: min(c, cores[v]) for v, c in pc.items}
-        b = edge.bytes_per_consumer
-        if edge.pattern is Pattern.ONE_TO_ONE:
+        if aligned:
             overlap = self._overlaps(pp, pc)
             pcc = dict(pc.items)
             rf = tuple(1.0 - overlap.get((v, v), 0) / c for v, c in pc.items)
             egress: dict[int, float] = {}
             for (u, v), ov in overlap.items():
                 if u != v:
-                    egress[u] = egress.get(u, 0.0) + q[v] * b * ov / pcc[v]
+                    egress[u] = egress.get(u, 0.0) + q[v] * ov / pcc[v]
         else:
             n_p = pp.instances
             ppc = dict(pp.items)
             rf = tuple(1.0 - ppc.get(v, 0) / n_p for v, _ in pc.items)
             all_q = sum(q.values())
-            egress = {u: (all_q - q.get(u, 0)) * b * c / n_p for u, c in pp.items}
+            egress = {u: (all_q - q.get(u, 0)) * c / n_p for u, c in pp.items}
         transfer_slots = sum(q[v] for (v, _), r in zip(pc.items, rf) if r > 0)
         found = _Flow(rf, max(egress.values(), default=0.0), transfer_slots)
         self._flows[key] = found
@@ -254,19 +255,30 @@ class CostModel:
         else:
             fl = self.flow(edge, pp, pc)
             b, k = edge.bytes_per_consumer, edge.objects_per_consumer
+            cores = self.cores
+            direct = method is PassingMethod.DIRECT
+            if direct:
+                producer_side = fl.max_egress * b / self._net_out
+                latency = cal.vm_latency_s * k
+            else:
+                aggregate = cal.s3_aggregate_Bps / fl.transfer_slots if fl.transfer_slots else 0.0
+                latency = cal.s3_latency_s * k
+            seen: dict[tuple[int, float], float] = {}   # VMs with equal concurrency and share
             out: list[float] = []
             for (v, c), rf in zip(pc.items, fl.remote_fraction):
                 if rf <= 0.0:
                     out.append(0.0)
                     continue
-                q = min(c, self.cores[v])
-                if method is PassingMethod.DIRECT:
-                    own = q * b * rf / self._net_in
-                    producer = fl.max_egress_bytes / self._net_out
-                    out.append(cal.vm_latency_s * k * rf + max(own, producer))
-                else:
-                    rate = min(cal.s3_conn_Bps, self._net_in / q, cal.s3_aggregate_Bps / fl.transfer_slots)
-                    out.append(cal.s3_latency_s * k * rf + b * rf / rate)
+                q = c if c < cores[v] else cores[v]
+                value = seen.get((q, rf))
+                if value is None:
+                    if direct:
+                        value = latency * rf + max(q * b * rf / self._net_in, producer_side)
+                    else:
+                        rate = min(cal.s3_conn_Bps, self._net_in / q, aggregate)
+                        value = latency * rf + b * rf / rate
+                    seen[(q, rf)] = value
+                out.append(value)
             found = tuple(out)
         self._fetch[key] = found
         return found

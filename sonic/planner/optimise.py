@@ -80,6 +80,9 @@ class Candidate:
 # A label is (frontier finish times, latest sink finish, S3 dollars, VMs used per group, trace);
 # the trace is a linked list (parent trace, Decision) to rebuild the plan.
 _Label = tuple[tuple[float, ...], float, float, tuple[int, ...], object]
+# A move: (finish indices read, placement, upload, decision, stage seconds, seconds with upload,
+# earliest start (cold start), dollars added, VMs used per group).
+_Move = tuple[tuple[int, ...], Placement, bool, "Decision", float, float, float, float, tuple[int, ...]]
 
 
 def processing_order(problem: Problem) -> list[str]:
@@ -103,6 +106,18 @@ def processing_order(problem: Problem) -> list[str]:
         done.add(best)
         order.append(best)
     return order
+
+
+@dataclass(frozen=True)
+class _Step:
+    """What the DP needs to know about the stage it is placing."""
+
+    stage: str
+    positions: tuple[int, ...]                          # frontier index of each producer
+    methods: tuple[tuple[PassingMethod, ...], ...]      # allowed per in-edge
+    producer_modes: tuple[str, ...]                     # upload mode of each producer
+    uploads: tuple[bool, ...]                           # upload options kept in the key
+    deferred: bool                                      # upload decided by the only consumer
 
 
 class _Optimiser:
@@ -129,9 +144,19 @@ class _Optimiser:
 
     # ------------------------------------------------------------------ the DP
     def solve(self, ss: SearchSpace) -> list[Candidate]:
-        problem, model, space = self.problem, self.model, self.space
-        cold_start = problem.calibration.cold_start_s
+        problem, space = self.problem, self.space
+        remote = PassingMethod.REMOTE
         remaining = {s: len(problem.out_edges[s]) for s in problem.order}
+        # How a stage's upload decision is carried: "key" - in the DP key (several consumers
+        # share it); "deferred" - one consumer decides it, so the label keeps the stage's finish
+        # time without and with upload (both exact); "none" - no consumer may use Remote-Storage.
+        mode: dict[str, str] = {}
+        for s in problem.order:
+            outs = problem.out_edges[s]
+            if not any(remote in ss.methods[e.index] for e in outs):
+                mode[s] = "none"
+            else:
+                mode[s] = "deferred" if len(outs) == 1 else "key"
         live: list[str] = []
         zero = tuple(0 for _ in space.groups)
         table: dict[tuple[tuple[Placement, bool], ...], list[_Label]] = {(): [((), 0.0, 0.0, zero, None)]}
@@ -141,72 +166,99 @@ class _Optimiser:
             for e in ins:
                 remaining[e.src] -= 1
             keep = [i for i, s in enumerate(live) if remaining[s] > 0]
+            keep2 = [j for i in keep for j in (2 * i, 2 * i + 1)]  # labels hold (finish, finish with upload)
             has_out = bool(problem.out_edges[name])
-            single_out = [len(problem.out_edges[e.src]) == 1 for e in ins]
-            n = problem.stages[name].instances
-            method_sets = [ss.methods[e.index] for e in ins]
-            uploads = ss.upload_options[name]
-            source_usd = model.source_dollars(name)
-            upload_usd = model.upload_dollars(name)
+            deferred = mode[name] == "deferred"
+            step = _Step(name, tuple(pos), tuple(ss.methods[e.index] for e in ins),
+                         tuple(mode[e.src] for e in ins),
+                         ss.upload_options[name] if mode[name] == "key" else (False,), deferred)
             new_table: dict[tuple[tuple[Placement, bool], ...], list[_Label]] = {}
+            # Keys that differ only in frontier stages this stage does not read share transitions.
+            moves: dict[tuple[tuple[Placement, bool], ...], list[_Move]] = {}
             for key, labels in table.items():
-                prods = [key[i] for i in pos]
+                prods = tuple(key[i] for i in pos)
+                found = moves.get(prods)
+                if found is None:
+                    found = moves[prods] = self._moves(step, ss, prods)
                 kept_key = tuple(key[i] for i in keep)
-                for methods in itertools.product(*method_sets):
-                    forced: Placement | None = None
-                    ok = True
-                    for e, m, (pp, up), single in zip(ins, methods, prods, single_out):
-                        # A producer uploads iff it has a Remote consumer (exactly, for one consumer).
-                        if (m is PassingMethod.REMOTE) != up and (single or m is PassingMethod.REMOTE):
-                            ok = False
-                            break
-                        if m is PassingMethod.VM:
-                            f = space.follow(e.pattern, pp, n)
-                            if f is None or (forced is not None and f is not forced):
-                                ok = False
-                                break
-                            forced = f
-                    if not ok:
-                        continue
-                    if forced is not None:
-                        if not model.fits(name, forced):
-                            continue
-                        candidates: Sequence[Placement] = (forced,)
-                    else:
-                        candidates = ss.placements[name]
-                    for pc in candidates:
-                        waves, base, up_s = model.stage_terms(name, pc)
-                        fetches = [model.fetch(e, m, pp, pc) for e, m, (pp, _) in zip(ins, methods, prods)]
-                        taus = [base[i] + sum(f[i] for f in fetches) for i in range(len(waves))]
-                        ready = cold_start if model.cold_vms(name, pc) else 0.0
-                        s3_in = source_usd + sum(model.download_dollars(e, m, pp, pc)
-                                                 for e, m, (pp, _) in zip(ins, methods, prods))
-                        use = self.group_use(pc)
-                        for upload in uploads:
-                            if upload:
-                                stage_s = max(w * (t + u) for w, t, u in zip(waves, taus, up_s))
-                                s3_add = s3_in + upload_usd
-                            else:
-                                stage_s = max(w * t for w, t in zip(waves, taus))
-                                s3_add = s3_in
-                            new_key = kept_key + ((pc, upload),) if has_out else kept_key
-                            bucket = new_table.setdefault(new_key, [])
-                            decision = Decision(name, pc, upload, methods)
-                            for fins, sink, s3, used, trace in labels:
-                                start = ready
-                                for i in pos:
-                                    if fins[i] > start:
-                                        start = fins[i]
-                                fin = start + stage_s
-                                new_fins = tuple(fins[i] for i in keep)
-                                if has_out:
-                                    new_fins += (fin,)
-                                new_used = tuple(a if a >= b else b for a, b in zip(used, use))
-                                bucket.append((new_fins, sink if has_out or sink >= fin else fin,
-                                               s3 + s3_add, new_used, (trace, decision)))
+                for select, pc, upload, decision, stage_s, with_upload, ready, s3_add, use in found:
+                    new_key = kept_key + ((pc, upload),) if has_out else kept_key
+                    bucket = new_table.setdefault(new_key, [])
+                    for fins, sink, s3, used, trace in labels:
+                        start = ready
+                        for j in select:
+                            if fins[j] > start:
+                                start = fins[j]
+                        fin = start + stage_s
+                        new_fins = tuple([fins[j] for j in keep2])
+                        if has_out:
+                            new_fins += (fin, start + with_upload if deferred else fin)
+                        new_used = use if used == use else tuple(a if a >= b else b for a, b in zip(used, use))
+                        bucket.append((new_fins, sink if has_out or sink >= fin else fin,
+                                       s3 + s3_add, new_used, (trace, decision)))
             table = {k: self._prune(v) for k, v in new_table.items()}
             live = [live[i] for i in keep] + ([name] if has_out else [])
         return [self._candidate(label) for label in table.get((), [])]
+
+    def _moves(self, step: _Step, ss: SearchSpace, prods: tuple[tuple[Placement, bool], ...]) -> list[_Move]:
+        """Every decision for ``step.stage`` given its producers' states, with its costs."""
+        problem, model, space = self.problem, self.model, self.space
+        remote = PassingMethod.REMOTE
+        name, deferred, uploads = step.stage, step.deferred, step.uploads
+        ins = problem.in_edges[name]
+        n = problem.stages[name].instances
+        cold_start = problem.calibration.cold_start_s
+        source_usd = model.source_dollars(name)
+        upload_usd = model.upload_dollars(name)
+        out: list[_Move] = []
+        for methods in itertools.product(*step.methods):
+            forced: Placement | None = None
+            ok = True
+            select: list[int] = []
+            producer_usd = 0.0
+            for e, m, (pp, up), i, pmode in zip(ins, methods, prods, step.positions, step.producer_modes):
+                if m is remote and pmode == "key" and not up:
+                    ok = False  # the producer did not upload its outputs
+                    break
+                if m is remote and pmode == "deferred":
+                    select.append(2 * i + 1)
+                    producer_usd += model.upload_dollars(e.src)
+                else:
+                    select.append(2 * i)
+                if m is PassingMethod.VM:
+                    f = space.follow(e.pattern, pp, n)
+                    if f is None or (forced is not None and f is not forced):
+                        ok = False
+                        break
+                    forced = f
+            if not ok:
+                continue
+            if forced is not None:
+                if not model.fits(name, forced):
+                    continue
+                candidates: Sequence[Placement] = (forced,)
+            else:
+                candidates = ss.placements[name]
+            chosen = tuple(select)
+            for pc in candidates:
+                waves, base, up_s = model.stage_terms(name, pc)
+                fetches = [model.fetch(e, m, pp, pc) for e, m, (pp, _) in zip(ins, methods, prods)]
+                if fetches:
+                    taus = [b + sum(f[i] for f in fetches) for i, b in enumerate(base)]
+                else:
+                    taus = list(base)
+                plain = max(w * t for w, t in zip(waves, taus))
+                with_upload = (max(w * (t + u) for w, t, u in zip(waves, taus, up_s))
+                               if deferred or True in uploads else plain)
+                ready = cold_start if model.cold_vms(name, pc) else 0.0
+                s3_in = source_usd + producer_usd + sum(
+                    model.download_dollars(e, m, pp, pc) for e, m, (pp, _) in zip(ins, methods, prods))
+                use = self.group_use(pc)
+                for upload in uploads:
+                    out.append((chosen, pc, upload, Decision(name, pc, upload, methods),
+                                with_upload if upload else plain, with_upload, ready,
+                                s3_in + upload_usd if upload else s3_in, use))
+        return out
 
     def _candidate(self, label: _Label) -> Candidate:
         _, latency, s3, used, trace = label
@@ -218,25 +270,34 @@ class _Optimiser:
         return Candidate(latency, cost, tuple(reversed(decisions)))
 
     def _prune(self, labels: list[_Label]) -> list[_Label]:
-        """Keep the Pareto-minimal labels (first of equals; ties broken by dollars)."""
+        """Keep the Pareto-minimal labels (first of equals; ties broken by dollars).
+
+        Compared: frontier finish times and the latest sink finish; with dollars tracked also
+        the S3 dollars and the VMs used per group. Sorted lexicographically, a label can only
+        be dominated by one kept before it.
+        """
         if len(labels) <= 1:
             return labels
-        track = self.track_cost
         price = self.price
-
-        def vector(label: _Label) -> tuple[float, ...]:
-            fins, sink, s3, used, _ = label
-            return fins + (sink, s3) + tuple(float(u) for u in used) if track else fins + (sink,)
-
-        ordered = sorted(labels, key=lambda lab: (vector(lab), price(lab[3]), lab[2]))
+        if self.track_cost:
+            ranked = sorted(((lab[0] + (lab[1], lab[2]) + lab[3], i) for i, lab in enumerate(labels)))
+        else:
+            ranked = sorted(((lab[0] + (lab[1],), price(lab[3]), lab[2], i) for i, lab in enumerate(labels)))
         kept: list[_Label] = []
         kept_vectors: list[tuple[float, ...]] = []
-        for label in ordered:
-            vec = vector(label)
-            if any(all(a <= b for a, b in zip(k, vec)) for k in kept_vectors):
-                continue
-            kept.append(label)
-            kept_vectors.append(vec)
+        for item in ranked:
+            vec = item[0]
+            dominated = False
+            for k in kept_vectors:
+                for a, b in zip(k, vec):
+                    if a > b:
+                        break
+                else:
+                    dominated = True
+                    break
+            if not dominated:
+                kept.append(labels[item[-1]])
+                kept_vectors.append(vec)
         return kept
 
 
