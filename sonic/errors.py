@@ -15,7 +15,9 @@ printing ``str(error)``: one line that names what is wrong and what to do.
     ├── ValidationFailed         output exists but the workload validator refuses it
     ├── NotFittedError           (models) predicting before fit
     ├── TransportError           a peer (agent, S3, SSH) cannot be reached or misbehaves
-    │   └── AuthenticationError  a peer failed the cluster-secret handshake
+    │   ├── AuthenticationError  a peer failed the cluster-secret handshake
+    │   ├── CorruptObjectError   an object's bytes do not match its size/checksum
+    │   └── MissingObjectError   the peer holding an object does not have it (any more)
     └── NotBuiltError            a CLI verb that is registered but not implemented yet
 """
 
@@ -72,6 +74,15 @@ class TransportError(SonicError):
 
 class AuthenticationError(TransportError):
     """A peer failed the cluster-secret handshake."""
+
+
+class CorruptObjectError(TransportError):
+    """An object's bytes failed their size or checksum check. The object must be fetched
+    again or regenerated from its producer's inputs; it is never consumed."""
+
+
+class MissingObjectError(TransportError):
+    """The agent or bucket that should hold an object does not have it."""
 
 
 class NotBuiltError(SonicError):

@@ -7,27 +7,35 @@ are logged with the peer address and the connection is closed.
 
 Requests (msgpack maps, ``op`` selects):
 
-- ``ping``: version, name, slots, pid.
+- ``ping``: version, name, slots, pid, worker pids (the coordinator's heartbeat).
 - ``warm {app}``: start the app's workers now (imports done once, ahead of the first run).
-- ``run {job, app, stage, index, num_instances, key, inputs[], upload}``: fetch inputs by
-  their method (``local``: already on this VM, read in place; ``direct``: pull from the
-  producer's agent; ``remote``: download from S3), run in a warm worker writing straight into
-  the object store, checksum outputs, upload them to S3 if asked.
+- ``run {job, app, stage, index, num_instances, key, inputs[], upload, [timeout_s],
+  [peer_timeouts]}``: fetch inputs by their method (``local``: already on this VM, read in
+  place; ``direct``: pull from the producer's agent; ``remote``: download from S3), verifying
+  every one against its checksum, run in a warm worker writing straight into the object store
+  (killed after ``timeout_s``), checksum outputs, upload them to S3 if asked. An input that
+  cannot be had fails the run with ``kind: fetch`` and says why (``cause``: corrupt, missing,
+  unreachable, local), which object (``input``) and from where (``source``).
 - ``get {job, key}``: header then the raw bytes via ``sendfile`` (zero-copy).
 - ``put {job, key, size, checksum}`` + raw bytes: store an object.
 - ``drop {job}``: delete the job's objects.
 
 Run as ``python -m sonic.runtime.agent --name vm0 --bind 127.0.0.1 --port 0 --data-dir DIR
 --secret-file FILE --slots 2 [--s3-endpoint URL --s3-bucket B --s3-region R]``; it writes
-``DIR/agent.json`` (name, pid, host, port, version, started) once it listens.
+``DIR/agent.json`` (name, pid, host, port, version, started) once it listens. It binds the
+cluster interface given by ``--bind`` and refuses a wildcard address (0.0.0.0, ::) unless
+``--allow-any-interface`` says so explicitly.
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import logging
 import os
+import select
+import shutil
 import signal
 import socket
 import socketserver
@@ -40,10 +48,17 @@ from pathlib import Path
 from typing import Any
 
 from sonic import __version__
-from sonic.errors import AuthenticationError, SonicError, TransportError
+from sonic.errors import (
+    AuthenticationError,
+    CorruptObjectError,
+    MissingObjectError,
+    SonicError,
+    TransportError,
+    UserInputError,
+)
 from sonic.runtime import protocol
-from sonic.runtime.client import AgentClient
-from sonic.runtime.objects import BadKeyError, ObjectStore, check_job, check_key, file_checksum
+from sonic.runtime.client import AgentClient, RemoteCallError, Timeouts
+from sonic.runtime.objects import BadKeyError, Checksums, ObjectStore, check_job, check_key, file_checksum
 from sonic.runtime.remote import RemoteSettings, RemoteStore
 from sonic.runtime.worker import read_frame, write_frame
 
@@ -62,12 +77,26 @@ class AgentConfig:
     remote: RemoteSettings | None
     worker_start_timeout_s: float = 120.0
     handshake_timeout_s: float = 10.0
+    verify_local: str = "always"        # "always" | "changed": see objects.Checksums
 
 
 class RequestError(SonicError):
-    def __init__(self, message: str, kind: str = "request") -> None:
+    """A request that failed; ``kind`` (instance, fetch, request) and, for fetches, ``cause``,
+    ``input`` and ``source`` travel back in the reply (see the module docstring)."""
+
+    def __init__(self, message: str, kind: str = "request", *, cause: str = "", input: str | None = None,
+                 source: str | None = None) -> None:
         super().__init__(message)
         self.kind = kind
+        self.cause = cause
+        self.input = input
+        self.source = source
+
+    def reply(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"ok": False, "kind": self.kind, "error": str(self)}
+        if self.cause:
+            doc.update(cause=self.cause, input=self.input, source=self.source)
+        return doc
 
 
 # ---------------------------------------------------------------------------- workers
@@ -78,33 +107,50 @@ class Worker:
         self.app = app
         t0 = time.perf_counter()
         log_fh = open(log_file, "ab")
+        # Its own process group (in the agent's session): a timed-out instance is killed with
+        # everything it started, and `cluster down` still finds workers of a killed agent.
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sonic.runtime.worker", app],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_fh, start_new_session=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_fh, process_group=0,
         )
         log_fh.close()
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self._in, self._out = self.proc.stdin, self.proc.stdout
-        hello = self._read(timeout_s)
+        hello = self._read(timeout_s, f"starting a worker for {app!r}")
         if not hello.get("ok"):
             self.stop()
             raise RequestError(f"cannot load app {app!r} on this VM: {hello.get('error')}", "instance")
         self.start_s = time.perf_counter() - t0
 
-    def _read(self, timeout_s: float | None) -> dict[str, Any]:
-        # The worker answers on a pipe; a dead worker shows up as EOF, not as a hang.
+    def _read(self, timeout_s: float | None, what: str) -> dict[str, Any]:
+        # The worker answers on a pipe; a dead worker shows up as EOF, a hung one as a timeout.
+        # Nothing is ever buffered between frames (one reply per request), so select() on the
+        # pipe sees exactly whether the next reply has started to arrive.
+        if timeout_s is not None:
+            ready, _, _ = select.select([self._out], [], [], timeout_s)
+            if not ready:
+                self.kill()
+                raise RequestError(f"{what} timed out after {timeout_s:g}s; its worker was killed", "instance")
         doc = read_frame(self._out)
         if doc is None:
             code = self.proc.wait()
             raise RequestError(f"worker for {self.app!r} died (exit code {code}; out of memory?)", "instance")
         return doc
 
-    def run(self, request: dict[str, Any]) -> dict[str, Any]:
+    def run(self, request: dict[str, Any], timeout_s: float | None = None) -> dict[str, Any]:
         try:
             write_frame(self._in, request)
         except BrokenPipeError:
             raise RequestError(f"worker for {self.app!r} is gone (exit code {self.proc.poll()})", "instance") from None
-        return self._read(None)
+        return self._read(timeout_s, f"stage {request.get('stage')!r} instance {request.get('index')}")
+
+    def kill(self) -> None:
+        """SIGKILL the worker and whatever it started (its process group)."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return  # already gone
+        self.proc.wait()
 
     @property
     def alive(self) -> bool:
@@ -173,6 +219,10 @@ class WorkerPool:
         for worker in workers:
             worker.stop()
 
+    def pids(self) -> list[int]:
+        with self._lock:
+            return [w.proc.pid for w in self._all if w.alive]
+
 
 # ---------------------------------------------------------------------------- agent
 class Agent:
@@ -181,55 +231,55 @@ class Agent:
         self.store = ObjectStore(config.data_dir / "objects")
         self.pool = WorkerPool(config.slots, config.data_dir / "workers.log", config.worker_start_timeout_s)
         self.remote = RemoteStore(config.remote) if config.remote else None
-        self._checksums: dict[tuple[str, str], tuple[int, str]] = {}
+        self.checksums = Checksums(trust_unchanged=config.verify_local == "changed")
         self._fetch_locks: dict[tuple[str, str], threading.Lock] = {}
-        self._peers: dict[tuple[str, int], AgentClient] = {}
+        self._peers: dict[tuple[str, int, Timeouts], AgentClient] = {}
         self._lock = threading.Lock()
         self.busy = 0
 
     # ------------------------------------------------------------------ helpers
-    def _peer(self, name: str, host: str, port: int) -> AgentClient:
+    def _peer(self, name: str, host: str, port: int, timeouts: Timeouts) -> AgentClient:
         with self._lock:
-            client = self._peers.get((host, port))
+            client = self._peers.get((host, port, timeouts))
             if client is None:
-                client = self._peers[(host, port)] = AgentClient(host, port, self.config.secret, name)
+                client = self._peers[(host, port, timeouts)] = AgentClient(host, port, self.config.secret, name,
+                                                                           timeouts)
             return client
 
     def _fetch_lock(self, job: str, key: str) -> threading.Lock:
         with self._lock:
             return self._fetch_locks.setdefault((job, key), threading.Lock())
 
-    def _remember(self, job: str, key: str, size: int, checksum: str) -> None:
-        with self._lock:
-            self._checksums[(job, key)] = (size, checksum)
+    def _remember(self, job: str, key: str, path: Path, size: int, checksum: str) -> None:
+        self.checksums.remember(job, key, path, size, checksum)
 
-    def _known(self, job: str, key: str) -> tuple[int, str] | None:
-        with self._lock:
-            return self._checksums.get((job, key))
-
-    def ensure_local(self, job: str, item: dict[str, Any]) -> tuple[Path, float]:
-        """Make input ``item`` available on this VM; return its path and seconds spent moving it."""
+    def ensure_local(self, job: str, item: dict[str, Any], timeouts: Timeouts = Timeouts()) -> tuple[Path, float]:
+        """Make input ``item`` available on this VM, verified against its checksum; return its
+        path and the seconds spent moving it. A copy that does not verify is never used."""
         key = check_key(f"{item['stage']}/{item['instance']}/{item['name']}")
         path = self.store.path(job, key)
         size, checksum = int(item["size"]), str(item.get("checksum") or "")
         method = item.get("method", "local")
+        source = str(item.get("vm") or self.config.name) if method != "remote" else "s3"
+
+        def fail(cause: str, why: str) -> RequestError:
+            return RequestError(f"input {key} ({method} from {source}) {why} on VM {self.config.name}", "fetch",
+                                cause=cause, input=key, source=source)
+
         with self._fetch_lock(job, key):
-            known = self._known(job, key)
-            if known is not None and path.is_file():
-                if checksum and known[1] != checksum:
-                    raise RequestError(f"object {key} on this VM does not match its checksum", "fetch")
-                return path, 0.0
-            if method == "local":
-                if not path.is_file():
-                    raise RequestError(f"object {key} is not on VM {self.config.name}", "fetch")
-                # In place (VM-Storage): verify once, no copy.
-                if checksum and file_checksum(path) != checksum:
-                    raise RequestError(f"object {key} on VM {self.config.name} is corrupt (checksum)", "fetch")
-                self._remember(job, key, size, checksum)
-                return path, 0.0
+            if path.is_file() and not path.is_symlink():
+                if not checksum or self.checksums.verify(job, key, path, checksum):
+                    return path, 0.0
+                if method == "local":
+                    # In place (VM-Storage): the producer's own copy is bad; only re-running the
+                    # producer can help, so say so rather than hand it to the function.
+                    raise fail("corrupt", "is corrupt (checksum mismatch)")
+                path.unlink()  # a stale or damaged copy of a fetched object: fetch it afresh
+            elif method == "local":
+                raise fail("missing", "is not there")
             try:
                 if method == "direct":
-                    peer = self._peer(str(item["vm"]), str(item["host"]), int(item["port"]))
+                    peer = self._peer(str(item["vm"]), str(item["host"]), int(item["port"]), timeouts)
                     seconds = peer.get_to_file(job, key, path, size=size, checksum=checksum or None)
                 elif method == "remote":
                     if self.remote is None:
@@ -237,15 +287,23 @@ class Agent:
                     seconds = self.remote.download(f"{job}/{key}", path, size=size, checksum=checksum or None)
                 else:
                     raise RequestError(f"unknown passing method {method!r}", "request")
-            except (TransportError, OSError) as exc:
-                raise RequestError(f"fetching {key} by {method} failed: {exc}", "fetch") from None
-            self._remember(job, key, size, checksum or file_checksum(path))
+            except CorruptObjectError as exc:
+                raise fail("corrupt", f"failed verification: {exc}") from None
+            except (MissingObjectError, RemoteCallError) as exc:
+                raise fail("missing", f"could not be had: {exc}") from None
+            except TransportError as exc:
+                raise fail("unreachable", f"could not be fetched: {exc}") from None
+            except OSError as exc:
+                # Our own disk (full, read-only): this VM's problem, not the object's.
+                raise fail("local", f"could not be stored: {exc}") from None
+            self._remember(job, key, path, size, checksum or file_checksum(path))
             return path, seconds
 
     # ------------------------------------------------------------------ ops
     def op_ping(self, req: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "version": __version__, "name": self.config.name, "slots": self.config.slots,
-                "memory_mb": self.config.memory_mb, "pid": os.getpid(), "busy": self.busy}
+                "memory_mb": self.config.memory_mb, "pid": os.getpid(), "busy": self.busy,
+                "workers": self.pool.pids()}
 
     def op_warm(self, req: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "workers": self.pool.warm(_str(req, "app"))}
@@ -253,10 +311,10 @@ class Agent:
     def op_drop(self, req: dict[str, Any]) -> dict[str, Any]:
         job = check_job(req.get("job"))
         self.store.drop_job(job)
+        self.checksums.forget_job(job)
         with self._lock:
-            for table in (self._checksums, self._fetch_locks):
-                for k in [k for k in table if k[0] == job]:
-                    del table[k]
+            for k in [k for k in self._fetch_locks if k[0] == job]:
+                del self._fetch_locks[k]
         return {"ok": True}
 
     def op_run(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -266,27 +324,35 @@ class Agent:
         inputs = req.get("inputs")
         if not isinstance(inputs, list) or not all(isinstance(i, dict) for i in inputs):
             raise RequestError("run: inputs must be a list of maps")
+        num_instances = _int(req, "num_instances")
+        timeout_s = _opt_seconds(req, "timeout_s")
+        peer_timeouts = _timeouts(req.get("peer_timeouts"))
+        out_dir = self.store.instance_dir(job, stage, index)  # validates stage before any work
         fetch_by_stage: dict[str, float] = {}
         paths: list[str] = []
         for item in inputs:
-            path, seconds = self.ensure_local(job, item)
+            path, seconds = self.ensure_local(job, item, peer_timeouts)
             paths.append(str(path))
             src = str(item["stage"])
             fetch_by_stage[src] = fetch_by_stage.get(src, 0.0) + seconds
-        out_dir = self.store.instance_dir(job, stage, index)
         if out_dir.exists():  # a retry on this VM starts clean
             for entry in out_dir.iterdir():
-                entry.unlink()
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
         scratch = self.config.data_dir / "scratch" / f"{job}-{stage}-{index}-{threading.get_ident()}"
         worker, cold_s = self.pool.acquire(app)
         with self._lock:
             self.busy += 1
         try:
             reply = worker.run({
-                "stage": stage, "index": index, "num_instances": _int(req, "num_instances"),
+                "stage": stage, "index": index, "num_instances": num_instances,
                 "key": req.get("key"), "inputs": inputs, "paths": paths,
                 "output_dir": str(out_dir), "scratch_dir": str(scratch), "vm": self.config.name,
-            })
+            }, timeout_s)
+        except RequestError as exc:
+            raise RequestError(f"{exc} on VM {self.config.name}", exc.kind) from None
         finally:
             with self._lock:
                 self.busy -= 1
@@ -298,7 +364,7 @@ class Agent:
         for name, size in reply["outputs"]:
             key = f"{stage}/{index}/{name}"
             checksum = file_checksum(out_dir / name)
-            self._remember(job, key, int(size), checksum)
+            self._remember(job, key, out_dir / name, int(size), checksum)
             outputs.append({"name": name, "size": int(size), "checksum": checksum})
             if req.get("upload"):
                 if self.remote is None:
@@ -306,7 +372,9 @@ class Agent:
                 try:
                     upload_s += self.remote.upload(out_dir / name, f"{job}/{key}", checksum)
                 except TransportError as exc:
-                    raise RequestError(str(exc), "fetch") from None
+                    # The instance ran but its output did not reach S3: run it again (the
+                    # remote layer already retried with backoff).
+                    raise RequestError(f"{exc} on VM {self.config.name}", "instance") from None
         metrics = reply["metrics"]
         metrics["cold"] = cold_s is not None
         metrics["passing_s"] = sum(fetch_by_stage.values()) + upload_s
@@ -327,7 +395,8 @@ class Agent:
         job, key = check_job(req.get("job")), check_key(req.get("key"))
         if self.remote is None:
             raise RequestError("this agent has no remote storage configured")
-        stored = self.store.describe(job, key, (self._known(job, key) or (0, ""))[1] or None)
+        record = self.checksums.get(job, key)
+        stored = self.store.describe(job, key, record.checksum if record else None)
         return {"ok": True, "seconds": self.remote.upload(stored.path, f"{job}/{key}", stored.checksum)}
 
     def op_rawtcp_serve(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -406,11 +475,14 @@ class Agent:
     def op_get(self, req: dict[str, Any], sock: socket.socket) -> None:
         job, key = check_job(req.get("job")), check_key(req.get("key"))
         path = self.store.path(job, key)
-        known = self._known(job, key)
+        record = self.checksums.get(job, key)
         if not path.is_file() or path.is_symlink():
-            protocol.send_frame(sock, {"ok": False, "kind": "fetch", "error": f"no object {key} on {self.config.name}"})
+            protocol.send_frame(sock, {"ok": False, "kind": "fetch", "cause": "missing",
+                                       "error": f"no object {key} on {self.config.name}"})
             return
-        size, checksum = known if known else (path.stat().st_size, file_checksum(path))
+        # The size and checksum recorded when the object was made: the receiver checks the
+        # bytes against them, so damage on this disk since then is caught there.
+        size, checksum = (record.size, record.checksum) if record else (path.stat().st_size, file_checksum(path))
         protocol.send_frame(sock, {"ok": True, "size": size, "checksum": checksum})
         with open(path, "rb") as fh:
             if size:
@@ -436,7 +508,7 @@ class Agent:
             protocol.send_frame(sock, {"ok": False, "kind": "fetch", "error": f"put of {key}: checksum mismatch"})
             return
         tmp.rename(path)
-        self._remember(job, key, size, checksum)
+        self._remember(job, key, path, size, checksum)
         protocol.send_frame(sock, {"ok": True})
 
     # ------------------------------------------------------------------ connection loop
@@ -480,12 +552,15 @@ class Agent:
                 log.warning("bad key from %s: %s", peer, exc)
                 reply = {"ok": False, "kind": "request", "error": str(exc)}
             except RequestError as exc:
-                reply = {"ok": False, "kind": exc.kind, "error": str(exc)}
-            except (KeyError, TypeError, ValueError) as exc:
-                reply = {"ok": False, "kind": "request", "error": f"malformed {op} request: {exc!r}"}
+                reply = exc.reply()
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                reply = {"ok": False, "kind": "request", "error": f"malformed {op!r} request: {exc!r}"}
             except OSError as exc:
                 log.warning("I/O error serving %s for %s: %s", op, peer, exc)
                 return
+            except Exception as exc:  # noqa: BLE001 - a bug must cost one request, not the agent's answer
+                log.exception("internal error serving %r for %s", op, peer)
+                reply = {"ok": False, "kind": "request", "error": f"agent internal error on {op!r}: {exc!r}"}
             try:
                 protocol.send_frame(sock, reply)
             except OSError:
@@ -509,6 +584,25 @@ def _int(req: dict[str, Any], key: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise RequestError(f"field {key!r} must be a non-negative integer")
     return value
+
+
+def _opt_seconds(req: dict[str, Any], key: str) -> float | None:
+    value = req.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise RequestError(f"field {key!r} must be a positive number of seconds")
+    return float(value)
+
+
+def _timeouts(doc: Any) -> Timeouts:
+    """Timeouts for pulling from peers, as the coordinator configured them (else the defaults)."""
+    if doc is None:
+        return Timeouts()
+    if not isinstance(doc, dict):
+        raise RequestError("field 'peer_timeouts' must be a map")
+    values = {k: _opt_seconds(doc, k) for k in ("connect_s", "control_s", "transfer_idle_s") if k in doc}
+    return Timeouts(**{k: v for k, v in values.items() if v is not None})
 
 
 class _Server(socketserver.ThreadingTCPServer):
@@ -569,13 +663,34 @@ def parse_args(argv: list[str] | None = None) -> AgentConfig:
     parser.add_argument("--s3-bucket", default=None)
     parser.add_argument("--s3-region", default="us-east-1")
     parser.add_argument("--worker-start-timeout", type=float, default=120.0)
-    parser.add_argument("--handshake-timeout", type=float, default=10.0)
+    parser.add_argument("--handshake-timeout", type=float, default=10.0,
+                        help="seconds an unauthenticated peer may take to complete the handshake")
+    parser.add_argument("--verify-local", choices=("always", "changed"), default="always",
+                        help="hash VM-Storage inputs before every use (always) or only when modified since "
+                             "their last verification (changed)")
+    parser.add_argument("--allow-any-interface", action="store_true",
+                        help="allow --bind 0.0.0.0 / :: (exposes the agent on every interface)")
     args = parser.parse_args(argv)
     if args.slots < 1:
         parser.error("--slots must be at least 1")
+    check_bind(args.bind, args.allow_any_interface)
     remote = RemoteSettings(args.s3_bucket, args.s3_endpoint, args.s3_region) if args.s3_bucket else None
     return AgentConfig(args.name, args.bind, args.port, args.data_dir, protocol.read_secret(args.secret_file),
-                       args.slots, args.memory_mb, remote, args.worker_start_timeout, args.handshake_timeout)
+                       args.slots, args.memory_mb, remote, args.worker_start_timeout, args.handshake_timeout,
+                       args.verify_local)
+
+
+def check_bind(bind: str, allow_any: bool = False) -> None:
+    """The agent listens on the cluster interface only; a wildcard needs an explicit opt-in."""
+    try:
+        wildcard = ipaddress.ip_address(bind).is_unspecified
+    except ValueError:
+        wildcard = bind in ("", "*")
+    if wildcard and not allow_any:
+        raise UserInputError(
+            f"--bind {bind or repr(bind)} would expose the agent on every interface; bind the cluster interface's "
+            "address (or pass --allow-any-interface deliberately)"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,6 +6,7 @@ round trip, not a handshake. Every error names the agent's address.
 
 from __future__ import annotations
 
+import errno
 import socket
 import threading
 import time
@@ -18,10 +19,14 @@ from typing import Any
 import xxhash
 
 from sonic import __version__
-from sonic.errors import ExecutionError, SonicError, TransportError
+from sonic.errors import CorruptObjectError, ExecutionError, SonicError, TransportError
 from sonic.runtime import protocol
 
 RECV_CHUNK = 4 << 20
+# Errors of this machine's own disk met while a transfer writes its file: the peer is fine, so
+# they must not be reported as a network failure (which would blame, and lose, the peer).
+LOCAL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG,
+                          errno.EISDIR, errno.ENOTDIR, errno.ENAMETOOLONG, errno.EMFILE, errno.ENFILE})
 
 
 @dataclass(frozen=True)
@@ -35,11 +40,29 @@ class Timeouts:
 
 
 class RemoteCallError(SonicError):
-    """The agent answered with an error; ``kind`` says whose fault (instance, fetch, request)."""
+    """The agent answered with an error; ``kind`` says whose fault (instance, fetch, request).
 
-    def __init__(self, message: str, kind: str) -> None:
+    For ``fetch`` errors ``cause`` says what was wrong with the input (``corrupt``, ``missing``,
+    ``unreachable`` source, or ``local`` disk), ``input`` names the object key and ``source``
+    the VM (or ``s3``) it was fetched from, so the coordinator can regenerate exactly that object.
+    """
+
+    def __init__(self, message: str, kind: str, *, cause: str = "", input: str | None = None,
+                 source: str | None = None) -> None:
         super().__init__(message)
         self.kind = kind
+        self.cause = cause
+        self.input = input
+        self.source = source
+
+    @classmethod
+    def from_reply(cls, peer: str, reply: dict[str, Any], default_kind: str) -> RemoteCallError:
+        def text(key: str) -> str | None:
+            value = reply.get(key)
+            return value if isinstance(value, str) else None
+
+        return cls(f"agent {peer}: {reply.get('error', 'unknown error')}", str(reply.get("kind", default_kind)),
+                   cause=text("cause") or "", input=text("input"), source=text("source"))
 
 
 class AgentClient:
@@ -49,6 +72,7 @@ class AgentClient:
         self.secret = secret
         self.timeouts = timeouts
         self._idle: list[socket.socket] = []
+        self._busy: set[socket.socket] = set()
         self._lock = threading.Lock()
 
     @property
@@ -76,6 +100,8 @@ class AgentClient:
             sock = self._idle.pop() if self._idle else None
         if sock is None:
             sock = self._connect()
+        with self._lock:
+            self._busy.add(sock)
         ok = False
         try:
             yield sock
@@ -83,12 +109,15 @@ class AgentClient:
         except socket.timeout:
             raise TransportError(f"agent {self.peer} did not answer in time") from None
         except OSError as exc:
+            if exc.errno in LOCAL_ERRNOS and not isinstance(exc, ConnectionError):
+                raise  # our own disk (full, read-only, ...): not the agent's fault
             raise TransportError(f"connection to agent {self.peer} failed: {exc}") from None
         finally:
-            if ok:
-                with self._lock:
+            with self._lock:
+                self._busy.discard(sock)
+                if ok:
                     self._idle.append(sock)
-            else:
+            if not ok:
                 sock.close()
 
     def close(self) -> None:
@@ -97,6 +126,19 @@ class AgentClient:
         for sock in idle:
             sock.close()
 
+    def abort(self) -> None:
+        """Break every call in flight (their threads get a TransportError at once) and drop
+        pooled connections: used when the agent is declared lost, so no thread stays blocked
+        on a hung or unreachable VM."""
+        with self._lock:
+            busy = list(self._busy)
+        for sock in busy:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                continue  # already closed by its owner: nothing left to break
+        self.close()
+
     # ------------------------------------------------------------------ calls
     def call(self, op: str, timeout: float | None | str = "control", **fields: Any) -> dict[str, Any]:
         with self.connection() as sock:
@@ -104,8 +146,7 @@ class AgentClient:
             protocol.send_frame(sock, {"op": op, **fields})
             reply = protocol.recv_frame(sock, self.peer)
         if not reply.get("ok"):
-            raise RemoteCallError(f"agent {self.peer}: {reply.get('error', 'unknown error')}",
-                                  str(reply.get("kind", "request")))
+            raise RemoteCallError.from_reply(self.peer, reply, "request")
         return reply
 
     def ping(self) -> dict[str, Any]:
@@ -160,7 +201,7 @@ class AgentClient:
         expected = checksum or head.get("checksum")
         if (size is not None and total != size) or (expected and digest.hexdigest() != expected):
             tmp.unlink(missing_ok=True)
-            raise TransportError(f"object {key} from agent {self.peer} failed its size/checksum check; it is corrupt")
+            raise CorruptObjectError(f"object {key} from agent {self.peer} failed its size/checksum check; it is corrupt")
         tmp.rename(path)
         return time.perf_counter() - t0
 

@@ -5,10 +5,23 @@ One thread per dispatched instance (bounded by the cluster's total slots) makes 
 state machine and carries out its actions. The app input is staged in S3 before the clock
 starts (production inputs live in object storage); final outputs are fetched from the VMs
 after it stops, verified by checksum and handed to the workload's validator.
+
+Fault handling (the rules themselves live in the pure scheduler):
+
+- a :class:`~sonic.runtime.heartbeat.Heartbeat` pings every agent during the job; a VM that
+  misses ``misses`` pings in a row is declared lost (``VMLost``) and every call in flight to
+  it is aborted, so no dispatch thread stays blocked on a hung or unreachable VM;
+- a ``run`` call that breaks at the transport level is followed by a probe (one ping with a
+  deadline): no answer -> ``VMLost``; an answer -> an ordinary, retried instance failure;
+- a consumer that could not reach the VM holding one of its inputs gets that VM probed the
+  same way, so a dead producer VM is discovered (and its objects regenerated) at once;
+- an optional per-instance timeout is enforced by the agent (the worker is killed);
+- agents unreachable when the job starts are left out of it (as long as one answers).
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import shutil
 import tempfile
@@ -29,6 +42,7 @@ from sonic.plan import PassingMethod, Plan
 from sonic.reference import input_refs
 from sonic.routing import ObjectRef, edge_bytes
 from sonic.runtime.client import AgentClient, RemoteCallError, Timeouts
+from sonic.runtime.heartbeat import Heartbeat, HeartbeatSettings, Target, probe
 from sonic.runtime.objects import file_checksum
 from sonic.runtime.remote import RemoteSettings, RemoteStore
 from sonic.runtime.scheduler import (
@@ -43,6 +57,8 @@ from sonic.runtime.scheduler import (
 )
 
 ProgressFn = Callable[[str, int, int], None]
+EventObserver = Callable[[Event], None]
+logger = logging.getLogger("sonic.coordinator")
 
 
 @dataclass
@@ -71,11 +87,21 @@ class Coordinator:
     """Executes plans on a cluster. ``app_spec`` must be loadable on the agents (workload name or module:attr)."""
 
     def __init__(self, cluster: ClusterSpec, secret: bytes, *, timeouts: Timeouts = Timeouts(),
-                 max_attempts: int = 3, progress: ProgressFn | None = None) -> None:
+                 max_attempts: int = 3, progress: ProgressFn | None = None,
+                 heartbeat: HeartbeatSettings | None = HeartbeatSettings(),
+                 instance_timeout_s: float | None = None, observer: EventObserver | None = None) -> None:
+        """``timeouts`` also bound agent-to-agent transfers; ``heartbeat`` None disables failure
+        detection beyond broken connections; ``instance_timeout_s`` None lets an instance run
+        as long as it needs; ``observer`` sees every event before the scheduler does (tests
+        and experiments inject faults at precise points with it)."""
         self.cluster = cluster
         self.secret = secret
+        self.timeouts = timeouts
         self.max_attempts = max_attempts
         self.progress = progress
+        self.heartbeat = heartbeat
+        self.instance_timeout_s = instance_timeout_s
+        self.observer = observer
         self.remote = RemoteStore(RemoteSettings.for_cluster(cluster))
         self.agents: dict[str, AgentHandle] = {}
         for vm in cluster.vms:
@@ -90,9 +116,39 @@ class Coordinator:
         """Ping every agent (version handshake); raise naming the first unreachable one."""
         return {name: agent.client.ping() for name, agent in self.agents.items()}
 
-    def warm(self, app_spec: str) -> None:
-        with ThreadPoolExecutor(max_workers=len(self.agents)) as pool:
-            list(pool.map(lambda a: a.client.warm(app_spec), self.agents.values()))
+    def reachable_agents(self) -> list[str]:
+        """Names of the agents that answer a ping now. A version mismatch still raises (it
+        needs a redeploy); unreachable agents are left out, unless none answers at all."""
+        reachable: list[str] = []
+        errors: list[str] = []
+        for name, agent in self.agents.items():
+            # A quick probe first (the heartbeat deadline), so a hung agent costs seconds, not
+            # the control timeout; then the real ping, whose version check must not be skipped.
+            reason = self._probe(name)
+            if reason is not None:
+                errors.append(reason)
+                continue
+            agent.client.ping()
+            reachable.append(name)
+        if not reachable:
+            raise TransportError(f"no agent of the cluster answers: {'; '.join(errors)}")
+        for error in errors:
+            logger.warning("leaving an agent out of this job: %s", error)
+        return reachable
+
+    def _target(self, name: str) -> Target:
+        agent = self.agents[name]
+        return Target(name, agent.host, agent.port)
+
+    def _probe(self, name: str) -> str | None:
+        """None if agent ``name`` answers one ping within the heartbeat deadline, else why not."""
+        timeout = (self.heartbeat or HeartbeatSettings()).timeout_s
+        return probe(self._target(name), self.secret, timeout)
+
+    def warm(self, app_spec: str, exclude: set[str] | frozenset[str] = frozenset()) -> None:
+        agents = [a for name, a in self.agents.items() if name not in exclude]
+        with ThreadPoolExecutor(max_workers=max(1, len(agents))) as pool:
+            list(pool.map(lambda a: a.client.warm(app_spec), agents))
 
     # ------------------------------------------------------------------ execute
     def execute(self, app: App, app_spec: str, input_path: Path, plan: Plan, *,
@@ -101,16 +157,16 @@ class Coordinator:
         job = uuid.uuid4().hex[:16]
         refs, paths = input_refs(Path(input_path))
         refs = [ObjectRef(r.stage, r.instance, r.name, r.size, file_checksum(paths[r.key])) for r in refs]
-        self.check_agents()
+        lost = set(self.agents) - set(self.reachable_agents())
         self.remote.ensure_bucket()
         for ref in refs:
             self.remote.upload(paths[ref.key], f"{job}/{ref.key}", ref.checksum)
         if warm:
-            self.warm(app_spec)
+            self.warm(app_spec, exclude=lost)
         keep_dir = output_dir is not None
         out_dir = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix=f"sonic-out-{app.name}-"))
         try:
-            state, log, latency = self._drive(app, app_spec, job, plan, refs)
+            state, log, latency = self._drive(app, app_spec, job, plan, refs, lost)
             final = self._collect(app, state, job, out_dir)
             if app.validator is not None:
                 verdict = app.validator(Path(input_path), final)
@@ -120,36 +176,56 @@ class Coordinator:
             features = app.feature_extractor(Path(input_path)) if app.feature_extractor else {}
             return self._report(app, plan, state, log, latency, refs, ok, detail, final, features)
         finally:
-            self._cleanup(job)
+            self._cleanup(job, skip=lost)
             if not keep_dir:
                 shutil.rmtree(out_dir, ignore_errors=True)
 
-    def _drive(self, app: App, app_spec: str, job: str, plan: Plan,
-               refs: list[ObjectRef]) -> tuple[JobState, _RunLog, float]:
-        state = JobState(app, plan, {n: a.slots for n, a in self.agents.items()}, refs,
+    def _drive(self, app: App, app_spec: str, job: str, plan: Plan, refs: list[ObjectRef],
+               lost: set[str]) -> tuple[JobState, _RunLog, float]:
+        """Run the job; ``lost`` holds VMs left out at the start and grows with VMs lost during it."""
+        state = JobState(app, plan, {n: a.slots for n, a in self.agents.items() if n not in lost}, refs,
                          max_attempts=self.max_attempts)
         events: queue.Queue[Event] = queue.Queue()
         log = _RunLog()
         total_slots = sum(a.slots for a in self.agents.values())
         done_count: dict[str, int] = {}
+        monitor = None
+        if self.heartbeat is not None:
+            targets = {n: self._target(n) for n in self.agents if n not in lost}
+            monitor = Heartbeat(targets, self.secret, self.heartbeat,
+                                lambda vm, reason: events.put(VMLost(vm, reason))).start()
         t0 = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=total_slots, thread_name_prefix="sonic-dispatch") as pool:
-            actions = state.start()
-            while True:
-                for action in actions:
-                    if isinstance(action, JobFinished):
-                        return state, log, time.perf_counter() - t0
-                    if isinstance(action, JobFailed):
-                        raise ExecutionError(f"job {job} of {app.name} failed: {action.message}")
-                    assert isinstance(action, Dispatch)
-                    log.stage_start.setdefault(action.spec.stage, time.perf_counter() - t0)
-                    pool.submit(self._run_one, app_spec, job, action, events, log, t0)
-                event = events.get()
-                if isinstance(event, InstanceFinished):
-                    done_count[event.stage] = done_count.get(event.stage, 0) + 1
-                    if self.progress:
-                        self.progress(event.stage, done_count[event.stage], len(state.stage_specs(event.stage)))
-                actions = state.handle(event)
+        try:
+            with ThreadPoolExecutor(max_workers=total_slots, thread_name_prefix="sonic-dispatch") as pool:
+                actions = state.start()
+                while True:
+                    for action in actions:
+                        if isinstance(action, JobFinished):
+                            return state, log, time.perf_counter() - t0
+                        if isinstance(action, JobFailed):
+                            raise ExecutionError(f"job {job} of {app.name} failed: {action.message}")
+                        assert isinstance(action, Dispatch)
+                        log.stage_start.setdefault(action.spec.stage, time.perf_counter() - t0)
+                        pool.submit(self._run_one, app_spec, job, action, events, log, t0)
+                    event = events.get()
+                    if self.observer is not None:
+                        self.observer(event)
+                    if isinstance(event, VMLost) and event.vm in state.alive:
+                        logger.warning("VM %s lost: %s", event.vm, event.reason)
+                        lost.add(event.vm)
+                        if monitor is not None:
+                            monitor.forget(event.vm)
+                        # Unblock every thread still waiting on that VM; their reports are
+                        # ignored by the scheduler (the VM is no longer alive).
+                        self.agents[event.vm].client.abort()
+                    if isinstance(event, InstanceFinished) and event.vm in state.alive:
+                        done_count[event.stage] = done_count.get(event.stage, 0) + 1
+                        if self.progress:
+                            self.progress(event.stage, done_count[event.stage], len(state.stage_specs(event.stage)))
+                    actions = state.handle(event)
+        finally:
+            if monitor is not None:
+                monitor.stop()
 
     def _run_one(self, app_spec: str, job: str, action: Dispatch, events: queue.Queue[Event],
                  log: _RunLog, t0: float) -> None:
@@ -163,22 +239,49 @@ class Coordinator:
                 item.update(vm=holder.name, host=holder.host, port=holder.port)
             inputs.append(item)
         request = {"job": job, "app": app_spec, "stage": spec.stage, "index": spec.index,
-                   "num_instances": spec.num_instances, "key": spec.key, "inputs": inputs, "upload": action.upload}
+                   "num_instances": spec.num_instances, "key": spec.key, "inputs": inputs, "upload": action.upload,
+                   "peer_timeouts": {"connect_s": self.timeouts.connect_s, "control_s": self.timeouts.control_s,
+                                     "transfer_idle_s": self.timeouts.transfer_idle_s}}
+        if self.instance_timeout_s is not None:
+            request["timeout_s"] = self.instance_timeout_s
         try:
             reply = self.agents[vm].client.run(request)
         except ExecutionError as exc:
             events.put(InstanceFailed(spec.stage, spec.index, vm, str(exc), "instance"))
             return
         except RemoteCallError as exc:
-            events.put(InstanceFailed(spec.stage, spec.index, vm, str(exc), exc.kind))
+            source = exc.source if exc.source in self.agents else None
+            if exc.kind == "fetch" and exc.cause == "unreachable" and source is not None:
+                # Is the holder of the input gone? Then say so first, so its objects are
+                # regenerated and this failure is not held against the consumer.
+                reason = self._probe(source)
+                if reason is not None:
+                    events.put(VMLost(source, f"{vm} could not fetch from it and it does not answer: {reason}"))
+            events.put(InstanceFailed(spec.stage, spec.index, vm, str(exc), exc.kind, exc.cause, exc.input, source))
             return
         except TransportError as exc:
-            events.put(VMLost(vm, str(exc)))
-            events.put(InstanceFailed(spec.stage, spec.index, vm, str(exc), "fetch"))
+            reason = self._probe(vm)
+            if reason is not None:
+                events.put(VMLost(vm, f"{exc}; it does not answer: {reason}"))
+            else:  # the agent is fine: a broken connection, retried like any failure
+                events.put(InstanceFailed(spec.stage, spec.index, vm, str(exc), "instance"))
             return
         except SonicError as exc:
             events.put(InstanceFailed(spec.stage, spec.index, vm, str(exc), "instance"))
             return
+        except Exception as exc:  # noqa: BLE001 - a dispatch thread must always report, or the job hangs
+            logger.exception("dispatch of %s/%s to %s failed unexpectedly", spec.stage, spec.index, vm)
+            events.put(InstanceFailed(spec.stage, spec.index, vm, f"internal error: {exc!r}", "request"))
+            return
+        try:
+            self._record(action, reply, log, t0, events)
+        except (KeyError, TypeError, ValueError) as exc:
+            events.put(InstanceFailed(spec.stage, spec.index, vm, f"agent sent a malformed run reply: {exc!r}",
+                                      "request"))
+
+    def _record(self, action: Dispatch, reply: dict[str, Any], log: _RunLog, t0: float,
+                events: queue.Queue[Event]) -> None:
+        spec, vm = action.spec, action.vm
         m = dict(reply["metrics"])
         m["attempt"] = action.attempt
         metrics = InstanceMetrics(**{k: v for k, v in m.items() if k in InstanceMetrics.__dataclass_fields__})
@@ -205,8 +308,10 @@ class Coordinator:
                 final.append(dest)
         return final
 
-    def _cleanup(self, job: str) -> None:
-        for agent in self.agents.values():
+    def _cleanup(self, job: str, skip: set[str] | frozenset[str] = frozenset()) -> None:
+        for name, agent in self.agents.items():
+            if name in skip:
+                continue  # lost during the job: a hung one would stall us; `cluster down` removes its data
             try:
                 agent.client.drop(job)
             except SonicError:

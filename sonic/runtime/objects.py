@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,3 +94,67 @@ class ObjectStore:
 
     def drop_job(self, job: str) -> None:
         shutil.rmtree(self.root / check_job(job), ignore_errors=True)
+
+
+StatSignature = tuple[int, int, int, int]
+
+
+def stat_signature(path: Path) -> StatSignature:
+    """(inode, size, mtime_ns, ctime_ns): any write, truncate, rename-over or chmod changes it
+    (ctime cannot be set from user space), so an unchanged signature means unchanged bytes
+    for everything short of corruption below the file system."""
+    st = os.stat(path, follow_symlinks=False)
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+@dataclass(frozen=True)
+class Record:
+    size: int
+    checksum: str                 # as produced (or as first received): what peers are told
+    verified: StatSignature       # the file's signature when its bytes last matched ``checksum``
+
+
+class Checksums:
+    """What the agent knows about its objects: recorded size/checksum, and when they were last
+    verified against the bytes on disk.
+
+    VM-Storage consumers read objects in place, so "verify on every transfer" means verify
+    before every use. With ``trust_unchanged`` False (the default) every verification hashes
+    the file (xxh3 reads ~3.5 GB/s from the page cache: far cheaper than the copy VM-Storage
+    avoids), which also catches corruption below the file system. With it True a file is
+    re-hashed only when its stat signature changed since it last verified (any modification
+    through the file system, e.g. a consumer writing into its input in place).
+    """
+
+    def __init__(self, *, trust_unchanged: bool = False) -> None:
+        self.trust_unchanged = trust_unchanged
+        self._records: dict[tuple[str, str], Record] = {}
+        self._lock = threading.Lock()
+
+    def remember(self, job: str, key: str, path: Path, size: int, checksum: str) -> None:
+        """Record an object whose bytes were just hashed to ``checksum``."""
+        with self._lock:
+            self._records[(job, key)] = Record(size, checksum, stat_signature(path))
+
+    def get(self, job: str, key: str) -> Record | None:
+        with self._lock:
+            return self._records.get((job, key))
+
+    def verify(self, job: str, key: str, path: Path, checksum: str) -> bool:
+        """Do the bytes at ``path`` match ``checksum``? (With ``trust_unchanged``, a file not
+        modified since its last successful verification is not hashed again.)"""
+        record = self.get(job, key)
+        signature = stat_signature(path)
+        if self.trust_unchanged and record is not None and record.verified == signature:
+            return record.checksum == checksum
+        actual = file_checksum(path)
+        if actual != checksum:
+            return False
+        with self._lock:
+            self._records[(job, key)] = Record(signature[1], checksum, signature)
+        return True
+
+    def forget_job(self, job: str) -> None:
+        with self._lock:
+            for k in [k for k in self._records if k[0] == job]:
+                del self._records[k]

@@ -1,24 +1,75 @@
 """Remote-Storage: objects in S3 (or any S3-compatible endpoint) through boto3.
 
 Large objects go multipart (boto3's managed transfer, several connections); every object
-carries its xxh3 checksum as user metadata and downloads are verified against it. Throttling,
-5xx and timeouts are retried by botocore's ``standard`` retry mode with jittered backoff.
+carries its xxh3 checksum as user metadata and downloads are verified against it.
+
+Retries come in two layers. Each HTTP request is retried by botocore's ``standard`` mode:
+throttling (``503 SlowDown`` and friends), 500/502/503/504 and connection errors, with
+jittered exponential backoff, ``max_attempts`` tries. Whole operations (an upload, a download,
+a listing) are retried on top, ``operation_attempts`` times with full-jitter backoff, for what
+the inner layer gives up on: its retry quota drained by a burst of throttling, or a multipart
+transfer that failed half-way. Client errors (403, 404, bad bucket) are never retried.
 """
 
 from __future__ import annotations
 
+import logging
+import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import boto3
+import boto3.exceptions
 import botocore.config
 import botocore.exceptions
 from boto3.s3.transfer import TransferConfig
 
 from sonic.cluster.spec import ClusterSpec
-from sonic.errors import TransportError
+from sonic.errors import CorruptObjectError, MissingObjectError, TransportError
 from sonic.runtime.objects import file_checksum
+
+log = logging.getLogger("sonic.remote")
+T = TypeVar("T")
+# S3 error codes worth another try (the HTTP status alone misses throttling sent as 400).
+RETRYABLE_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout",
+                             "RequestTimeTooSkewed", "InternalError", "ServiceUnavailable", "RequestLimitExceeded"})
+MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+
+
+def _client_error(exc: BaseException) -> botocore.exceptions.ClientError | None:
+    """The ClientError behind ``exc`` (boto3's managed transfer wraps it in its own errors)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, botocore.exceptions.ClientError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Throttling, 5xx, timeouts and broken connections: yes; anything the caller got wrong: no."""
+    client_error = _client_error(exc)
+    if client_error is not None:
+        code = str(client_error.response.get("Error", {}).get("Code", ""))
+        status = int(client_error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        return status >= 500 or code in RETRYABLE_CODES
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError,
+                             ConnectionError, TimeoutError)):
+            return True
+        if type(seen).__name__ == "RetriesExceededError":  # s3transfer's, after its own stream retries
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def is_missing(exc: BaseException) -> bool:
+    client_error = _client_error(exc)
+    return client_error is not None and str(client_error.response.get("Error", {}).get("Code", "")) in MISSING_CODES
 
 CHECKSUM_META = "sonic-xxh3"
 
@@ -29,7 +80,10 @@ class RemoteSettings:
     endpoint_url: str | None = None
     region: str = "us-east-1"
     multipart_threshold_mb: int = 16
-    max_attempts: int = 8
+    max_attempts: int = 8               # per HTTP request (botocore standard mode)
+    operation_attempts: int = 4         # per upload/download/listing, on top of the above
+    backoff_base_s: float = 0.2         # operation retry n waits uniform(0, min(cap, base * 2**n))
+    backoff_cap_s: float = 5.0
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 60.0
     concurrency: int = 4
@@ -70,6 +124,27 @@ class RemoteStore:
     def where(self) -> str:
         return f"s3://{self.settings.bucket} at {self.settings.endpoint_url or 'AWS'}"
 
+    def _retrying(self, what: str, operation: Callable[[], T], cleanup: Callable[[], None] | None = None) -> T:
+        """Run ``operation``, retrying retryable failures with full-jitter exponential backoff;
+        raise TransportError (MissingObjectError for a 404) naming ``what`` when it gives up."""
+        attempts = max(1, self.settings.operation_attempts)
+        for attempt in range(attempts):
+            try:
+                return operation()
+            except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError,
+                    boto3.exceptions.S3UploadFailedError, boto3.exceptions.RetriesExceededError) as exc:
+                if cleanup is not None:
+                    cleanup()
+                if is_missing(exc):
+                    raise MissingObjectError(f"{what}: no such object in {self.where}") from None
+                if not is_retryable(exc) or attempt == attempts - 1:
+                    tries = f" after {attempt + 1} attempts" if attempt else ""
+                    raise TransportError(f"{what} failed{tries}: {exc}") from None
+                delay = random.uniform(0.0, min(self.settings.backoff_cap_s, self.settings.backoff_base_s * 2 ** attempt))
+                log.warning("%s failed (%s); retry %d/%d in %.2fs", what, exc, attempt + 1, attempts - 1, delay)
+                time.sleep(delay)  # the backoff itself: jittered, bounded, configured in RemoteSettings
+        raise AssertionError("unreachable: the loop returns or raises")
+
     def ensure_bucket(self) -> None:
         try:
             self.client.head_bucket(Bucket=self.settings.bucket)
@@ -85,11 +160,8 @@ class RemoteStore:
         """Upload a file; return seconds spent."""
         t0 = time.perf_counter()
         extra = {"Metadata": {CHECKSUM_META: checksum or file_checksum(path)}}
-        try:
-            self.client.upload_file(str(path), self.settings.bucket, key, ExtraArgs=extra, Config=self.transfer)
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError,
-                boto3.exceptions.S3UploadFailedError) as exc:
-            raise TransportError(f"upload of {key} to {self.where} failed: {exc}") from None
+        self._retrying(f"upload of {key} to {self.where}", lambda: self.client.upload_file(
+            str(path), self.settings.bucket, key, ExtraArgs=extra, Config=self.transfer))
         return time.perf_counter() - t0
 
     def download(self, key: str, path: Path, *, size: int | None = None, checksum: str | None = None) -> float:
@@ -97,31 +169,31 @@ class RemoteStore:
         t0 = time.perf_counter()
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".part")
-        try:
-            self.client.download_file(self.settings.bucket, key, str(tmp), Config=self.transfer)
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-            tmp.unlink(missing_ok=True)
-            raise TransportError(f"download of {key} from {self.where} failed: {exc}") from None
+        self._retrying(f"download of {key} from {self.where}",
+                       lambda: self.client.download_file(self.settings.bucket, key, str(tmp), Config=self.transfer),
+                       cleanup=lambda: tmp.unlink(missing_ok=True))
         got_size = tmp.stat().st_size
         if size is not None and got_size != size:
             tmp.unlink(missing_ok=True)
-            raise TransportError(f"object {key} from {self.where} has {got_size} bytes, expected {size}")
+            raise CorruptObjectError(f"object {key} from {self.where} has {got_size} bytes, expected {size}")
         if checksum and file_checksum(tmp) != checksum:
             tmp.unlink(missing_ok=True)
-            raise TransportError(f"object {key} from {self.where} failed its checksum; it is corrupt")
+            raise CorruptObjectError(f"object {key} from {self.where} failed its checksum; it is corrupt")
         tmp.rename(path)
         return time.perf_counter() - t0
 
     def delete_prefix(self, prefix: str) -> int:
         """Delete every object under ``prefix``; return how many."""
-        deleted = 0
-        paginator = self.client.get_paginator("list_objects_v2")
-        try:
+
+        def delete_all() -> int:
+            # Idempotent, so a retry after a half-done pass simply deletes what is left.
+            deleted = 0
+            paginator = self.client.get_paginator("list_objects_v2")
             for page in paginator.paginate(Bucket=self.settings.bucket, Prefix=prefix):
                 keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
                 if keys:
                     self.client.delete_objects(Bucket=self.settings.bucket, Delete={"Objects": keys, "Quiet": True})
                     deleted += len(keys)
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-            raise TransportError(f"cleaning {prefix} in {self.where} failed: {exc}") from None
-        return deleted
+            return deleted
+
+        return self._retrying(f"cleaning {prefix} in {self.where}", delete_all)

@@ -15,9 +15,22 @@ Rules:
 - Inputs: on the same VM -> ``local``; else by the edge's method: ``remote`` if the object was
   uploaded, otherwise ``direct`` from the VM holding it (a ``vm`` edge whose consumer had to
   run elsewhere, e.g. a shuffle whose inputs live on several VMs, falls back to ``direct``).
-- Failures: an instance is retried on another VM up to ``max_attempts`` times; then the job
-  fails naming stage, instance, VM and error. A lost VM's running instances are re-queued and
-  producers whose outputs lived only there are re-executed from their inputs (lineage).
+- Failures: only the failed instance is retried, up to ``max_attempts`` failures, then the
+  job fails naming stage, instance, VM and error. A function failure (exception, OOM kill,
+  timeout) or a full local disk retries on another VM; a bad input (``fetch`` failure whose
+  ``cause`` is ``corrupt`` or ``missing``) forgets that object and re-runs its producer; an
+  unreachable source that turned out to be a lost VM does not count against the consumer.
+- Lost VMs: their running and queued instances are re-queued elsewhere (not counted as
+  failures), every object that lived only there is forgotten, and events still arriving
+  from them are ignored.
+- Lineage: whenever objects are forgotten, every finished instance with a forgotten output
+  that is still needed (by an unfinished consumer instance, a consumer stage not routed yet,
+  or as a final output) is re-run from its inputs, on another VM where possible (so a
+  re-run never rewrites files a running consumer may be reading in place); this repeats up
+  the DAG until every needed input is either present or being regenerated. Consumers whose
+  inputs are being regenerated wait (they are not dispatched).
+- A job that can make no progress (nothing running, nothing dispatchable) fails with the
+  instances it waits for, rather than hanging.
 """
 
 from __future__ import annotations
@@ -25,6 +38,7 @@ from __future__ import annotations
 import enum
 from collections import deque
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +65,9 @@ class InstanceFailed:
     vm: str
     error: str
     kind: str = "instance"   # "instance": the function failed; "fetch": an input could not be had
+    cause: str = ""          # fetch only: "corrupt" | "missing" | "unreachable" | "local"
+    input_key: str | None = None   # fetch only: the object that could not be had
+    source_vm: str | None = None   # fetch only: the VM it was fetched from (None: S3)
 
 
 @dataclass(frozen=True)
@@ -104,7 +121,8 @@ class _Instance:
     vm: str | None = None
     running_on: str | None = None
     done: bool = False
-    attempts: int = 0
+    attempts: int = 0                 # dispatches (reported as Dispatch.attempt)
+    failures: int = 0                 # failures counted against max_attempts
     failed_on: set[str] = field(default_factory=set)
     outputs: list[ObjectRef] = field(default_factory=list)
 
@@ -113,6 +131,11 @@ class _Instance:
 class _Location:
     vm: str
     remote: bool
+    ref: ObjectRef                    # size and checksum of the copy that exists now
+
+
+class _Unsatisfiable(Exception):
+    """A consumer needs an object its (finished) producer no longer makes."""
 
 
 class JobState:
@@ -134,7 +157,6 @@ class JobState:
         self.running: dict[str, int] = {vm: 0 for vm in slots}
         self.finished = False
         self.failed: str | None = None
-        self._held: set[str] = set()          # consumer stages waiting for re-run producers
         self._blocked: list[tuple[str, int]] = []  # instances whose inputs are being regenerated
 
     # ------------------------------------------------------------------ public
@@ -144,6 +166,8 @@ class JobState:
     def handle(self, event: Event) -> list[Action]:
         if self.finished or self.failed:
             return []
+        if isinstance(event, (InstanceFinished, InstanceFailed)) and event.vm not in self.alive:
+            return []  # a late report from a VM already declared lost: its work was re-queued
         if isinstance(event, InstanceFinished):
             self._on_finished(event)
         elif isinstance(event, InstanceFailed):
@@ -174,19 +198,31 @@ class JobState:
         inst.done = True
         inst.outputs = [ObjectRef(ev.stage, ev.index, name, size, checksum) for name, size, checksum in ev.outputs]
         for ref in inst.outputs:
-            self.locations[ref.key] = _Location(ev.vm, ev.uploaded)
+            self.locations[ref.key] = _Location(ev.vm, ev.uploaded, ref)
 
     def _on_failed(self, ev: InstanceFailed) -> JobFailed | None:
         inst = self.instances[ev.stage][ev.index]
         self._release(inst, ev.vm)
-        inst.failed_on.add(ev.vm)
-        if inst.attempts >= self.max_attempts:
-            self.failed = (f"stage {ev.stage!r} instance {ev.index} failed {inst.attempts} times, "
+        if inst.done:
+            return None  # a stale duplicate: another attempt already succeeded
+        # A source VM that was lost is not the consumer's fault (the loss re-runs the producer).
+        source_lost = ev.kind == "fetch" and ev.cause == "unreachable" and ev.source_vm is not None \
+            and ev.source_vm not in self.alive
+        if not source_lost:
+            inst.failures += 1
+        if ev.kind != "fetch" or ev.cause == "local":
+            inst.failed_on.add(ev.vm)   # the function or this VM's disk failed: try elsewhere
+        if inst.failures >= self.max_attempts:
+            self.failed = (f"stage {ev.stage!r} instance {ev.index} failed {inst.failures} times, "
                            f"last on VM {ev.vm}: {ev.error}")
             return JobFailed(self.failed)
         if ev.kind == "fetch":
-            self._recover_inputs(inst)
+            if ev.input_key and ev.cause in ("corrupt", "missing"):
+                self._forget(ev.input_key)      # never consume it: regenerate it from its producer
+            elif not ev.input_key:
+                self._recover_inputs(inst)      # no detail: suspect inputs on lost VMs
         self._requeue(inst)
+        self._rerun_lost_producers()
         return None
 
     def _on_vm_lost(self, ev: VMLost) -> JobFailed | None:
@@ -196,14 +232,15 @@ class JobState:
         if not self.alive:
             self.failed = f"every VM is lost (last: {ev.vm}: {ev.reason})"
             return JobFailed(self.failed)
-        for queued in list(self.queues.pop(ev.vm, ())):
-            self._requeue(self.instances[queued[0]][queued[1]])
+        queued = list(self.queues.pop(ev.vm, ()))
         self.running.pop(ev.vm, None)
         for stage in self.order:
             for inst in self.instances.get(stage, []):
                 if inst.running_on == ev.vm:
-                    inst.running_on = None
-                    self._requeue(inst)
+                    inst.running_on = None   # not a failure of the instance: not counted
+                    queued.append((stage, inst.spec.index))
+        for stage, index in queued:
+            self._requeue(self.instances[stage][index])
         # Objects that lived only on the lost VM are gone: forget them; producers re-run on demand.
         for key, loc in list(self.locations.items()):
             if loc.vm == ev.vm and not loc.remote:
@@ -212,35 +249,52 @@ class JobState:
         return None
 
     # ------------------------------------------------------------------ lineage
+    def _forget(self, key: str) -> None:
+        """Drop one object (found corrupt or missing); an app input cannot be regenerated."""
+        if not key.startswith(APP_INPUT + "/"):
+            self.locations.pop(key, None)
+
+    def _needed(self, stage: str, inst: _Instance) -> bool:
+        """Will anything still read an output of this finished instance?"""
+        edges = self.app.out_edges(stage)
+        if not edges:
+            return True  # a final output: the job's result is collected from it
+        keys = {ref.key for ref in inst.outputs}
+        for e in edges:
+            consumers = self.instances.get(e.dst)
+            if consumers is None:
+                return True  # not routed yet: routing will hand out every output
+            if any(not c.done and any(ref.key in keys for ref in c.spec.inputs) for c in consumers):
+                return True
+        return False
+
     def _rerun_lost_producers(self) -> None:
-        """Mark producers whose outputs are lost and still needed as not done, and requeue them."""
-        for stage in self.order:
-            consumers = [e.dst for e in self.app.out_edges(stage)]
-            if not consumers or all(self.status[c] is Status.DONE for c in consumers):
-                continue
-            for inst in self.instances.get(stage, []):
-                if inst.done and any(ref.key not in self.locations for ref in inst.outputs):
+        """Re-open finished instances that lost a needed output, until a fixpoint: re-opening
+        one makes its own inputs needed again, which may re-open its producers in turn."""
+        changed = True
+        while changed:
+            changed = False
+            for stage in self.order:
+                for inst in self.instances.get(stage, []):
+                    if not inst.done or all(ref.key in self.locations for ref in inst.outputs):
+                        continue
+                    if not self._needed(stage, inst):
+                        continue
+                    # Its surviving outputs are withdrawn too: the re-run replaces them all, and
+                    # no consumer should start on a copy that is about to be superseded.
+                    for ref in inst.outputs:
+                        self.locations.pop(ref.key, None)
                     inst.done = False
                     inst.outputs = []
-                    self._requeue(inst)
+                    self._requeue(inst, avoid={inst.vm} if inst.vm else set())
                     self.status[stage] = Status.ACTIVE
-                    for c in consumers:
-                        if self.status[c] is Status.ACTIVE:
-                            self._hold_consumers(c)
-
-    def _hold_consumers(self, stage: str) -> None:
-        """A consumer stage whose producer re-runs waits: its queued instances are withdrawn."""
-        for vm, queue in self.queues.items():
-            self.queues[vm] = deque(q for q in queue if q[0] != stage)
-        self.status[stage] = Status.WAITING
-        self._held.add(stage)
+                    changed = True
 
     def _recover_inputs(self, inst: _Instance) -> None:
         for ref in inst.spec.inputs:
             loc = self.locations.get(ref.key)
             if ref.stage != APP_INPUT and loc is not None and loc.vm not in self.alive and not loc.remote:
                 del self.locations[ref.key]
-        self._rerun_lost_producers()
 
     # ------------------------------------------------------------------ scheduling
     def _release(self, inst: _Instance, vm: str) -> None:
@@ -249,18 +303,23 @@ class JobState:
             if vm in self.running:
                 self.running[vm] -= 1
 
-    def _requeue(self, inst: _Instance) -> None:
+    def _requeue(self, inst: _Instance, avoid: AbstractSet[str] = frozenset()) -> None:
         if inst.done or inst.running_on is not None:
             return
-        target = self._retry_vm(inst)
+        item = (inst.spec.stage, inst.spec.index)
+        for vm, queue in self.queues.items():
+            if item in queue:
+                self.queues[vm] = deque(q for q in queue if q != item)
+        target = self._retry_vm(inst, avoid)
         inst.vm = target
-        queue = self.queues[target]
-        if (inst.spec.stage, inst.spec.index) not in queue:
-            queue.appendleft((inst.spec.stage, inst.spec.index))
+        self.queues[target].appendleft(item)
 
-    def _retry_vm(self, inst: _Instance) -> str:
-        candidates = sorted(self.alive - inst.failed_on) or sorted(self.alive)
-        if inst.vm in candidates and inst.vm not in inst.failed_on:
+    def _retry_vm(self, inst: _Instance, avoid: AbstractSet[str] = frozenset()) -> str:
+        """Where to run an instance again: not where it failed (nor in ``avoid``) if any other
+        VM is alive; its previous VM if still fine; else the least loaded."""
+        candidates = (sorted(self.alive - inst.failed_on - avoid) or sorted(self.alive - inst.failed_on)
+                      or sorted(self.alive))
+        if inst.vm in candidates:
             return inst.vm
         return min(candidates, key=lambda vm: (self.running[vm] + len(self.queues[vm])) / self.slots[vm])
 
@@ -278,20 +337,30 @@ class JobState:
         if all(s is Status.DONE for s in self.status.values()):
             self.finished = True
             return [JobFinished()]
-        return self._dispatch()
+        try:
+            actions = self._dispatch()
+        except _Unsatisfiable as exc:
+            self.failed = str(exc)
+            return [JobFailed(self.failed)]
+        if not actions and not any(self.running.values()):
+            self.failed = self._stall_report()
+            return [JobFailed(self.failed)]
+        return actions
+
+    def _stall_report(self) -> str:
+        waiting = [f"stage {stage!r} instance {index}" for stage, index in self._blocked[:3]]
+        missing = sorted({ref.key for stage, index in self._blocked
+                          for ref in self.instances[stage][index].spec.inputs
+                          if ref.stage != APP_INPUT and ref.key not in self.locations})
+        return ("the job cannot make progress: nothing runs and "
+                + (f"{', '.join(waiting)} wait for inputs that no VM holds ({', '.join(missing[:5])})"
+                   if waiting else "nothing is left to dispatch")
+                + f"; alive VMs: {', '.join(sorted(self.alive))}")
 
     def _producers_done(self, stage: str) -> bool:
         return all(self.status[e.src] is Status.DONE for e in self.app.in_edges(stage))
 
     def _activate(self, stage: str) -> None:
-        if stage in self._held and stage in self.instances:
-            # Re-activation after lineage recovery: keep finished instances, requeue the rest.
-            self._held.discard(stage)
-            self.status[stage] = Status.ACTIVE
-            for inst in self.instances[stage]:
-                if not inst.done and inst.running_on is None:
-                    self._requeue(inst)
-            return
         produced = {e.src: [i.outputs for i in self.instances[e.src]] for e in self.app.in_edges(stage)}
         specs = route_instances(self.app, stage, produced, self.app_inputs)
         insts = [_Instance(spec) for spec in specs]
@@ -337,8 +406,13 @@ class JobState:
         blocked, self._blocked = self._blocked, []
         for stage, index in blocked:
             inst = self.instances[stage][index]
-            if not inst.done and inst.running_on is None and inst.vm in self.alive:
-                self.queues[inst.vm].append((stage, index))
+            if inst.done or inst.running_on is not None:
+                continue
+            if inst.vm in self.alive:
+                if (stage, index) not in self.queues[inst.vm]:
+                    self.queues[inst.vm].append((stage, index))
+            else:
+                self._requeue(inst)  # its VM was lost while it waited
         for vm in sorted(self.alive):
             queue = self.queues[vm]
             while queue and self.running[vm] < self.slots[vm]:
@@ -366,7 +440,14 @@ class JobState:
                 continue
             loc = self.locations.get(ref.key)
             if loc is None:
+                if self.instances[ref.stage][ref.instance].done:
+                    raise _Unsatisfiable(
+                        f"stage {spec.stage!r} instance {spec.index} needs {ref.key}, which stage {ref.stage!r} "
+                        f"instance {ref.instance} no longer produces after being re-run; stage functions must be "
+                        "deterministic (same inputs, same output names)"
+                    )
                 return None
+            ref = loc.ref  # the copy that exists now (a re-run producer may have rewritten it)
             if loc.vm == vm and vm in self.alive:
                 sources.append(InputSource(ref, "local", vm))
             elif self.method(ref.stage, spec.stage) is PassingMethod.REMOTE and loc.remote:
