@@ -131,7 +131,8 @@ class CostModel:
         self._net_in = min(cal.vm_bandwidth_Bps, cal.disk_write_Bps)
         self._net_out = min(cal.vm_bandwidth_Bps, cal.disk_read_Bps)
         self._flows: dict[tuple[bool, int, int], _Flow] = {}
-        self._fetch: dict[tuple[int, PassingMethod, int, int], tuple[float, ...]] = {}
+        # Keyed by what the fetch depends on (not the edge), so equal edges share the result.
+        self._fetch: dict[tuple[bool, float, float, PassingMethod, int, int], tuple[float, ...]] = {}
         self._stage: dict[tuple[str, int], tuple[tuple[int, ...], tuple[float, ...], tuple[float, ...]]] = {}
         self._fits: dict[tuple[str, int], bool] = {}
         self._cold: dict[tuple[str, int], tuple[int, ...]] = {}
@@ -245,7 +246,8 @@ class CostModel:
 
     def fetch(self, edge: EdgeInfo, method: PassingMethod, pp: Placement, pc: Placement) -> tuple[float, ...]:
         """Seconds one instance on each VM of ``pc`` spends fetching its input from ``edge``."""
-        key = (edge.index, method, pp.id, pc.id)
+        key = (edge.pattern is Pattern.ONE_TO_ONE, edge.bytes_per_consumer, edge.objects_per_consumer, method,
+               pp.id, pc.id)
         found = self._fetch.get(key)
         if found is not None:
             return found

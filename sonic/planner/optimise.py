@@ -26,13 +26,24 @@ state, the **frontier**: every processed stage that still has an unprocessed con
 
 The processing order is chosen greedily to keep the frontier small (chains and fork-join
 apps keep one or two stages on it). A stage with one consumer uploads exactly when that edge
-is Remote-Storage; with several consumers an unnecessary upload is allowed but dominated.
+is Remote-Storage, so instead of a key bit its labels carry its finish time without and with
+the upload and the consumer picks one; with several consumers the upload bit is in the key
+(an upload no consumer uses is allowed but dominated).
+
+Branch and bound (still exact): every label also carries a lower bound on the final latency,
+``max(finish_s + h_s)`` over the stages placed so far, where ``h_s`` is the longest path
+from s to a sink counting each later stage at its least possible time (one wave, no
+transfer); dollars are bounded by ``price(VMs used so far) x that bound + S3 so far``. A label
+whose bound already breaks the budget or deadline, or is worse than a plan in hand (a
+rule-of-thumb plan, :mod:`sonic.planner.incumbent`), is dropped: no completion can win.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+import math
+import operator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sonic.app import App
@@ -41,12 +52,13 @@ from sonic.errors import InfeasibleError, PlanError
 from sonic.plan import OBJECTIVES, STRATEGIES, PassingMethod, Plan
 from sonic.planner.assemble import assemble_plan
 from sonic.planner.cost import Assignment, CostModel, objective_value
+from sonic.planner.incumbent import rule_of_thumb_plans
 from sonic.planner.placement import Placement, PlacementSpace
 from sonic.planner.problem import Problem, WarmSpec, build_problem
 from sonic.planner.space import SearchSpace, strategy_spaces
 from sonic.prediction import AppPrediction
 
-#: Relative slack when comparing against a budget or deadline (float noise only).
+#: Relative slack when comparing against a budget, deadline or bound (float noise only).
 _SLACK = 1e-9
 
 
@@ -62,27 +74,44 @@ class Decision:
 
 @dataclass(frozen=True)
 class Candidate:
-    """One complete plan on the final Pareto front."""
+    """One complete plan with its predicted latency and dollars."""
 
     latency_s: float
     cost_usd: float
-    decisions: tuple[Decision, ...]
-
-    def assignment(self, problem: Problem) -> Assignment:
-        placements = {d.stage: d.placement for d in self.decisions}
-        methods: dict[tuple[str, str], PassingMethod] = {}
-        for d in self.decisions:
-            for e, m in zip(problem.in_edges[d.stage], d.methods):
-                methods[(e.src, e.dst)] = m
-        return Assignment(placements, methods)
+    assignment: Assignment
 
 
-# A label is (frontier finish times, latest sink finish, S3 dollars, VMs used per group, trace);
-# the trace is a linked list (parent trace, Decision) to rebuild the plan.
-_Label = tuple[tuple[float, ...], float, float, tuple[int, ...], object]
+@dataclass(frozen=True)
+class Bounds:
+    """What a partial plan must stay within to be worth completing (``inf``: no limit)."""
+
+    objective: str
+    best_value: float = math.inf       # objective value of a plan in hand
+    budget: float = math.inf
+    deadline: float = math.inf
+
+    @property
+    def active(self) -> bool:
+        return min(self.best_value, self.budget, self.deadline) < math.inf
+
+
+# A label: (frontier finish times - two per stage: without and with its upload -, latest sink
+# finish, S3 dollars, VMs used per group, lower bound on the final latency, trace); the trace
+# is a linked list (parent trace, Decision) to rebuild the plan.
+_Label = tuple[tuple[float, ...], float, float, tuple[int, ...], float, object]
 # A move: (finish indices read, placement, upload, decision, stage seconds, seconds with upload,
 # earliest start (cold start), dollars added, VMs used per group).
-_Move = tuple[tuple[int, ...], Placement, bool, "Decision", float, float, float, float, tuple[int, ...]]
+_Move = tuple[tuple[int, ...], Placement, bool, Decision, float, float, float, float, tuple[int, ...]]
+
+
+def _carrier(indices: list[int]) -> Callable[[tuple[float, ...]], tuple[float, ...]]:
+    """A fast ``lambda t: tuple(t[i] for i in indices)``."""
+    if not indices:
+        return lambda _: ()
+    if len(indices) == 1:
+        only = indices[0]
+        return lambda t: (t[only],)
+    return operator.itemgetter(*indices)  # type: ignore[return-value]
 
 
 def processing_order(problem: Problem) -> list[str]:
@@ -108,6 +137,17 @@ def processing_order(problem: Problem) -> list[str]:
     return order
 
 
+def remaining_path(problem: Problem) -> dict[str, float]:
+    """``h_s``: the least time any plan needs after stage s ends (critical path of lower bounds:
+    every later stage takes at least one wave of ``o_inv + t``)."""
+    overhead = problem.calibration.invoke_overhead_s
+    h: dict[str, float] = {}
+    for name in reversed(problem.order):
+        h[name] = max((overhead + problem.stages[e.dst].time_s + h[e.dst] for e in problem.out_edges[name]),
+                      default=0.0)
+    return h
+
+
 @dataclass(frozen=True)
 class _Step:
     """What the DP needs to know about the stage it is placing."""
@@ -128,6 +168,8 @@ class _Optimiser:
         self.track_cost = track_cost
         self.group_prices = tuple(problem.vms[g.members[0]].price_per_hour for g in space.groups)
         self._group_use: dict[int, tuple[int, ...]] = {}
+        self._prices: dict[tuple[int, ...], float] = {}
+        self.h = remaining_path(problem)
 
     def group_use(self, p: Placement) -> tuple[int, ...]:
         found = self._group_use.get(p.id)
@@ -139,11 +181,15 @@ class _Optimiser:
             self._group_use[p.id] = found
         return found
 
-    def price(self, use: Sequence[int]) -> float:
-        return sum(p * k for p, k in zip(self.group_prices, use))
+    def price(self, use: tuple[int, ...]) -> float:
+        """Dollars per hour of the VMs used (the first ``use[g]`` VMs of every group g)."""
+        found = self._prices.get(use)
+        if found is None:
+            found = self._prices[use] = sum(p * k for p, k in zip(self.group_prices, use))
+        return found
 
     # ------------------------------------------------------------------ the DP
-    def solve(self, ss: SearchSpace) -> list[Candidate]:
+    def solve(self, ss: SearchSpace, bounds: Bounds) -> list[Candidate]:
         problem, space = self.problem, self.space
         remote = PassingMethod.REMOTE
         remaining = {s: len(problem.out_edges[s]) for s in problem.order}
@@ -157,9 +203,15 @@ class _Optimiser:
                 mode[s] = "none"
             else:
                 mode[s] = "deferred" if len(outs) == 1 else "key"
+        bounded = bounds.active
+        track_cost = self.track_cost
+        objective, price = bounds.objective, self.price
+        cap_value = bounds.best_value * (1 + _SLACK)
+        cap_usd = bounds.budget * (1 + _SLACK)
+        cap_s = bounds.deadline * (1 + _SLACK)
         live: list[str] = []
         zero = tuple(0 for _ in space.groups)
-        table: dict[tuple[tuple[Placement, bool], ...], list[_Label]] = {(): [((), 0.0, 0.0, zero, None)]}
+        table: dict[tuple[tuple[Placement, bool], ...], list[_Label]] = {(): [((), 0.0, 0.0, zero, 0.0, None)]}
         for name in processing_order(problem):
             ins = problem.in_edges[name]
             pos = [live.index(e.src) for e in ins]
@@ -167,13 +219,15 @@ class _Optimiser:
                 remaining[e.src] -= 1
             keep = [i for i, s in enumerate(live) if remaining[s] > 0]
             keep2 = [j for i in keep for j in (2 * i, 2 * i + 1)]  # labels hold (finish, finish with upload)
+            carry = _carrier(keep2)
             has_out = bool(problem.out_edges[name])
             deferred = mode[name] == "deferred"
+            h_here = self.h[name]
             step = _Step(name, tuple(pos), tuple(ss.methods[e.index] for e in ins),
                          tuple(mode[e.src] for e in ins),
                          ss.upload_options[name] if mode[name] == "key" else (False,), deferred)
             new_table: dict[tuple[tuple[Placement, bool], ...], list[_Label]] = {}
-            # Keys that differ only in frontier stages this stage does not read share transitions.
+            # Keys that differ only in frontier stages this stage does not read share moves.
             moves: dict[tuple[tuple[Placement, bool], ...], list[_Move]] = {}
             for key, labels in table.items():
                 prods = tuple(key[i] for i in pos)
@@ -184,19 +238,32 @@ class _Optimiser:
                 for select, pc, upload, decision, stage_s, with_upload, ready, s3_add, use in found:
                     new_key = kept_key + ((pc, upload),) if has_out else kept_key
                     bucket = new_table.setdefault(new_key, [])
-                    for fins, sink, s3, used, trace in labels:
+                    for fins, sink, s3, used, lower, trace in labels:
                         start = ready
                         for j in select:
                             if fins[j] > start:
                                 start = fins[j]
                         fin = start + stage_s
-                        new_fins = tuple([fins[j] for j in keep2])
+                        if used != use:
+                            used = tuple(a if a >= b else b for a, b in zip(used, use))
+                        if fin + h_here > lower:
+                            lower = fin + h_here
+                        if bounded:
+                            if lower > cap_s:
+                                continue
+                            if track_cost:
+                                usd = price(used) * lower / 3600.0 + s3 + s3_add
+                                if usd > cap_usd or objective_value(objective, lower, usd) > cap_value:
+                                    continue
+                            elif lower > cap_value:
+                                continue
+                        new_fins = carry(fins)
                         if has_out:
                             new_fins += (fin, start + with_upload if deferred else fin)
-                        new_used = use if used == use else tuple(a if a >= b else b for a, b in zip(used, use))
-                        bucket.append((new_fins, sink if has_out or sink >= fin else fin,
-                                       s3 + s3_add, new_used, (trace, decision)))
-            table = {k: self._prune(v) for k, v in new_table.items()}
+                        elif fin > sink:
+                            sink = fin
+                        bucket.append((new_fins, sink, s3 + s3_add, used, lower, (trace, decision)))
+            table = {k: self._prune(v) for k, v in new_table.items() if v}
             live = [live[i] for i in keep] + ([name] if has_out else [])
         return [self._candidate(label) for label in table.get((), [])]
 
@@ -261,13 +328,18 @@ class _Optimiser:
         return out
 
     def _candidate(self, label: _Label) -> Candidate:
-        _, latency, s3, used, trace = label
+        _, latency, s3, used, _, trace = label
         decisions: list[Decision] = []
         while trace is not None:
             trace, decision = trace  # type: ignore[misc]
             decisions.append(decision)
+        placements = {d.stage: d.placement for d in decisions}
+        methods: dict[tuple[str, str], PassingMethod] = {}
+        for d in decisions:
+            for e, m in zip(self.problem.in_edges[d.stage], d.methods):
+                methods[(e.src, e.dst)] = m
         cost = self.price(used) * latency / 3600.0 + s3
-        return Candidate(latency, cost, tuple(reversed(decisions)))
+        return Candidate(latency, cost, Assignment(placements, methods))
 
     def _prune(self, labels: list[_Label]) -> list[_Label]:
         """Keep the Pareto-minimal labels (first of equals; ties broken by dollars).
@@ -320,16 +392,24 @@ def select(candidates: Sequence[Candidate], objective: str, budget: float | None
     raise InfeasibleError(_infeasible_message(candidates, budget, deadline))
 
 
+def _up(value: float, digits: int = 4) -> str:
+    """``value`` rounded *up* to ``digits`` significant digits, so quoting it back is enough."""
+    if value <= 0 or not math.isfinite(value):
+        return f"{value:g}"
+    exponent = math.floor(math.log10(value)) - digits + 1
+    return f"{math.ceil(value / 10.0 ** exponent - 1e-9) * 10.0 ** exponent:.{max(0, -exponent)}f}"
+
+
 def _infeasible_message(candidates: Sequence[Candidate], budget: float | None, deadline: float | None) -> str:
     cheapest = min(candidates, key=lambda c: (c.cost_usd, c.latency_s))
     fastest = min(candidates, key=lambda c: (c.latency_s, c.cost_usd))
 
     def show(c: Candidate) -> str:
-        return f"{c.latency_s:.3f} s for ${c.cost_usd:.6f}"
+        return f"{_up(c.latency_s)} s for ${_up(c.cost_usd)}"
 
     wanted = " and ".join(part for part in (
-        f"costs at most ${budget:.6f}" if budget is not None else "",
-        f"finishes within {deadline:.3f} s" if deadline is not None else "") if part)
+        f"costs at most ${budget:.4g}" if budget is not None else "",
+        f"finishes within {deadline:.4g} s" if deadline is not None else "") if part)
     if budget is not None and deadline is not None:
         within_budget = [c for c in candidates if c.cost_usd <= budget * (1 + _SLACK)]
         within_deadline = [c for c in candidates if c.latency_s <= deadline * (1 + _SLACK)]
@@ -343,22 +423,49 @@ def _infeasible_message(candidates: Sequence[Candidate], budget: float | None, d
         return f"no plan {wanted}; " + "; ".join(options) + "; relax --budget or --deadline"
     if budget is not None:
         return (f"no plan {wanted}; the cheapest plan takes {show(cheapest)}: "
-                f"raise --budget to at least ${cheapest.cost_usd:.6f}")
+                f"raise --budget to at least ${_up(cheapest.cost_usd)}")
     assert deadline is not None
     return (f"no plan {wanted}; the fastest plan takes {show(fastest)}: "
-            f"raise --deadline to at least {fastest.latency_s:.3f} s")
+            f"raise --deadline to at least {_up(fastest.latency_s)} s")
 
 
 # ---------------------------------------------------------------------- entry point
 def optimise(problem: Problem, space: PlacementSpace, model: CostModel, *, objective: str = "latency",
-             strategy: str = "sonic", budget: float | None = None, deadline: float | None = None
-             ) -> tuple[Candidate, list[SearchSpace]]:
-    """Run the DP on the strategy's search space(s); return the selected candidate."""
+             strategy: str = "sonic", budget: float | None = None, deadline: float | None = None,
+             prune: bool = True) -> tuple[Candidate, list[SearchSpace]]:
+    """Run the DP on the strategy's search space(s); return the selected candidate.
+
+    ``prune=False`` switches branch and bound off (same answer, slower; for tests).
+    """
     track_cost = objective != "latency" or budget is not None
     opt = _Optimiser(problem, space, model, track_cost)
     spaces = strategy_spaces(problem, space, model, "sonic" if strategy == "oracle" else strategy)
-    candidates = [c for ss in spaces for c in opt.solve(ss)]
-    return select(candidates, objective, budget, deadline), spaces
+    seeds: list[Candidate] = []
+    for ss in spaces:
+        for assignment, ev in rule_of_thumb_plans(problem, space, model, ss):
+            seeds.append(Candidate(ev.latency_s, ev.cost_usd, assignment))
+    bounds = Bounds(objective,
+                    budget=math.inf if budget is None else budget,
+                    deadline=math.inf if deadline is None else deadline)
+    if prune:
+        try:
+            seed = select(seeds, objective, budget, deadline)
+            bounds = Bounds(objective, objective_value(objective, seed.latency_s, seed.cost_usd),
+                            bounds.budget, bounds.deadline)
+        except InfeasibleError:
+            pass  # no seed meets the constraints: prune on the constraints alone
+    else:
+        bounds = Bounds(objective)
+    # Seeds go last: on a tie the DP's plan wins (it prefers VM-Storage, then Direct).
+    candidates = [c for ss in spaces for c in opt.solve(ss, bounds)] + seeds
+    try:
+        return select(candidates, objective, budget, deadline), spaces
+    except InfeasibleError:
+        if not bounds.active:
+            raise
+    # Nothing meets the request: plan again without bounds to name the best alternatives.
+    everything = [c for ss in spaces for c in opt.solve(ss, Bounds(objective))] + seeds
+    return select(everything, objective, budget, deadline), spaces
 
 
 def check_request(objective: str, strategy: str, budget: float | None, deadline: float | None) -> None:
@@ -390,6 +497,5 @@ def make_plan(app: App, prediction: AppPrediction, cluster: ClusterSpec, *, obje
     model = CostModel(problem, space)
     best, _ = optimise(problem, space, model, objective=objective, strategy=strategy, budget=budget,
                        deadline=deadline)
-    assignment = best.assignment(problem)
-    return assemble_plan(problem, space, model, assignment, objective=objective, strategy=strategy,
+    return assemble_plan(problem, space, model, best.assignment, objective=objective, strategy=strategy,
                          warm_given=warm is not None)
