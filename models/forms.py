@@ -25,7 +25,7 @@ from sonic.errors import NotFittedError
 
 #: Forms with a slope need inputs spanning at least this ratio: a slope fitted on inputs
 #: within a few percent of each other is noise and extrapolates wildly.
-MIN_SPREAD = 1.25
+MIN_SPREAD = 1.1
 
 
 def _distinct(col: np.ndarray) -> int:

@@ -21,7 +21,15 @@ Echo = Callable[[str], None]
 #: A doubling sweep: the top size is 2x the next, so the held-out MAPE (train on <= 16MB,
 #: test on 32MB) measures extrapolation to 2x the largest training size.
 DEFAULT_SIZES = "2MB,4MB,8MB,16MB,32MB"
-DEFAULT_RUNS = 3
+#: Per-workload sweeps (5 sizes x 4 runs = 20 runs). Each starts where the workload's
+#: fanout has left its floor (sort and lightgbm cut 4 MB pieces, lightgbm with at least 2
+#: shards) so that the smaller sizes already show how counts and per-instance costs grow.
+RECOMMENDED_SIZES: dict[str, str] = {
+    "sort": "8MB,16MB,32MB,64MB,128MB",
+    "lightgbm": "8MB,16MB,32MB,64MB,128MB",
+    "video": "4MB,8MB,16MB,32MB,64MB",
+}
+DEFAULT_RUNS = 4
 
 
 def run_profile(app_spec: str, sizes: Sequence[int] | str | None = None, runs: int = DEFAULT_RUNS,
@@ -29,11 +37,16 @@ def run_profile(app_spec: str, sizes: Sequence[int] | str | None = None, runs: i
                 progress: bool | None = None, seed: int = 0, cold_runs: int = 0) -> dict[str, Any]:
     """Profile ``app_spec`` over ``sizes`` x ``runs``, then fit and save its models.
 
+    ``sizes``: a list of bytes or a string such as ``"8MB,16MB"``; ``None`` picks the
+    workload's recommended sweep (:data:`RECOMMENDED_SIZES`) or :data:`DEFAULT_SIZES`.
+
     Progress lines ("size 4MB run 2/3 ... 12.3s") are echoed when ``progress`` is true
     (default: stderr is a terminal). Returns a summary with the models' report.
     """
     app = load_app(app_spec)
-    size_list = parse_size_list(sizes or DEFAULT_SIZES) if sizes is None or isinstance(sizes, str) else list(sizes)
+    if sizes is None:
+        sizes = RECOMMENDED_SIZES.get(app.name, DEFAULT_SIZES)
+    size_list = parse_size_list(sizes) if isinstance(sizes, str) else list(sizes)
     root = Path(root)
     show = sys.stderr.isatty() if progress is None else progress
     store = ProfileStore(root)
