@@ -101,7 +101,8 @@ def _notes(problem: Problem, space: PlacementSpace, evaluation: Evaluation, stra
         notes.append(f"assumes {len(evaluation.cold_vms)} VM(s) need {how}: one cold start of "
                      f"{problem.calibration.cold_start_s:.3f} s each, in parallel at job start")
     if not space.mixed:
-        notes.append("the cluster has too many VM types to mix them within a stage; each stage uses one type")
+        notes.append("the cluster has too many VM types to mix them freely within a stage: a stage uses one type, "
+                     "or the first VMs in the order warm, then cheapest per core")
     if strategy == "vm":
         notes.append(f"SAND-style baseline: every stage on {evaluation.vms_used[0]}")
     return notes

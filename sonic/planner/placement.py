@@ -9,7 +9,8 @@ stage maximises co-location (local reads) and minimises the number of VMs billed
 why the symmetry reduction loses nothing the cost model can see.
 
 If a heterogeneous cluster has too many group combinations (more than
-:data:`MAX_MIXED_COMBINATIONS`), a stage uses VMs of one group only; the plan notes it.
+:data:`MAX_MIXED_COMBINATIONS`), a stage uses either VMs of one group only or the first k VMs
+of a global order (warm groups first, then cheapest per core); the plan notes it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from sonic.app import Pattern
 from sonic.planner.problem import VMInfo
 
-MAX_MIXED_COMBINATIONS = 4096
+MAX_MIXED_COMBINATIONS = 256
 
 
 @dataclass(frozen=True, eq=False)
@@ -117,12 +118,26 @@ class PlacementSpace:
             for gi, g in enumerate(usable):
                 for k in range(1, min(len(g), n) + 1):
                     vectors.append(tuple(k if j == gi else 0 for j in range(len(usable))))
+            # Prefixes of one global order: fill warm groups first, then the cheapest per core.
+            ranked = sorted(range(len(usable)), key=lambda j: (-self.vms[usable[j].members[0]].warm_workers,
+                                                             self._price_per_core(usable[j]), j))
+            counts = [0] * len(usable)
+            for j in ranked:
+                for _ in usable[j].members:
+                    if sum(counts) >= n:
+                        break
+                    counts[j] += 1
+                    vectors.append(tuple(counts))
         for k in vectors:
             chosen = [v for g, kg in zip(usable, k) for v in g.members[:kg]]
             placement = self.spread(n, sorted(chosen))
             if placement is not None:
                 found.setdefault(placement.id, placement)
         return list(found.values())
+
+    def _price_per_core(self, group: VMGroup) -> float:
+        vm = self.vms[group.members[0]]
+        return vm.price_per_hour / vm.cores
 
     def follow(self, pattern: Pattern, producer: Placement, n_consumer: int) -> Placement | None:
         """Consumer placement of a ``vm`` edge: on the VMs holding its input, or ``None``.

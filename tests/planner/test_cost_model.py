@@ -1,0 +1,105 @@
+"""The cost model's equations on a hand-computed example (see the docstring of sonic.planner.cost).
+
+Two VMs (2 cores, 8 GB, $0.10/h); producer p (1 instance, 1 s, 100 MB out) broadcasts to
+consumer c (3 instances, 2 s). Round calibration figures make every term checkable by hand.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from sonic.app import App
+from sonic.cluster.spec import Calibration
+from sonic.errors import PlanError
+from sonic.plan import PassingMethod
+from sonic.planner.cost import Assignment, CostModel, objective_value, perf_per_dollar
+from sonic.planner.placement import PlacementSpace
+from sonic.planner.problem import build_problem
+from sonic.planner.samples import _noop, cluster, prediction_for, stage_prediction
+
+MB = 1_000_000
+CAL = Calibration(vm_bandwidth_Bps=100e6, vm_latency_s=0.0, disk_write_Bps=200e6, disk_read_Bps=400e6,
+                  s3_latency_s=0.01, s3_conn_Bps=50e6, s3_aggregate_Bps=80e6, invoke_overhead_s=0.0,
+                  cold_start_s=1.0)
+GET, PUT = 0.0004 / 1000, 0.005 / 1000
+
+
+def _model(warm: dict[str, int] | None = None, c_memory: float = 100) -> tuple[CostModel, PlacementSpace]:
+    app = App("hand")
+    app.add_stage(_noop, name="p")
+    app.add_stage(_noop, name="c", after="p", pattern="broadcast")
+    pred = prediction_for(app, 0, {"p": stage_prediction("p", 1, 1.0, 100, 100 * MB),
+                                   "c": stage_prediction("c", 3, 2.0, c_memory, 0)})
+    problem = build_problem(app, pred, cluster(2, cores=2, memory_mb=8192, price_per_hour=0.1, calibration=CAL),
+                            warm)
+    space = PlacementSpace(problem.vms)
+    return CostModel(problem, space), space
+
+
+def _plan(space: PlacementSpace, method: PassingMethod, c_counts: tuple[int, int]) -> Assignment:
+    return Assignment({"p": space.intern((1, 0)), "c": space.intern(c_counts)}, {("p", "c"): method})
+
+
+def test_direct_broadcast() -> None:
+    model, space = _model()
+    ev = model.evaluate(_plan(space, PassingMethod.DIRECT, (2, 1)))
+    # p: app input from S3 (0.01) + write 100 MB at 200 MB/s (0.5) + 1 s compute; cold start 1 s first.
+    assert ev.stage_s["p"] == pytest.approx(1.51)
+    assert ev.start["p"] == pytest.approx(1.0)
+    # c on vm0 (2, reading in place, sharing the disk: 2 x 100 MB / 400 MB/s) and vm1 (1, pulls
+    # 100 MB through vm0's NIC at 100 MB/s): max(0.5 + 2, 0.25 + 1.0 + 2) = 3.25.
+    assert ev.stage_s["c"] == pytest.approx(3.25)
+    assert ev.latency_s == pytest.approx(1.0 + 1.51 + 3.25)
+    # 2 VMs rented for the whole run, plus the GET of the app input.
+    assert ev.cost_usd == pytest.approx(2 * 0.1 * ev.latency_s / 3600 + GET)
+    assert ev.vms_used == ("vm0", "vm1") and ev.cold_vms == ("vm0", "vm1")
+    assert ev.uploads == {"p": False, "c": False}
+
+
+def test_remote_broadcast_uploads_once_and_downloads_what_is_not_local() -> None:
+    model, space = _model()
+    ev = model.evaluate(_plan(space, PassingMethod.REMOTE, (2, 1)))
+    # p uploads in its slot: 0.01 + 100 MB at min(50 MB/s per connection, NIC, aggregate) = 2.01.
+    assert ev.stage_s["p"] == pytest.approx(1.51 + 2.01)
+    # Only vm1's consumer downloads (vm0's read the producer's copy in place): 0.01 + 2.0.
+    assert ev.stage_s["c"] == pytest.approx(max(2.5, 0.25 + 2.01 + 2.0))
+    assert ev.cost_usd == pytest.approx(2 * 0.1 * ev.latency_s / 3600 + PUT + GET + GET)
+
+
+def test_vm_storage_runs_in_waves_on_the_producers_vm() -> None:
+    model, space = _model()
+    ev = model.evaluate(_plan(space, PassingMethod.VM, (3, 0)))
+    # 3 consumers, 2 slots: 2 waves of (2 x 100 MB / 400 MB/s + 2 s).
+    assert ev.stage_s["c"] == pytest.approx(2 * 2.5)
+    assert ev.cost_usd == pytest.approx(0.1 * ev.latency_s / 3600 + GET)
+    with pytest.raises(PlanError, match="not on the VM"):
+        model.evaluate(_plan(space, PassingMethod.VM, (2, 1)))
+
+
+def test_warm_workers_remove_the_cold_start() -> None:
+    model, space = _model(warm={"vm0": 2, "vm1": 2})
+    ev = model.evaluate(_plan(space, PassingMethod.DIRECT, (2, 1)))
+    assert ev.start["p"] == 0.0 and ev.cold_vms == ()
+    assert ev.latency_s == pytest.approx(1.51 + 3.25)
+    # One warm worker on vm0 is not enough for two concurrent consumers.
+    model, space = _model(warm={"vm0": 1, "vm1": 2})
+    ev = model.evaluate(_plan(space, PassingMethod.DIRECT, (2, 1)))
+    assert ev.cold_vms == ("vm0",) and ev.start["p"] == 0.0
+    assert ev.start["c"] == pytest.approx(1.51)   # c was ready anyway: the workers start at job start
+
+
+def test_memory_of_concurrent_instances_must_fit() -> None:
+    model, space = _model(c_memory=5000)   # two at once need 10 GB > 8 GB
+    assert not model.fits("c", space.intern((2, 1)))
+    assert model.fits("c", space.intern((1, 1)))           # one at a time per VM fits
+    with pytest.raises(PlanError):
+        model.evaluate(_plan(space, PassingMethod.DIRECT, (2, 1)))
+
+
+def test_objective_values() -> None:
+    assert objective_value("latency", 2.0, 3.0) == 2.0
+    assert objective_value("cost", 2.0, 3.0) == 3.0
+    assert objective_value("perf-per-dollar", 2.0, 3.0) == 6.0
+    assert perf_per_dollar(2.0, 3.0) == pytest.approx(1 / 6)
+    with pytest.raises(PlanError):
+        objective_value("speed", 1.0, 1.0)
