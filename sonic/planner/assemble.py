@@ -97,9 +97,10 @@ def _notes(problem: Problem, space: PlacementSpace, evaluation: Evaluation, stra
         notes.append(f"predictions for {', '.join(untrusted)} are not trusted yet (too few profiling samples): "
                      "their edges use Remote-Storage until the models are trustworthy")
     if evaluation.cold_vms:
-        how = "more workers than are warm" if warm_given else "no warm workers (warm= not given)"
-        notes.append(f"assumes {len(evaluation.cold_vms)} VM(s) need {how}: one cold start of "
-                     f"{problem.calibration.cold_start_s:.3f} s each, in parallel at job start")
+        who = ", ".join(evaluation.cold_vms)
+        why = "no VM is assumed warm (warm= not given)" if not warm_given else f"{who} need more workers than are warm"
+        notes.append(f"{why}: {who} each pay one cold start ({problem.calibration.cold_start_s:.3f} s, "
+                     "in parallel at job start)")
     if not space.mixed:
         notes.append("the cluster has too many VM types to mix them freely within a stage: a stage uses one type, "
                      "or the first VMs in the order warm, then cheapest per core")

@@ -20,9 +20,9 @@ queue, so VM v runs ``W_v = ceil(pi_s(v) / c_v)`` waves of ``q_v = min(pi_s(v), 
 concurrent instances. An instance fetches its inputs, runs, writes its outputs to local disk
 and, when any out-edge of its stage is Remote-Storage, uploads them; all of it holds a slot::
 
-    T_s     = max_v  W_v * tau_v
-    tau_v   = o_inv + in_v + q_v (r_s / B_dr + o_s / B_dw) + t_s + sum_e fetch_e(v) + [upload] up_v
-    finish_s = max( max_P finish_P , [s uses a cold VM] T_cold ) + T_s
+    T_s      = max_v  W_v * tau_v
+    tau_v    = o_inv + in_v + q_v (r_s / B_dr + o_s / B_dw) + t_s + sum_e fetch_e(v) + [upload] up_v
+    finish_s = max( max_P finish_P , [cold_s] T_cold ) + T_s
     latency  = max over sinks of finish_s
 
 ``r_s`` is everything the instance reads from local disk (its inputs, read in place for
@@ -52,13 +52,15 @@ on the producer's only VM for scatter/broadcast/gather).
   min(B_net, B_dw) / q_v, B_agg / Q)`` where ``Q`` is the number of instances transferring
   at once over the cluster (per-connection bandwidth, NIC share, aggregate S3 limit).
 
-Cold starts: ``warm`` gives the warm worker processes per VM (default: none). A VM whose
-concurrency ``q_v`` exceeds its warm workers starts workers when the job starts (all VMs in
-parallel), so a stage placed on such a VM cannot start before ``T_cold``: each used VM pays
-one cold start, and the latency pays it once.
+Cold starts: ``warm`` gives the warm worker processes per VM (default: none warm). The
+workers a plan lacks (a VM whose concurrency ``q_v`` for some stage exceeds its warm workers
+``w_v``) are started when the job starts, on all VMs in parallel; a stage that needs them
+(``cold_s``: ``q_v > w_v`` on one of its VMs) cannot start before ``T_cold``. So with nothing
+warm every used VM pays one cold start and the latency pays it once, at the beginning.
 
-Dollars (what the coordinator bills): every VM used by any stage is rented for the whole
-run, plus S3 requests and transfer::
+Dollars (what the coordinator bills, so predicted and measured cost compare): every VM used
+by any stage is rented for the whole run - VMs used x latency, not busy time, because the
+pool is held for the job - plus S3 requests and transfer::
 
     cost = sum_{v used} p_v * latency / 3600
          + PUT/1000 * (objects uploaded) + GET/1000 * (objects downloaded)
