@@ -11,8 +11,8 @@ generator sizes of the profile; the app input bytes for online runs):
 * ``mape``: |prediction - measurement| / measurement averaged over the held-out points,
   weighted by the number of instance rows behind each point. A point pools the rows of
   one size group with similar instance input (within a quarter octave; see
-  :mod:`models.metric`) over all runs (per run if the chosen form uses features, which
-  differ between runs); its measurement is the model's ``statistic``
+  :mod:`models.metric`) over all runs (per run if the chosen form uses a feature that
+  differs between runs of one size); its measurement is the model's ``statistic``
   (median; lower quartile for time) of those rows, its prediction the model's output at
   their median input and features. So this is, per held-out instance, the error against
   the typical value of instances like it: interference from other jobs on a shared
@@ -60,7 +60,7 @@ def holdout_score(model: MetricModel, X: np.ndarray, y: np.ndarray, groups: np.n
     fitted = clone(model).fit(X[train], y[train], groups=groups[train], runs=runs[train])
     # A feature model predicts each run from that run's features: its points are per run.
     px, py, _, index = pool(X[test], y[test], groups[test], model.statistic,
-                            runs[test] if fitted.uses_features_ else None)
+                            runs[test] if fitted.needs_runs(fitted.estimator_) else None)
     weights = np.bincount(index)
     return HoldoutScore(float(np.average(ape(fitted.predict(px), py), weights=weights)),
                         float(np.mean(ape(fitted.predict(X[test]), y[test]))), train_sizes, test_sizes)

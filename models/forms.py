@@ -164,7 +164,10 @@ class LinearForm(FeatureForm):
 
 
 class QuadraticForm(Form):
-    """``y = a + b x + c x^2``: super-linear costs (e.g. n log n sorts) over a limited range."""
+    """``y = a + b x + c x^2``: super-linear costs (e.g. n log n sorts) over a limited range.
+
+    A parabola that turns down before twice the largest input is refused: the metrics here
+    do not shrink with the input, and such a fit would be extrapolated exactly there."""
 
     name = "poly2"
     min_points = 3
@@ -173,7 +176,11 @@ class QuadraticForm(Form):
         self.scale_ = float(max(np.abs(X[:, 0]).max(), 1.0))
         u = X[:, 0] / self.scale_
         coef, *_ = np.linalg.lstsq(np.column_stack([np.ones_like(u), u, u * u]), y, rcond=None)
-        self.coef_ = [float(c) for c in coef]
+        a, b, c = (float(v) for v in coef)
+        # The slope b + 2cu is linear in u: non-negative at both ends of [min input, 2x max].
+        if min(b + 2 * c * float(u.min()), b + 4 * c) < 0:
+            raise ValueError("poly2 turns down within 2x the data; not a plausible cost curve")
+        self.coef_ = [a, b, c]
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
         u = X[:, 0] / self.scale_

@@ -87,6 +87,15 @@ def _codes(values: np.ndarray) -> np.ndarray:
 Points = tuple[np.ndarray, np.ndarray, np.ndarray]  # inputs, targets, size group
 
 
+def varies_within_groups(values: np.ndarray, groups: np.ndarray, tolerance: float = 0.01) -> bool:
+    """Whether ``values`` differ by more than ``tolerance`` (relative) inside a size group."""
+    for g in np.unique(groups):
+        v = values[groups == g]
+        if float(np.ptp(v)) > tolerance * max(float(np.median(np.abs(v))), 1e-12):
+            return True
+    return False
+
+
 def _below(points: Points, size: float) -> Points:
     px, py, pg = points
     keep = pg < size
@@ -138,6 +147,9 @@ class MetricModel(BaseEstimator):
         self.n_features_in_ = int(X.shape[1])
         pooled = pool(X, y, groups, self.statistic)[:3]
         per_run = pool(X, y, groups, self.statistic, runs)[:3]
+        # Columns that differ between runs of one size (a video's bitrate) need run points;
+        # the others (app input bytes) are fitted on the sturdier pooled points.
+        self.varying_features_ = [j for j in range(1, X.shape[1]) if varies_within_groups(X[:, j], groups)]
         pg = pooled[2]
         self.group_sizes_ = [float(g) for g in np.unique(pg)]
         self.n_groups_ = len(self.group_sizes_)
@@ -214,10 +226,13 @@ class MetricModel(BaseEstimator):
     def _label(self, form: Form) -> str:
         return form_label(form, self.feature_names)
 
-    @staticmethod
-    def _fit_form(form: Form, pooled: Points, per_run: Points) -> Form:
-        px, py, _ = per_run if form.uses_features else pooled
+    def _fit_form(self, form: Form, pooled: Points, per_run: Points) -> Form:
+        px, py, _ = per_run if self.needs_runs(form) else pooled
         return form.fit_checked(px, py)
+
+    def needs_runs(self, form: Form) -> bool:
+        """Whether ``form`` learns from differences between runs of one size."""
+        return getattr(form, "feature", None) in getattr(self, "varying_features_", ())
 
     # ------------------------------------------------------------------ predict
     def _check_fitted(self) -> None:
