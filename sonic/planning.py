@@ -54,8 +54,10 @@ def plan_for(app: App, input_bytes: int, cluster: ClusterSpec, *, strategy: str 
         prediction = measured
     else:
         prediction = predict(app, input_bytes, root, features)
+    # The coordinator warms every VM's workers before the clock starts (a warm pool, as a
+    # serverless platform keeps), so plans are made for warm VMs.
     plan = make_plan(app, prediction, cluster, objective=objective, strategy=strategy, budget=budget,
-                     deadline=deadline)
+                     deadline=deadline, warm=cluster.vm_names)
     return plan, prediction
 
 
