@@ -8,8 +8,9 @@ Data flow (why each step):
    target the ``statistic`` quantile of the rows (median by default). Pooling over runs
    makes the fit robust to a disturbed run on a shared machine; the size bins keep
    instances of clearly different input (a short last chunk) apart.
-   Feature forms are fitted on *run points* (the same, per run): features vary between
-   runs of one size, and that variation is what they learn from.
+   A feature form whose feature varies between runs of one size (a video's bitrate) is
+   fitted on *run points* (the same, per run): that variation is what it learns from.
+   Features that do not (the app input bytes) use the pooled points.
 2. Selection is forward-chaining CV over size groups, sorted by size: train on the groups
    smaller than group j, predict group j. This is extrapolation to the next larger size,
    exactly what the planner asks of the model. A fold's error is the median, over the
@@ -169,9 +170,8 @@ class MetricModel(BaseEstimator):
         self.uses_features_ = bool(self.estimator_.uses_features)
 
         pred = self._finish(self.estimator_.predict(X))
-        ratios = [y[pred > 0] / pred[pred > 0], held_out.get(self._label(chosen), np.empty(0))]
-        pooled = np.concatenate(ratios)
-        self.hi_factor_ = float(max(1.0, np.quantile(pooled, self.quantile))) if pooled.size else 1.0
+        ratios = np.concatenate([y[pred > 0] / pred[pred > 0], held_out.get(self._label(chosen), np.empty(0))])
+        self.hi_factor_ = float(max(1.0, np.quantile(ratios, self.quantile))) if ratios.size else 1.0
         return self
 
     def _cross_validate(self, candidates: list[Form], pooled: Points, per_run: Points,

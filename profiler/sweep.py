@@ -133,7 +133,7 @@ def profile_app(
     """Profile ``app`` on generated inputs of every size in ``sizes``, ``runs`` times each.
 
     ``executor_factory(app, input_path) -> RunResult`` runs the app (default: the reference
-    executor with best-of-k timing of short instances, :mod:`profiler.repeat`; its
+    executor with contention-free, best-of-k timing, :mod:`profiler.repeat`; its
     instances are forked from a warm parent and report ``cold=False``).
     ``cold_runs`` adds that many runs per size in which every instance starts in a fresh
     interpreter (see :mod:`profiler.cold`): their wall time includes interpreter start and
