@@ -45,6 +45,7 @@ from sonic.cluster.codebundle import build_bundle, project_root
 from sonic.cluster.procs import (
     DEFAULT_STOP_TIMEOUT_S,
     backoff,
+    cwd_under,
     is_ours,
     pid_alive,
     spawn,
@@ -529,8 +530,12 @@ def cluster_down(spec: ClusterSpec, cluster_file: Path | None = None, *, options
             _stop_agents_over_ssh(spec, options)
         order = sorted(local.pids.items(), key=lambda kv: (not kv[0].startswith("agent"), kv[0].startswith("s3")))
         for key, pid in order:
-            if stop_pid(pid, marker, options.stop_timeout_s) and key.startswith("agent"):
-                stop_session(pid, options.stop_timeout_s)   # workers orphaned by a killed agent
+            stopped = stop_pid(pid, marker, options.stop_timeout_s)
+            if key.startswith("agent"):
+                # Workers orphaned by a killed agent (killed now, or earlier: a crash, a fault
+                # test). Once the agent is gone its session id can no longer be verified, so
+                # only members running in this cluster's directory are touched.
+                stop_session(pid, options.stop_timeout_s, owned=None if stopped else partial(cwd_under, root=marker))
             if is_ours(pid, marker):
                 problems.append(f"{key} (pid {pid}) still runs")
         if local.namespaces:

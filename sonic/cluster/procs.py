@@ -13,7 +13,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 # SIGTERM grace before SIGKILL: agents stop their worker pools on SIGTERM, which takes well
@@ -172,10 +172,26 @@ def session_members(sid: int) -> list[int]:
     return members
 
 
-def stop_session(sid: int, timeout_s: float = DEFAULT_STOP_TIMEOUT_S) -> list[int]:
-    """Stop what is left of a session whose leader (ours, already verified) has exited:
-    worker processes orphaned by a SIGKILLed agent. Returns the PIDs that were signalled."""
-    left = [pid for pid in session_members(sid) if pid != os.getpid()]
+def cwd_under(pid: int, root: str) -> bool:
+    """Does ``pid`` run inside directory ``root``? Agents run in their data directory and
+    their workers inherit it, which marks them as ours even though their command lines do not
+    carry the cluster's directory (and even after their agent was killed)."""
+    if not root:
+        return False
+    try:
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return False
+    cwd = cwd.removesuffix(" (deleted)")
+    return cwd == root or cwd.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def stop_session(sid: int, timeout_s: float = DEFAULT_STOP_TIMEOUT_S,
+                 owned: Callable[[int], bool] | None = None) -> list[int]:
+    """Stop what is left of a session whose leader has exited: worker processes orphaned by a
+    SIGKILLed agent. With ``owned``, only members it accepts are signalled (needed when the
+    leader can no longer be verified as ours). Returns the PIDs that were signalled."""
+    left = [pid for pid in session_members(sid) if pid != os.getpid() and (owned is None or owned(pid))]
     for pid in left:
         try:
             os.kill(pid, signal.SIGTERM)

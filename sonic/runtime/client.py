@@ -89,9 +89,14 @@ class AgentClient:
         try:
             sock.settimeout(self.timeouts.control_s)
             protocol.client_handshake(sock, self.secret, self.peer)
-        except (OSError, SonicError):
+        except SonicError:
             sock.close()
             raise
+        except OSError as exc:
+            # A reset or timeout mid-handshake is the same failure as a refused connect.
+            sock.close()
+            reason = "did not complete the handshake in time" if isinstance(exc, socket.timeout) else str(exc)
+            raise TransportError(f"cannot connect to agent {self.peer}: {reason}") from None
         return sock
 
     @contextmanager

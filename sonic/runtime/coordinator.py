@@ -229,6 +229,18 @@ class Coordinator:
 
     def _run_one(self, app_spec: str, job: str, action: Dispatch, events: queue.Queue[Event],
                  log: _RunLog, t0: float) -> None:
+        """Dispatch-thread body. Whatever happens, exactly one outcome event is posted for the
+        instance (plus VMLost where due): a thread dying silently would hang the job."""
+        try:
+            self._dispatch_and_report(app_spec, job, action, events, log, t0)
+        except Exception as exc:  # noqa: BLE001 - reported as the instance's failure, never swallowed
+            logger.exception("dispatch of %s/%s to %s failed unexpectedly", action.spec.stage, action.spec.index,
+                             action.vm)
+            events.put(InstanceFailed(action.spec.stage, action.spec.index, action.vm,
+                                      f"internal error: {exc!r}", "request"))
+
+    def _dispatch_and_report(self, app_spec: str, job: str, action: Dispatch, events: queue.Queue[Event],
+                             log: _RunLog, t0: float) -> None:
         spec, vm = action.spec, action.vm
         inputs = []
         for src in action.sources:
@@ -268,10 +280,6 @@ class Coordinator:
             return
         except SonicError as exc:
             events.put(InstanceFailed(spec.stage, spec.index, vm, str(exc), "instance"))
-            return
-        except Exception as exc:  # noqa: BLE001 - a dispatch thread must always report, or the job hangs
-            logger.exception("dispatch of %s/%s to %s failed unexpectedly", spec.stage, spec.index, vm)
-            events.put(InstanceFailed(spec.stage, spec.index, vm, f"internal error: {exc!r}", "request"))
             return
         try:
             self._record(action, reply, log, t0, events)

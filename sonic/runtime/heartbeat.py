@@ -56,6 +56,8 @@ def probe(target: Target, secret: bytes, timeout_s: float) -> str | None:
         return None
     except SonicError as exc:
         return str(exc)
+    except OSError as exc:  # the client wraps socket errors, but a detector must never die of one
+        return f"agent {target.name} ({target.host}:{target.port}): {exc}"
     finally:
         client.close()
 

@@ -213,8 +213,8 @@ class JobState:
         if ev.kind != "fetch" or ev.cause == "local":
             inst.failed_on.add(ev.vm)   # the function or this VM's disk failed: try elsewhere
         if inst.failures >= self.max_attempts:
-            self.failed = (f"stage {ev.stage!r} instance {ev.index} failed {inst.failures} times, "
-                           f"last on VM {ev.vm}: {ev.error}")
+            times = "once" if inst.failures == 1 else f"{inst.failures} times"
+            self.failed = f"stage {ev.stage!r} instance {ev.index} failed {times}, last on VM {ev.vm}: {ev.error}"
             return JobFailed(self.failed)
         if ev.kind == "fetch":
             if ev.input_key and ev.cause in ("corrupt", "missing"):
