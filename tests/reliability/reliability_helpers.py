@@ -89,3 +89,15 @@ def wait_until(predicate: Callable[[], bool], what: str, timeout_s: float = 30.0
 def stage_objects(spec: ClusterSpec, stage: str) -> list[Path]:
     """Files of ``stage`` in every VM's object store (all jobs)."""
     return sorted(p for vm in spec.vms for p in Path(vm.data_dir, "objects").glob(f"*/{stage}/*/*") if p.is_file())
+
+
+def s3_control(spec: ClusterSpec, what: str, body: dict[str, object] | None = None) -> dict[str, object]:
+    """GET /_sonic/stats or PUT /_sonic/faults on the cluster's embedded S3 server."""
+    import json
+    import urllib.request
+
+    url = f"{spec.remote_storage.endpoint_url}/_sonic/{what}"
+    request = urllib.request.Request(url, data=json.dumps(body).encode() if body is not None else None,
+                                     method="PUT" if body is not None else "GET")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return dict(json.loads(response.read()))
