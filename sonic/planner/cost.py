@@ -18,16 +18,27 @@ Execution (what the coordinator does). A stage starts when all its producers are
 placement ``pi_s(v)`` puts instances on VMs; each VM runs at most ``c_v`` at once, the rest
 queue, so VM v runs ``W_v = ceil(pi_s(v) / c_v)`` waves of ``q_v = min(pi_s(v), c_v)``
 concurrent instances. An instance fetches its inputs, runs, writes its outputs to local disk
-and, when any out-edge of its stage is Remote-Storage, uploads them; all of it holds a slot::
+and, when any out-edge of its stage is Remote-Storage, uploads them; all of it holds a slot.
 
-    T_s      = max_v  W_v * tau_v
-    tau_v    = o_inv + in_v + q_v (r_s / B_dr + o_s / B_dw) + t_s + sum_e fetch_e(v) + [upload] up_v
+One copy per VM. The agent keeps one copy of each fetched object per VM (``ensure_local``
+caches by (job, key) under a per-key lock: concurrent instances on the VM wait for the one
+fetch, later ones find the copy), for ``direct`` pulls and ``remote`` downloads alike. Edges
+whose consumer instances all receive the same objects - **shared** edges: broadcast, and
+gather (one consumer instance, so nothing changes) - are therefore fetched once per consumer
+VM, in its first wave; one-to-one and scatter give every instance objects of its own, fetched
+by every instance in every wave. Likewise every source instance receives the whole
+application input, downloaded once per VM::
+
+    T_s      = max_v ( W_v * tau_v + in_v + sum_{e shared} fetch_e(v) )
+    tau_v    = o_inv + q_v (r_s / B_dr + o_s / B_dw) + t_s + sum_{e not shared} fetch_e(v) + [upload] up_v
     finish_s = max( max_P finish_P , [cold_s] T_cold ) + T_s
     latency  = max over sinks of finish_s
 
 ``r_s`` is everything the instance reads from local disk (its inputs, read in place for
-VM-Storage, from the downloaded copy otherwise); ``q_v`` concurrent instances share the disk.
-Source stages fetch the application input from remote storage: ``in_v = l_s3 + i_s / rate_v``.
+VM-Storage, from the fetched copy otherwise); ``q_v`` concurrent instances share the disk.
+Source stages download the application input (``i_s`` bytes) once per VM of their placement,
+``V_s`` VMs at once: ``in_v = l_s3 + i_s / min(B_conn, min(B_net, B_dw), B_agg / V_s)``
+(``in_v = 0`` for other stages).
 
 Memory: a placement is feasible only if the instances that run at once fit,
 ``min(pi_s(v), c_v) * m_s <= M_v`` on every VM it uses.
@@ -35,22 +46,29 @@ Memory: a placement is feasible only if the instances that run at once fit,
 Inputs on the consumer's own VM are read in place whatever the method; ``rf_e(v)`` is the
 fraction of a consumer's edge input that lives on other VMs (0 for VM-Storage, whose
 consumers run where the input is: on the producer's VM for one-to-one instance by instance,
-on the producer's only VM for scatter/broadcast/gather).
+on the producer's only VM for scatter/broadcast/gather). ``s_e(v)`` is the number of streams
+fetching edge e into VM v at once: ``q_v`` (one per concurrent instance), or 1 for a shared
+edge (one fetch per VM; the VM's other instances wait for it).
 
 * VM-Storage: ``fetch_e(v) = 0``; the price is paid in waves on the producer's VM(s).
 * Direct-Passing (pull from the producer's agent): the bytes that really cross the
-  producer's NIC in a wave are shared by all concurrent pulls (a broadcast pushes one copy
-  per consumer, a scatter one share per consumer)::
+  producer's NIC are shared by all concurrent pulls. Per wave for a per-instance edge (a
+  scatter pushes one share per concurrent consumer, one-to-one each instance's own output);
+  once for a shared edge, which pushes one copy per consumer VM other than its own (u's
+  share ``pi_P(u) / n_P`` of ``b_e``), not one per consumer instance::
 
-      egress(u) = sum_{v != u} q_v * b_e * share_e(u, v)
-      fetch_e(v) = l_net k_e rf_e(v) + max( q_v b_e rf_e(v) / min(B_net, B_dw),
+      egress(u) = sum_{v != u} q_v * b_e * share_e(u, v)                     (per instance)
+      egress(u) = |{v in pi_C : v != u}| * b_e * pi_P(u) / n_P              (shared)
+      fetch_e(v) = l_net k_e rf_e(v) + max( s_e(v) b_e rf_e(v) / min(B_net, B_dw),
                                             max_u egress(u) / min(B_net, B_dr) )
 
 * Remote-Storage: the producer uploads in its slot,
-  ``up_v = l_s3 f_P + o_P / min(B_conn, min(B_net, B_dr) / q_v, B_agg / Q)``, and the
-  consumer downloads ``fetch_e(v) = l_s3 k_e rf_e(v) + b_e rf_e(v) / min(B_conn,
-  min(B_net, B_dw) / q_v, B_agg / Q)`` where ``Q`` is the number of instances transferring
-  at once over the cluster (per-connection bandwidth, NIC share, aggregate S3 limit).
+  ``up_v = l_s3 f_P + o_P / min(B_conn, min(B_net, B_dr) / q_v, B_agg / Q_P)`` (``Q_P``:
+  the producer's concurrent instances over the cluster), and the consumer downloads
+  ``fetch_e(v) = l_s3 k_e rf_e(v) + b_e rf_e(v) / min(B_conn, min(B_net, B_dw) / s_e(v),
+  B_agg / Q)`` where ``Q`` is the number of streams downloading the edge at once over the
+  cluster: ``sum_v s_e(v)`` over the VMs with ``rf_e(v) > 0`` - consumer instances, or
+  consumer VMs for a shared edge (per-connection bandwidth, NIC share, aggregate S3 limit).
 
 Cold starts: ``warm`` gives the warm worker processes per VM (default: none warm). The
 workers a plan lacks (a VM whose concurrency ``q_v`` for some stage exceeds its warm workers
@@ -67,9 +85,15 @@ pool is held for the job - plus S3 requests and transfer::
          + transfer/GB * (bytes downloaded)
 
 Objects uploaded: ``n_P f_P`` per producer with a Remote-Storage out-edge (once, whatever the
-number of such edges). Objects downloaded: per consumer instance ``k_e rf_e(v)`` per Remote
-edge, plus the application input for source instances. S3 storage-months are negligible for
+number of such edges). Objects (bytes) downloaded per Remote edge: ``k_e rf_e(v)``
+(``b_e rf_e(v)``) per consumer instance, i.e. ``sum_v pi_C(v) k_e rf_e(v)``, or once per
+consumer VM for a shared edge, ``sum_v k_e rf_e(v)``; plus the application input once per VM
+of each source stage (one GET and ``i_s`` bytes per VM). S3 storage-months are negligible for
 intermediate data that lives seconds and are left out.
+
+Not modelled: a copy fetched for one stage also serves another stage that needs the same
+object on that VM (two consumers of one producer, or two source stages, on one VM); the model
+charges each edge (each source stage) its own fetch, an upper bound.
 """
 
 from __future__ import annotations
@@ -112,13 +136,34 @@ class Evaluation:
     cold_vms: tuple[str, ...] = ()
 
 
+#: Patterns whose consumer instances all receive the same objects (every producer file). The
+#: agent keeps one copy of a fetched object per VM, so a VM fetches them once (gather has a
+#: single consumer instance: the same either way). One-to-one and scatter give every consumer
+#: instance objects of its own.
+SHARED = frozenset({Pattern.BROADCAST, Pattern.GATHER})
+
+_ALIGNED, _SPLIT, _SHARED = 0, 1, 2
+
+#: ``(W_v, base_v, up_v, in_v)`` per VM of a placement (see :meth:`CostModel.stage_terms`).
+_StageTerms = tuple[tuple[int, ...], tuple[float, ...], tuple[float, ...], tuple[float, ...]]
+
+
+def _kind(edge: EdgeInfo) -> int:
+    """How an edge routes: one-to-one (aligned), scatter (split), broadcast/gather (shared)."""
+    if edge.pattern is Pattern.ONE_TO_ONE:
+        return _ALIGNED
+    return _SHARED if edge.pattern in SHARED else _SPLIT
+
+
 @dataclass(frozen=True)
 class _Flow:
     """How one edge's bytes are laid out between a producer and a consumer placement."""
 
     remote_fraction: tuple[float, ...]   # per consumer VM (aligned with consumer items)
-    max_egress: float                    # per wave, the busiest producer NIC, in consumer inputs
-    transfer_slots: int                  # consumer instances fetching at once (Q)
+    max_egress: float                    # the busiest producer NIC, in consumer inputs: per wave, or
+                                         # once for a shared edge (one copy per consumer VM)
+    transfer_slots: int                  # transfers at once over the cluster (Q): consumer
+                                         # instances, or consumer VMs for a shared edge
 
 
 class CostModel:
@@ -132,10 +177,10 @@ class CostModel:
         self.cores = tuple(vm.cores for vm in problem.vms)
         self._net_in = min(cal.vm_bandwidth_Bps, cal.disk_write_Bps)
         self._net_out = min(cal.vm_bandwidth_Bps, cal.disk_read_Bps)
-        self._flows: dict[tuple[bool, int, int], _Flow] = {}
+        self._flows: dict[tuple[int, int, int], _Flow] = {}
         # Keyed by what the fetch depends on (not the edge), so equal edges share the result.
-        self._fetch: dict[tuple[bool, float, float, PassingMethod, int, int], tuple[float, ...]] = {}
-        self._stage: dict[tuple[str, int], tuple[tuple[int, ...], tuple[float, ...], tuple[float, ...]]] = {}
+        self._fetch: dict[tuple[int, float, float, PassingMethod, int, int], tuple[float, ...]] = {}
+        self._stage: dict[tuple[str, int], _StageTerms] = {}
         self._fits: dict[tuple[str, int], bool] = {}
         self._cold: dict[tuple[str, int], tuple[int, ...]] = {}
         self._dollars: dict[tuple[int, int, int], float] = {}
@@ -163,9 +208,10 @@ class CostModel:
         return found
 
     # ------------------------------------------------------------------ per-VM terms
-    def stage_terms(self, stage: str, p: Placement) -> tuple[tuple[int, ...], tuple[float, ...], tuple[float, ...]]:
-        """``(W_v, base_v, up_v)`` per VM of ``p``: waves, instance time without fetches and
-        upload time; ``base_v = o_inv + in_v + q_v (r/B_dr + o/B_dw) + t``."""
+    def stage_terms(self, stage: str, p: Placement) -> _StageTerms:
+        """``(W_v, base_v, up_v, in_v)`` per VM of ``p``: waves, instance time without fetches,
+        upload time and the once-per-VM download of the application input (source stages);
+        ``base_v = o_inv + q_v (r/B_dr + o/B_dw) + t``."""
         key = (stage, p.id)
         found = self._stage.get(key)
         if found is not None:
@@ -175,33 +221,35 @@ class CostModel:
         waves: list[int] = []
         base: list[float] = []
         up: list[float] = []
+        once: list[float] = []
         total_q = sum(min(c, self.cores[v]) for v, c in p.items)
+        source = not self.problem.in_edges[stage]
+        # Every source instance receives the whole application input: one download per VM.
+        in_rate = min(cal.s3_conn_Bps, self._net_in, cal.s3_aggregate_Bps / len(p.items))
         for v, c in p.items:
             q = min(c, self.cores[v])
             waves.append(-(-c // self.cores[v]))
-            fetch_in = 0.0
-            if not self.problem.in_edges[stage]:
-                rate = min(cal.s3_conn_Bps, self._net_in / q, cal.s3_aggregate_Bps / total_q)
-                fetch_in = cal.s3_latency_s + s.source_input_bytes / rate
+            once.append(cal.s3_latency_s + s.source_input_bytes / in_rate if source else 0.0)
             local = q * (s.read_bytes / cal.disk_read_Bps + s.output_bytes / cal.disk_write_Bps)
-            base.append(cal.invoke_overhead_s + fetch_in + local + s.time_s)
+            base.append(cal.invoke_overhead_s + local + s.time_s)
             rate_up = min(cal.s3_conn_Bps, self._net_out / q, cal.s3_aggregate_Bps / total_q)
             up.append(cal.s3_latency_s * s.files_per_instance + s.output_bytes / rate_up)
-        found = (tuple(waves), tuple(base), tuple(up))
+        found = (tuple(waves), tuple(base), tuple(up), tuple(once))
         self._stage[key] = found
         return found
 
     def flow(self, edge: EdgeInfo, pp: Placement, pc: Placement) -> _Flow:
-        """Remote fractions per consumer VM and the busiest producer NIC of a wave, per byte a
-        consumer receives (shared by every edge with the same routing and placements)."""
-        aligned = edge.pattern is Pattern.ONE_TO_ONE
-        key = (aligned, pp.id, pc.id)
+        """Remote fractions per consumer VM, the busiest producer NIC (per consumer byte) and
+        the transfers at once over the cluster (shared by every edge with the same routing
+        and placements)."""
+        kind = _kind(edge)
+        key = (kind, pp.id, pc.id)
         found = self._flows.get(key)
         if found is not None:
             return found
         cores = self.cores
         q = {v: min(c, cores[v]) for v, c in pc.items}
-        if aligned:
+        if kind == _ALIGNED:
             overlap = self._overlaps(pp, pc)
             pcc = dict(pc.items)
             rf = tuple(1.0 - overlap.get((v, v), 0) / c for v, c in pc.items)
@@ -209,13 +257,20 @@ class CostModel:
             for (u, v), ov in overlap.items():
                 if u != v:
                     egress[u] = egress.get(u, 0.0) + q[v] * ov / pcc[v]
+            transfer_slots = sum(q[v] for (v, _), r in zip(pc.items, rf) if r > 0)
         else:
             n_p = pp.instances
             ppc = dict(pp.items)
             rf = tuple(1.0 - ppc.get(v, 0) / n_p for v, _ in pc.items)
-            all_q = sum(q.values())
-            egress = {u: (all_q - q.get(u, 0)) * c / n_p for u, c in pp.items}
-        transfer_slots = sum(q[v] for (v, _), r in zip(pc.items, rf) if r > 0)
+            if kind == _SHARED:
+                # One copy per consumer VM: u's share goes to every consumer VM but u itself.
+                vms = len(pc.items)
+                egress = {u: (vms - (1 if u in q else 0)) * c / n_p for u, c in pp.items}
+                transfer_slots = sum(1 for r in rf if r > 0)
+            else:
+                all_q = sum(q.values())
+                egress = {u: (all_q - q.get(u, 0)) * c / n_p for u, c in pp.items}
+                transfer_slots = sum(q[v] for (v, _), r in zip(pc.items, rf) if r > 0)
         found = _Flow(rf, max(egress.values(), default=0.0), transfer_slots)
         self._flows[key] = found
         return found
@@ -247,9 +302,10 @@ class CostModel:
         return result
 
     def fetch(self, edge: EdgeInfo, method: PassingMethod, pp: Placement, pc: Placement) -> tuple[float, ...]:
-        """Seconds one instance on each VM of ``pc`` spends fetching its input from ``edge``."""
-        key = (edge.pattern is Pattern.ONE_TO_ONE, edge.bytes_per_consumer, edge.objects_per_consumer, method,
-               pp.id, pc.id)
+        """Seconds each VM of ``pc`` spends fetching ``edge``'s input: per wave (every instance
+        fetches its own objects) or, for a shared edge, once (the VM's first wave)."""
+        kind = _kind(edge)
+        key = (kind, edge.bytes_per_consumer, edge.objects_per_consumer, method, pp.id, pc.id)
         found = self._fetch.get(key)
         if found is not None:
             return found
@@ -260,6 +316,7 @@ class CostModel:
             fl = self.flow(edge, pp, pc)
             b, k = edge.bytes_per_consumer, edge.objects_per_consumer
             cores = self.cores
+            shared = kind == _SHARED
             direct = method is PassingMethod.DIRECT
             if direct:
                 producer_side = fl.max_egress * b / self._net_out
@@ -267,13 +324,14 @@ class CostModel:
             else:
                 aggregate = cal.s3_aggregate_Bps / fl.transfer_slots if fl.transfer_slots else 0.0
                 latency = cal.s3_latency_s * k
-            seen: dict[tuple[int, float], float] = {}   # VMs with equal concurrency and share
+            seen: dict[tuple[int, float], float] = {}   # VMs with equal streams and share
             out: list[float] = []
             for (v, c), rf in zip(pc.items, fl.remote_fraction):
                 if rf <= 0.0:
                     out.append(0.0)
                     continue
-                q = c if c < cores[v] else cores[v]
+                # Streams into this VM at once: one per concurrent instance, one if shared.
+                q = 1 if shared else (c if c < cores[v] else cores[v])
                 value = seen.get((q, rf))
                 if value is None:
                     if direct:
@@ -288,30 +346,40 @@ class CostModel:
         return found
 
     # ------------------------------------------------------------------ stage totals
+    def stage_seconds(self, stage: str, p: Placement, inputs: Sequence[Input]) -> tuple[float, float]:
+        """``T_s`` without and with the upload:
+        ``max_v W_v (base_v + sum_{per-wave e} fetch_e(v) [+ up_v]) + in_v + sum_{shared e} fetch_e(v)``."""
+        waves, base, up, once = self.stage_terms(stage, p)
+        per_wave = list(base)
+        first = list(once)
+        for e, m, pp in inputs:
+            acc = first if e.pattern in SHARED else per_wave   # shared: once per VM, first wave
+            for i, f in enumerate(self.fetch(e, m, pp, p)):
+                acc[i] += f
+        plain = max(w * t + o for w, t, o in zip(waves, per_wave, first))
+        with_upload = max(w * (t + u) + o for w, t, u, o in zip(waves, per_wave, up, first))
+        return plain, with_upload
+
     def stage_time(self, stage: str, p: Placement, inputs: Sequence[Input], upload: bool) -> float:
-        """``T_s = max_v W_v * (base_v + sum_e fetch_e(v) + [upload] up_v)``."""
-        waves, base, up = self.stage_terms(stage, p)
-        fetches = [self.fetch(e, m, pp, p) for e, m, pp in inputs]
-        worst = 0.0
-        for i, w in enumerate(waves):
-            tau = base[i] + sum(f[i] for f in fetches) + (up[i] if upload else 0.0)
-            worst = max(worst, w * tau)
-        return worst
+        """``T_s`` (see :meth:`stage_seconds`)."""
+        return self.stage_seconds(stage, p, inputs)[1 if upload else 0]
 
     def upload_dollars(self, stage: str) -> float:
         s = self.problem.stages[stage]
         return s.instances * s.files_per_instance * self.problem.prices.s3_put_per_1000 / 1000.0
 
-    def source_dollars(self, stage: str) -> float:
-        """GET of the application input by every instance of a source stage."""
+    def source_dollars(self, stage: str, p: Placement) -> float:
+        """GET and transfer of the application input, once per VM of a source stage's ``p``."""
         if self.problem.in_edges[stage]:
             return 0.0
         s = self.problem.stages[stage]
         prices = self.problem.prices
-        return s.instances * (prices.s3_get_per_1000 / 1000.0 + s.source_input_bytes / 1e9 * prices.s3_transfer_per_gb)
+        return len(p.items) * (prices.s3_get_per_1000 / 1000.0
+                               + s.source_input_bytes / 1e9 * prices.s3_transfer_per_gb)
 
     def download_dollars(self, edge: EdgeInfo, method: PassingMethod, pp: Placement, pc: Placement) -> float:
-        """S3 GETs and transfer of one Remote-Storage edge (0 for the other methods)."""
+        """S3 GETs and transfer of one Remote-Storage edge (0 for the other methods): per
+        consumer instance, or per consumer VM for a shared edge."""
         if method is not PassingMethod.REMOTE:
             return 0.0
         key = (edge.index, pp.id, pc.id)
@@ -319,9 +387,12 @@ class CostModel:
         if found is None:
             fl = self.flow(edge, pp, pc)
             prices = self.problem.prices
-            objects = sum(c * edge.objects_per_consumer * rf for (_, c), rf in zip(pc.items, fl.remote_fraction))
-            nbytes = sum(c * edge.bytes_per_consumer * rf for (_, c), rf in zip(pc.items, fl.remote_fraction))
-            found = objects * prices.s3_get_per_1000 / 1000.0 + nbytes / 1e9 * prices.s3_transfer_per_gb
+            if edge.pattern in SHARED:
+                copies = sum(fl.remote_fraction)
+            else:
+                copies = sum(c * rf for (_, c), rf in zip(pc.items, fl.remote_fraction))
+            found = (copies * edge.objects_per_consumer * prices.s3_get_per_1000 / 1000.0
+                     + copies * edge.bytes_per_consumer / 1e9 * prices.s3_transfer_per_gb)
             self._dollars[key] = found
         return found
 
@@ -363,7 +434,7 @@ class CostModel:
             uploads[name] = upload
             if upload:
                 s3 += self.upload_dollars(name)
-            s3 += self.source_dollars(name)
+            s3 += self.source_dollars(name, p)
             stage_cold = self.cold_vms(name, p)
             cold.update(stage_cold)
             used.update(p.vms)

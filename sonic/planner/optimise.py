@@ -271,11 +271,10 @@ class _Optimiser:
         """Every decision for ``step.stage`` given its producers' states, with its costs."""
         problem, model, space = self.problem, self.model, self.space
         remote = PassingMethod.REMOTE
-        name, deferred, uploads = step.stage, step.deferred, step.uploads
+        name, uploads = step.stage, step.uploads
         ins = problem.in_edges[name]
         n = problem.stages[name].instances
         cold_start = problem.calibration.cold_start_s
-        source_usd = model.source_dollars(name)
         upload_usd = model.upload_dollars(name)
         out: list[_Move] = []
         for methods in itertools.product(*step.methods):
@@ -307,18 +306,12 @@ class _Optimiser:
             else:
                 candidates = ss.placements[name]
             chosen = tuple(select)
+            inputs = [(e, m, pp) for e, m, (pp, _) in zip(ins, methods, prods)]
             for pc in candidates:
-                waves, base, up_s = model.stage_terms(name, pc)
-                fetches = [model.fetch(e, m, pp, pc) for e, m, (pp, _) in zip(ins, methods, prods)]
-                if fetches:
-                    taus = [b + sum(f[i] for f in fetches) for i, b in enumerate(base)]
-                else:
-                    taus = list(base)
-                plain = max(w * t for w, t in zip(waves, taus))
-                with_upload = (max(w * (t + u) for w, t, u in zip(waves, taus, up_s))
-                               if deferred or True in uploads else plain)
+                # The same function the brute force's evaluate() uses, so both score alike.
+                plain, with_upload = model.stage_seconds(name, pc, inputs)
                 ready = cold_start if model.cold_vms(name, pc) else 0.0
-                s3_in = source_usd + producer_usd + sum(
+                s3_in = model.source_dollars(name, pc) + producer_usd + sum(
                     model.download_dollars(e, m, pp, pc) for e, m, (pp, _) in zip(ins, methods, prods))
                 use = self.group_use(pc)
                 for upload in uploads:

@@ -103,3 +103,43 @@ def test_objective_values() -> None:
     assert perf_per_dollar(2.0, 3.0) == pytest.approx(1 / 6)
     with pytest.raises(PlanError):
         objective_value("speed", 1.0, 1.0)
+
+
+def test_broadcast_is_fetched_once_per_consumer_vm() -> None:
+    """The agent keeps one copy per VM: vm1's consumers share one pull, and its second wave
+    reads the copy the first one fetched."""
+    model, space = _model()
+    # c on (1, 2): vm0's consumer reads in place (0.25 + 2); vm1's two pull 100 MB once through
+    # vm0's NIC (1 s), not twice: 2 x 100 MB / 400 MB/s + 2 + 1.0 = 3.5.
+    ev = model.evaluate(_plan(space, PassingMethod.DIRECT, (1, 2)))
+    assert ev.stage_s["c"] == pytest.approx(3.5)
+    # All three on vm1: two waves of 2.5 s, the 1 s pull paid in the first only.
+    ev = model.evaluate(_plan(space, PassingMethod.DIRECT, (0, 3)))
+    assert ev.stage_s["c"] == pytest.approx(2 * 2.5 + 1.0)
+    # Remote: vm1 downloads once (0.01 + 100 MB at 50 MB/s) and pays one GET for its three.
+    ev = model.evaluate(_plan(space, PassingMethod.REMOTE, (0, 3)))
+    assert ev.stage_s["p"] == pytest.approx(1.51 + 2.01)
+    assert ev.stage_s["c"] == pytest.approx(2 * 2.5 + 2.01)
+    assert ev.cost_usd == pytest.approx(2 * 0.1 * ev.latency_s / 3600 + PUT + GET + GET)
+    ev = model.evaluate(_plan(space, PassingMethod.REMOTE, (1, 2)))
+    assert ev.stage_s["c"] == pytest.approx(max(2.25, 2.5 + 2.01))
+    assert ev.cost_usd == pytest.approx(2 * 0.1 * ev.latency_s / 3600 + PUT + GET + GET)
+
+
+def test_application_input_is_downloaded_once_per_vm() -> None:
+    """Every source instance receives the whole application input: one download per VM."""
+    app = App("source")
+    app.add_stage(_noop, name="s")
+    pred = prediction_for(app, 40 * MB, {"s": stage_prediction("s", 4, 1.0, 100, 100 * MB, input_bytes=40 * MB)})
+    problem = build_problem(app, pred, cluster(2, cores=2, memory_mb=8192, price_per_hour=0.1, calibration=CAL))
+    space = PlacementSpace(problem.vms)
+    model = CostModel(problem, space)
+    # (2, 2): one wave per VM of 2 x (40 MB / 400 + 100 MB / 200) + 1 = 2.2 s, after the VM's
+    # download: 0.01 + 40 MB at min(50 per connection, 100 NIC, 80 / 2 VMs) = 1.01 s.
+    ev = model.evaluate(Assignment({"s": space.intern((2, 2))}, {}))
+    assert ev.stage_s["s"] == pytest.approx(2.2 + 1.01)
+    assert ev.cost_usd == pytest.approx(2 * 0.1 * ev.latency_s / 3600 + 2 * GET)
+    # (4, 0): two waves, one download (0.01 + 40 MB at 50 MB/s).
+    ev = model.evaluate(Assignment({"s": space.intern((4, 0))}, {}))
+    assert ev.stage_s["s"] == pytest.approx(2 * 2.2 + 0.81)
+    assert ev.cost_usd == pytest.approx(0.1 * ev.latency_s / 3600 + GET)
