@@ -397,7 +397,10 @@ class Agent:
             raise RequestError("this agent has no remote storage configured")
         record = self.checksums.get(job, key)
         stored = self.store.describe(job, key, record.checksum if record else None)
-        return {"ok": True, "seconds": self.remote.upload(stored.path, f"{job}/{key}", stored.checksum)}
+        try:
+            return {"ok": True, "seconds": self.remote.upload(stored.path, f"{job}/{key}", stored.checksum)}
+        except TransportError as exc:  # S3's failure, not the requester's: answer, keep the connection
+            raise RequestError(str(exc), "fetch") from None
 
     def op_rawtcp_serve(self, req: dict[str, Any]) -> dict[str, Any]:
         """Yardstick: serve SIZE bytes once on a fresh port with sendfile, no protocol at all."""
@@ -555,7 +558,9 @@ class Agent:
                 reply = exc.reply()
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 reply = {"ok": False, "kind": "request", "error": f"malformed {op!r} request: {exc!r}"}
-            except OSError as exc:
+            except (OSError, TransportError) as exc:
+                # The peer vanished mid-request (or our disk failed under a transfer): this
+                # connection is unusable, the agent is fine.
                 log.warning("I/O error serving %s for %s: %s", op, peer, exc)
                 return
             except Exception as exc:  # noqa: BLE001 - a bug must cost one request, not the agent's answer
