@@ -36,7 +36,7 @@ from typing import Any
 
 from sonic.app import APP_INPUT, App
 from sonic.cluster.spec import ClusterSpec
-from sonic.errors import ExecutionError, SonicError, TransportError
+from sonic.errors import AuthenticationError, ExecutionError, SonicError, TransportError
 from sonic.metrics import EdgeMetrics, InstanceMetrics, RunResult, StageMetrics
 from sonic.plan import PassingMethod, Plan
 from sonic.reference import input_refs
@@ -124,9 +124,11 @@ class Coordinator:
         for name, agent in self.agents.items():
             # A quick probe first (the heartbeat deadline), so a hung agent costs seconds, not
             # the control timeout; then the real ping, whose version check must not be skipped.
-            reason = self._probe(name)
-            if reason is not None:
-                errors.append(reason)
+            error = self._probe(name)
+            if isinstance(error, AuthenticationError):
+                raise error  # a wrong secret is a misconfiguration of the whole cluster file
+            if error is not None:
+                errors.append(str(error))
                 continue
             agent.client.ping()
             reachable.append(name)
@@ -140,7 +142,7 @@ class Coordinator:
         agent = self.agents[name]
         return Target(name, agent.host, agent.port)
 
-    def _probe(self, name: str) -> str | None:
+    def _probe(self, name: str) -> SonicError | None:
         """None if agent ``name`` answers one ping within the heartbeat deadline, else why not."""
         timeout = (self.heartbeat or HeartbeatSettings()).timeout_s
         return probe(self._target(name), self.secret, timeout)

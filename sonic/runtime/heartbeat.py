@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from sonic.errors import SonicError
+from sonic.errors import SonicError, TransportError
 from sonic.runtime.client import AgentClient, Timeouts
 
 log = logging.getLogger("sonic.heartbeat")
@@ -47,17 +47,18 @@ class Target:
     port: int
 
 
-def probe(target: Target, secret: bytes, timeout_s: float) -> str | None:
-    """One ping on a fresh connection within ``timeout_s``: None if the agent answered, else why not."""
+def probe(target: Target, secret: bytes, timeout_s: float) -> SonicError | None:
+    """One ping on a fresh connection within ``timeout_s``: None if the agent answered, else
+    the error saying why not (an AuthenticationError means a misconfiguration, not a loss)."""
     client = AgentClient(target.host, target.port, secret, target.name,
                          Timeouts(connect_s=timeout_s, control_s=timeout_s))
     try:
         client.call("ping")
         return None
     except SonicError as exc:
-        return str(exc)
+        return exc
     except OSError as exc:  # the client wraps socket errors, but a detector must never die of one
-        return f"agent {target.name} ({target.host}:{target.port}): {exc}"
+        return TransportError(f"agent {target.name} ({target.host}:{target.port}): {exc}")
     finally:
         client.close()
 
@@ -99,10 +100,11 @@ class Heartbeat:
         # what every transfer to it needs. The cost (a handshake per interval) is negligible.
         misses = 0
         while not self._stop.wait(self.settings.interval_s) and self._watching(target.name):
-            reason = probe(target, self.secret, self.settings.timeout_s)
-            if reason is None:
+            error = probe(target, self.secret, self.settings.timeout_s)
+            if error is None:
                 misses = 0
                 continue
+            reason = str(error)
             misses += 1
             log.warning("heartbeat to %s missed (%d/%d): %s", target.name, misses, self.settings.misses, reason)
             if misses >= self.settings.misses and self._watching(target.name) and not self._stop.is_set():

@@ -13,7 +13,7 @@ import click
 
 from sonic.app import App
 from sonic.cluster.spec import ClusterSpec, load_cluster
-from sonic.errors import ClusterFileError
+from sonic.errors import AuthenticationError, ClusterFileError
 from sonic.metrics import RunResult
 from sonic.plan import Plan
 from sonic.reference import input_refs
@@ -30,7 +30,11 @@ def open_coordinator(cluster: ClusterSpec, *, progress: bool = False, echo: Echo
     def show(stage: str, done: int, total: int) -> None:
         click.echo(f"\r  {stage}: {done}/{total} instances", nl=done == total, err=True)
 
-    return Coordinator(cluster, read_secret(cluster.secret_file), progress=show if progress else None)
+    try:
+        secret = read_secret(cluster.secret_file)
+    except AuthenticationError as exc:  # missing, unreadable or world-readable: the user's file to fix
+        raise ClusterFileError(str(exc)) from None
+    return Coordinator(cluster, secret, progress=show if progress else None)
 
 
 def run_on_cluster(app: App, input_path: Path, *, cluster_path: Path, plan_path: Path | None, strategy: str | None,

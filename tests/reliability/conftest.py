@@ -29,9 +29,9 @@ def sort_input(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate_input(load_app("sort"), tmp_path_factory.mktemp("sort-input") / "sort.in", SORT_BYTES, seed=11)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterSpec]:
-    """One loopback cluster per module, for tests that leave every agent alive."""
+    """One loopback cluster for all tests that leave every agent alive (each leaves it clean)."""
     root = tmp_path_factory.mktemp("shared-cluster")
     with local_cluster(3, "loopback", root, options=options()) as spec:
         yield spec
