@@ -38,6 +38,7 @@ import pandas as pd
 from sklearn.base import clone
 
 from models.evaluation import HoldoutScore, holdout_score
+from models.forms import default_candidates
 from models.metric import MetricModel
 from profiler.schema import COLUMNS, FEATURE_PREFIX, feature_columns
 from sonic.app import App, Pattern
@@ -99,6 +100,9 @@ class AppModel:
                                if _usable(rows[c].to_numpy(dtype=float))]
         groups = rows["size"].astype("Float64").fillna(rows["app_input_bytes"].astype("Float64"))
         rows = rows.assign(_group=groups.to_numpy(dtype=float))
+        # The smallest peak of any instance, a little under: what every instance starts with.
+        self.memory_baseline_ = 0.99 * float(rows.loc[~rows["cold"].astype(bool), "peak_memory_mb"].min()
+                                             if (~rows["cold"].astype(bool)).any() else rows["peak_memory_mb"].min())
         # Stages in execution order: rows of a run are written in topological order.
         self.stage_order_ = list(dict.fromkeys(rows["stage"].tolist()))
         self.stages_: dict[str, StageModel] = {}
@@ -132,7 +136,10 @@ class AppModel:
         g, r = warm["_group"].to_numpy(dtype=float), warm["run_id"].astype(str).to_numpy()
         for metric, column in INSTANCE_METRICS.items():
             statistic = self.time_statistic if metric == "time" else 0.5
-            model = MetricModel(quantile=self.quantile, statistic=statistic,
+            # Memory power laws grow on top of the resident baseline every instance has.
+            candidates = (default_candidates(X.shape[1] - 1, offset=self.memory_baseline_)
+                          if metric == "memory" else None)
+            model = MetricModel(candidates=candidates, quantile=self.quantile, statistic=statistic,
                                 feature_names=["app_input_bytes", *feats])
             y = warm[column].to_numpy(dtype=float)
             scores[metric] = holdout_score(model, X, y, g, r)

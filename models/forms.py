@@ -194,22 +194,32 @@ class QuadraticForm(Form):
 
 
 class PowerLawForm(FeatureForm):
-    """``y = k x^b (f^c)``, fitted in log space: scale-free growth (e.g. output of a
-    compressor). Needs positive inputs and outputs."""
+    """``y = offset + k x^b (f^c)``, fitted in log space: scale-free growth (e.g. output of
+    a compressor). ``offset`` is a known floor, e.g. the resident memory every instance
+    starts with: peak memory is that baseline plus a part that grows with the input, and
+    only that part follows a power law. Needs positive inputs and ``y > offset``."""
 
-    name = "power"
     min_points = 2
 
+    def __init__(self, feature: int | None = None, offset: float = 0.0) -> None:
+        super().__init__(feature)
+        self.offset = offset
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return "power" if self.offset == 0 else "base+power"
+
     def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
-        if (X <= 0).any() or (y <= 0).any():
-            raise ValueError("power law needs positive inputs and outputs")
+        if (X <= 0).any() or (y <= self.offset).any():
+            raise ValueError("power law needs positive inputs and outputs above the offset")
         logs = np.log(X)
-        coef, *_ = np.linalg.lstsq(np.column_stack([np.ones(X.shape[0]), logs]), np.log(y), rcond=None)
+        coef, *_ = np.linalg.lstsq(np.column_stack([np.ones(X.shape[0]), logs]), np.log(y - self.offset),
+                                   rcond=None)
         self.coef_ = [float(c) for c in coef]
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
         logs = np.log(np.maximum(X, 1e-12))
-        return np.exp(np.clip(self.coef_[0] + logs @ np.asarray(self.coef_[1:]), -700, 700))
+        return self.offset + np.exp(np.clip(self.coef_[0] + logs @ np.asarray(self.coef_[1:]), -700, 700))
 
     def _predict_one(self, x: float, features: Sequence[float]) -> float:
         c = self.coef_
@@ -217,7 +227,7 @@ class PowerLawForm(FeatureForm):
         extra = self._extra(features)
         if extra is not None:
             total += c[2] * math.log(max(extra, 1e-12))
-        return math.exp(min(total, 700.0))  # overflow guard for absurd extrapolations
+        return self.offset + math.exp(min(total, 700.0))  # overflow guard for absurd extrapolations
 
 
 class IsotonicForm(Form):
@@ -279,17 +289,17 @@ class StepForm(Form):
         return max(lo, float(math.ceil(x / unit - 1e-6)))
 
 
-def default_candidates(n_features: int = 0, *, integer: bool = False) -> list[Form]:
+def default_candidates(n_features: int = 0, *, integer: bool = False, offset: float = 0.0) -> list[Form]:
     """Candidates in order of complexity; ties go to the earlier (simpler) one.
 
     Size-only forms first, then one linear and one power form per extra column (each
     feature on its own: with five sizes, two regressors are all the data supports).
-    ``integer`` adds the step form for counts.
+    ``integer`` adds the step form for counts; ``offset`` is the power laws' floor.
     """
-    forms: list[Form] = [ConstantForm(), *([StepForm()] if integer else []), LinearForm(), PowerLawForm(),
-                         IsotonicForm(), QuadraticForm()]
+    forms: list[Form] = [ConstantForm(), *([StepForm()] if integer else []), LinearForm(),
+                         PowerLawForm(offset=offset), IsotonicForm(), QuadraticForm()]
     for j in range(1, n_features + 1):
-        forms += [LinearForm(feature=j), PowerLawForm(feature=j)]
+        forms += [LinearForm(feature=j), PowerLawForm(feature=j, offset=offset)]
     return forms
 
 

@@ -26,7 +26,7 @@ DEFAULT_SIZES = "2MB,4MB,8MB,16MB,32MB"
 #: shards) so that the smaller sizes already show how counts and per-instance costs grow.
 RECOMMENDED_SIZES: dict[str, str] = {
     "sort": "8MB,16MB,32MB,64MB,128MB",
-    "lightgbm": "8MB,16MB,32MB,64MB,128MB",
+    "lightgbm": "4MB,8MB,16MB,32MB,64MB",
     "video": "4MB,8MB,16MB,32MB,64MB",
 }
 DEFAULT_RUNS = 4
