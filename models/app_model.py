@@ -29,13 +29,12 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.base import clone
 
 from models.evaluation import HoldoutScore, holdout_score
 from models.forms import default_candidates
@@ -43,7 +42,7 @@ from models.metric import MetricModel
 from profiler.schema import COLUMNS, FEATURE_PREFIX, feature_columns
 from sonic.app import App, Pattern
 from sonic.errors import NotFittedError, UserInputError
-from sonic.prediction import AppPrediction, Estimate, StagePrediction
+from sonic.prediction import AppPrediction, StagePrediction
 
 #: Report order and the profile column each per-instance metric is read from.
 INSTANCE_METRICS: dict[str, str] = {"memory": "peak_memory_mb", "time": "wall_s", "output_bytes": "output_bytes"}
@@ -65,7 +64,6 @@ class StageModel:
     n_sizes: int
     trusted: bool
     cold_start_s: float | None = None
-    _index: list[int] = field(default_factory=list, repr=False)  # features' positions in the app list
 
 
 class AppModel:
@@ -83,7 +81,7 @@ class AppModel:
 
     def __init__(self, app_name: str, *, max_mape: float = 0.25, min_sizes: int = 3,
                  quantile: float = 0.9, sources: Sequence[str] | None = None,
-                 time_statistic: float = 0.25) -> None:
+                 time_statistic: float | str = 0.25) -> None:
         self.app_name = app_name
         self.max_mape = max_mape
         self.min_sizes = min_sizes
@@ -101,8 +99,8 @@ class AppModel:
         groups = rows["size"].astype("Float64").fillna(rows["app_input_bytes"].astype("Float64"))
         rows = rows.assign(_group=groups.to_numpy(dtype=float))
         # The smallest peak of any instance, a little under: what every instance starts with.
-        self.memory_baseline_ = 0.99 * float(rows.loc[~rows["cold"].astype(bool), "peak_memory_mb"].min()
-                                             if (~rows["cold"].astype(bool)).any() else rows["peak_memory_mb"].min())
+        warm = rows[~rows["cold"].astype(bool)]
+        self.memory_baseline_ = 0.99 * float((rows if warm.empty else warm)["peak_memory_mb"].min())
         # Stages in execution order: rows of a run are written in topological order.
         self.stage_order_ = list(dict.fromkeys(rows["stage"].tolist()))
         self.stages_: dict[str, StageModel] = {}
@@ -125,7 +123,7 @@ class AppModel:
         return rows.reset_index(drop=True)
 
     def _fit_stage(self, stage: str, rows: pd.DataFrame) -> StageModel:
-        feats = [f for f in self.feature_names_]
+        feats = list(self.feature_names_)
         fcols = [FEATURE_PREFIX + f for f in feats]
         warm = rows[~rows["cold"].astype(bool)]
         if warm.empty:  # only cold runs: better than nothing, and flagged untrusted below
@@ -140,7 +138,7 @@ class AppModel:
             candidates = (default_candidates(X.shape[1] - 1, offset=self.memory_baseline_)
                           if metric == "memory" else None)
             model = MetricModel(candidates=candidates, quantile=self.quantile, statistic=statistic,
-                                feature_names=["app_input_bytes", *feats])
+                                feature_names=["app_input_bytes", *feats], free_features=(1,))
             y = warm[column].to_numpy(dtype=float)
             scores[metric] = holdout_score(model, X, y, g, r)
             metrics[metric] = model.fit(X, y, groups=g, runs=r)

@@ -59,8 +59,8 @@ def holdout_score(model: MetricModel, X: np.ndarray, y: np.ndarray, groups: np.n
     runs = np.arange(X.shape[0]) if runs is None else np.asarray(runs)
     fitted = clone(model).fit(X[train], y[train], groups=groups[train], runs=runs[train])
     # A feature model predicts each run from that run's features: its points are per run.
-    px, py, _, index = pool(X[test], y[test], groups[test], model.statistic,
-                            runs[test] if fitted.needs_runs(fitted.estimator_) else None)
+    px, py, _, index = pool(X[test], y[test], groups[test], model.statistic, runs[test],
+                            per_run=fitted.needs_runs(fitted.estimator_))
     weights = np.bincount(index)
     return HoldoutScore(float(np.average(ape(fitted.predict(px), py), weights=weights)),
                         float(np.mean(ape(fitted.predict(X[test]), y[test]))), train_sizes, test_sizes)

@@ -17,7 +17,8 @@ Data flow (why each step):
    test group's run points, of the absolute percentage error (the median keeps one
    disturbed run from deciding); a candidate's CV error is the mean over its folds.
 3. Occam: the simplest candidate within 10% (relative) + 0.5 points of the best wins, and
-   a feature form must beat the best size-only form by 20% to be chosen at all.
+   a form using a declared app feature must beat the best form without one by 20% to be
+   chosen at all (with many features, one would otherwise win by chance).
 4. Uncertainty: ``hi = mean * hi_factor_``, with ``hi_factor_`` the ``quantile`` of the
    ratios measured/predicted over the training rows and the CV held-out rows, so the bound
    covers instance spread, run noise and extrapolation error alike.
@@ -52,20 +53,27 @@ def log_bins(values: np.ndarray) -> np.ndarray:
     return np.where(mag > 0, np.rint(np.log2(np.maximum(mag, 1e-300)) * BINS_PER_OCTAVE), -1e6)
 
 
-def pool(X: np.ndarray, y: np.ndarray, groups: np.ndarray, statistic: float = 0.5,
-         runs: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Pool rows into points: one per (size group, input-size bin), or per (size group,
-    input-size bin, run) when ``runs`` is given.
+#: ``statistic`` value for "the fastest run": per run the median of the point's rows, then
+#: the minimum over runs (interference only adds time; every size has the same number of
+#: runs, so unlike the minimum over all rows this has no bias towards sizes with more
+#: instances).
+BEST_RUN = "best-run"
 
-    Returns ``(PX, Py, Pg, index)``: point inputs (medians), targets (``statistic``
-    quantile), size group of each point, and the point index of every input row
-    (``np.bincount(index)`` is the number of rows behind each point).
+
+def pool(X: np.ndarray, y: np.ndarray, groups: np.ndarray, statistic: float | str = 0.5,
+         runs: np.ndarray | None = None, *, per_run: bool = False
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Pool rows into points: one per (size group, input-size bin), or per (size group,
+    input-size bin, run) with ``per_run``. ``statistic``: a quantile of the point's rows or
+    :data:`BEST_RUN` (which needs ``runs``).
+
+    Returns ``(PX, Py, Pg, index)``: point inputs (medians), targets, size group of each
+    point, and the point index of every input row (``np.bincount(index)`` is the number of
+    rows behind each point).
     """
-    columns = [groups, log_bins(X[:, 0])]
-    if runs is not None:
-        columns.append(_codes(runs))
-    keys = np.column_stack(columns)
-    _, index = np.unique(keys, axis=0, return_inverse=True)
+    codes = _codes(runs) if runs is not None else np.arange(X.shape[0])
+    columns = [groups, log_bins(X[:, 0])] + ([codes] if per_run else [])
+    _, index = np.unique(np.column_stack(columns), axis=0, return_inverse=True)
     index = index.reshape(-1)
     n = int(index.max()) + 1 if index.size else 0
     if n == X.shape[0]:  # one row per point: nothing to pool
@@ -73,10 +81,16 @@ def pool(X: np.ndarray, y: np.ndarray, groups: np.ndarray, statistic: float = 0.
         px, py = X[order], y[order]
     else:
         px = np.vstack([np.median(X[index == i], axis=0) for i in range(n)])
-        py = np.array([np.quantile(y[index == i], statistic) for i in range(n)])
+        py = np.array([_summarise(y[index == i], codes[index == i], statistic) for i in range(n)])
     pg = np.empty(n)
     pg[index] = groups
     return px, py, pg, index
+
+
+def _summarise(values: np.ndarray, run_codes: np.ndarray, statistic: float | str) -> float:
+    if statistic == BEST_RUN:
+        return float(min(np.median(values[run_codes == r]) for r in np.unique(run_codes)))
+    return float(np.quantile(values, float(statistic)))
 
 
 def _codes(values: np.ndarray) -> np.ndarray:
@@ -110,17 +124,22 @@ class MetricModel(BaseEstimator):
     ----------
     candidates : forms to choose from (default: :func:`models.forms.default_candidates`).
     quantile : quantile of measured/predicted ratios used for ``Estimate.hi``.
-    statistic : quantile of the pooled rows that is the target of a point (0.5: median).
+    statistic : the target of a point: a quantile of its rows (0.5: median) or
+        :data:`BEST_RUN` (the median of the fastest run; for times).
     integer : round predictions to integers >= 1 (fanout).
     tolerance : relative CV-error slack within which a simpler form is preferred.
     feature_margin : a feature form must have CV error below ``feature_margin`` x the best
         size-only error (and 0.5 points below it) to be chosen.
     feature_names : names of X's columns after the first, for labels such as ``linear+frames``.
+    free_features : columns (1-based, as ``Form.feature``) whose forms compete without the
+        margin: regressors known to matter in general (the app input bytes), as opposed to
+        declared app features, where the margin guards against picking one by chance.
     """
 
     def __init__(self, candidates: Sequence[Form] | None = None, quantile: float = 0.9,
-                 statistic: float = 0.5, integer: bool = False, tolerance: float = 0.1,
-                 feature_margin: float = 0.8, feature_names: Sequence[str] = ()) -> None:
+                 statistic: float | str = 0.5, integer: bool = False, tolerance: float = 0.1,
+                 feature_margin: float = 0.8, feature_names: Sequence[str] = (),
+                 free_features: Sequence[int] = ()) -> None:
         self.candidates = candidates
         self.quantile = quantile
         self.statistic = statistic
@@ -128,6 +147,7 @@ class MetricModel(BaseEstimator):
         self.tolerance = tolerance
         self.feature_margin = feature_margin
         self.feature_names = feature_names
+        self.free_features = free_features
 
     # ------------------------------------------------------------------ fit
     def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None,
@@ -138,16 +158,17 @@ class MetricModel(BaseEstimator):
         X, y = check_X_y(X, y, dtype=np.float64, y_numeric=True)
         if not 0.5 <= self.quantile < 1:
             raise ValueError(f"quantile must be in [0.5, 1), got {self.quantile}")
-        if not 0 <= self.statistic <= 1:
-            raise ValueError(f"statistic must be in [0, 1], got {self.statistic}")
+        if self.statistic != BEST_RUN and not (isinstance(self.statistic, (int, float))
+                                               and 0 <= self.statistic <= 1):
+            raise ValueError(f"statistic must be a quantile in [0, 1] or {BEST_RUN!r}, got {self.statistic!r}")
         groups = X[:, 0].copy() if groups is None else np.asarray(groups, dtype=np.float64)
         runs = np.arange(X.shape[0]) if runs is None else np.asarray(runs)
         if groups.shape[0] != X.shape[0] or runs.shape[0] != X.shape[0]:
             raise ValueError("groups and runs must have one entry per row of X")
         self.n_samples_ = int(X.shape[0])
         self.n_features_in_ = int(X.shape[1])
-        pooled = pool(X, y, groups, self.statistic)[:3]
-        per_run = pool(X, y, groups, self.statistic, runs)[:3]
+        pooled = pool(X, y, groups, self.statistic, runs)[:3]
+        per_run = pool(X, y, groups, self.statistic, runs, per_run=True)[:3]
         # Columns that differ between runs of one size (a video's bitrate) need run points;
         # the others (app input bytes) are fitted on the sturdier pooled points.
         self.varying_features_ = [j for j in range(1, X.shape[1]) if varies_within_groups(X[:, j], groups)]
@@ -212,10 +233,11 @@ class MetricModel(BaseEstimator):
         if not scored:
             # Too few sizes to cross-validate: a line through the sizes if they differ enough.
             return [LinearForm()] if self.n_groups_ >= 2 else []
-        size_only = [c for c in scored if not c.uses_features]
-        best_plain = min((self.cv_errors_[self._label(c)] for c in size_only), default=math.inf)
-        eligible = size_only + [c for c in scored if c.uses_features
-                                and self.cv_errors_[self._label(c)] < self.feature_margin * best_plain - 0.005]
+        free = [c for c in scored if getattr(c, "feature", None) in (None, *self.free_features)]
+        best_plain = min((self.cv_errors_[self._label(c)] for c in free), default=math.inf)
+        eligible = free + [c for c in scored if c not in free
+                           and self.cv_errors_[self._label(c)] < self.feature_margin * best_plain - 0.005]
+        eligible.sort(key=candidates.index)  # keep the order of complexity for Occam
         best = min(self.cv_errors_[self._label(c)] for c in eligible)
         limit = best * (1 + self.tolerance) + 0.005
         # Occam: the first (simplest) candidate within the limit, then the rest by error.
