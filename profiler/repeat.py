@@ -3,9 +3,10 @@
 On a shared machine other jobs only ever *add* time to an instance, in two ways, and the
 profiler removes both:
 
-* **waiting for a CPU.** Linux accounts, per task, the time it sat runnable on a run
-  queue (``/proc/self/schedstat``, second field). The instance child reads it around the
-  stage function, and the recorded wall time is the measured wall time *minus* that wait:
+* **waiting for a CPU.** Linux accounts, per thread, the time it sat runnable on a run
+  queue (``/proc/self/task/*/schedstat``, second field). The instance child reads it around
+  the stage function, and the recorded wall time is the measured wall time *minus* the
+  largest wait of any of its threads:
   the time the instance takes with a core to itself, which is what a VM slot gives it
   (disk and network waits stay in, they are part of the stage's cost).
 * **bursts of other interference** (memory bandwidth, cache, I/O): short instances, where a
@@ -49,6 +50,31 @@ def run_queue_wait_s() -> float:
         return 0.0
 
 
+def thread_waits() -> dict[str, float]:
+    """Run-queue wait in seconds of every thread of this process (BLAS pools included)."""
+    waits: dict[str, float] = {}
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return {"self": run_queue_wait_s()}
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat", "rb") as fh:
+                waits[tid] = int(fh.read().split()[1]) / 1e9
+        except (OSError, IndexError, ValueError):
+            continue  # the thread ended meanwhile
+    return waits
+
+
+def contention_s(before: dict[str, float], after: dict[str, float]) -> float:
+    """Wall time lost to waiting for a CPU between two :func:`thread_waits` readings.
+
+    The largest wait of any one thread: threads working in parallel (a BLAS pool) wait
+    in parallel too, and the call finishes when the most delayed one does. A lower
+    bound, so never more than what really was lost."""
+    return max((after[t] - before.get(t, 0.0) for t in after), default=0.0)
+
+
 class _TimedApp:
     """What :func:`run_instance` needs of an App (``name``, ``stages``), with the stage's
     function wrapped to read the run-queue wait right around the call: exactly the window
@@ -60,11 +86,11 @@ class _TimedApp:
         original = app.stages[stage]
 
         def timed(ctx: Context) -> None:
-            before = run_queue_wait_s()
+            before = thread_waits()
             try:
                 original.fn(ctx)
             finally:
-                self.waited = run_queue_wait_s() - before
+                self.waited = contention_s(before, thread_waits())
 
         self.stages = {**app.stages, stage: dataclasses.replace(original, fn=timed)}
 

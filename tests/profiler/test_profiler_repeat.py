@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from profiler.repeat import RepeatingReferenceExecutor
 from sonic.app import App, Context
 
@@ -63,3 +65,14 @@ def test_run_queue_wait_is_taken_out_of_cpu_work(tmp_path: Path) -> None:
     finally:
         executor.cleanup()
     assert 0 < wall < 1.0
+
+
+def test_contention_is_the_largest_wait_of_any_thread() -> None:
+    from profiler.repeat import contention_s, thread_waits
+
+    waits = thread_waits()
+    assert waits and all(v >= 0 for v in waits.values())
+    before = {"1": 1.0, "2": 0.5}
+    after = {"1": 1.2, "2": 0.9, "3": 0.1}  # thread 3 started meanwhile
+    assert contention_s(before, after) == pytest.approx(0.4)
+    assert contention_s({}, {}) == 0.0
