@@ -265,10 +265,10 @@ class IsotonicForm(Form):
 
 class StepForm(Form):
     """``y = max(lo, ceil(x / u))``: a fanout that cuts the input into pieces of ``u`` bytes
-    (chunks, shards, partitions) with a minimum of ``lo`` pieces. Every point above the
-    floor bounds the piece size, ``x / y <= u < x / (y - 1)``. ``u`` is the lower bound
-    (exact as soon as one size is a multiple of the piece), or the middle of the bounds
-    when they pin it within 1% (sizes that are not multiples of the piece)."""
+    (chunks, shards, partitions) with a minimum of ``lo`` pieces. Every point bounds the
+    piece size, ``x / y <= u`` (and ``u < x / (y - 1)`` above the floor). ``u`` is the lower
+    bound (exact as soon as one size is a multiple of the piece), or the middle of the
+    bounds when they pin it within 1% (sizes that are not multiples of the piece)."""
 
     name = "step"
     min_points = 2
@@ -278,8 +278,10 @@ class StepForm(Form):
         above = y > lo
         if not above.any() or (X[:, 0] <= 0).any() or (y <= 0).any():
             raise ValueError("step needs positive sizes and a count that grows above its floor")
+        # ceil(x / u) <= y at every point (floor points too: a 4 MB video of 120 frames is
+        # one chunk), so u >= x / y; and u < x / (y - 1) where the count left the floor.
+        low = float(np.max(X[:, 0] / np.rint(y)))
         x, n = X[above, 0], np.rint(y[above])
-        low = float(np.max(x / n))
         high = float(np.min(np.where(n > 1, x / np.maximum(n - 1, 1), np.inf)))
         self.coef_ = [lo, (low + high) / 2 if low <= high <= 1.01 * low else low]
 
