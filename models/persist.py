@@ -25,7 +25,7 @@ from sonic.errors import NotFittedError, UserInputError
 if TYPE_CHECKING:
     from models.app_model import AppModel
 
-FORMAT = 1
+FORMAT = 2
 MODEL_FILE = "model.joblib"
 MANIFEST_FILE = "manifest.json"
 
