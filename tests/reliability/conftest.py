@@ -35,7 +35,16 @@ def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster
     root = tmp_path_factory.mktemp("shared-cluster")
     with local_cluster(3, "loopback", root, options=options()) as spec:
         yield spec
+        # After every job, fault and refusal of the session: the secret is in no log and no
+        # file but its own (mode 0600).
+        assert spec.secret_file
+        secret = Path(spec.secret_file)
+        assert secret.stat().st_mode & 0o777 == 0o600
+        needle = secret.read_text().strip().encode()
+        leaks = [p for p in root.rglob("*") if p.is_file() and p != secret and needle in p.read_bytes()]
+        assert not leaks, f"the cluster secret appears in {leaks}"
     assert_gone(all_pids(spec))
+    assert not secret.exists(), "cluster down must remove the secret"
 
 
 @pytest.fixture

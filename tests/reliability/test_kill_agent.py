@@ -12,10 +12,21 @@ times and compares latencies with fault-free runs.
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import pytest
-from reliability_helpers import agent_pid, all_pids, assert_gone, kill9, make_coordinator, options, worker_pids
+from reliability_helpers import (
+    FAST_HEARTBEAT,
+    agent_pid,
+    all_pids,
+    assert_gone,
+    kill9,
+    make_coordinator,
+    options,
+    worker_pids,
+)
 
 from sonic.app import load_app
 from sonic.cluster.local import local_cluster
@@ -54,3 +65,32 @@ def test_kill_agent_mid_stage(tmp_path: Path, sort_input: Path, method: PassingM
     assert len(maps) > n_maps, "the map output on the killed VM must have been regenerated"
     assert not [m for m in result.instances if m.vm == killed[0] and m.stage == "reduce"], \
         "nothing may run on the killed VM after its death"
+
+
+def test_hung_agent_is_declared_lost_by_the_heartbeat(tmp_path: Path, sort_input: Path) -> None:
+    """SIGSTOP instead of SIGKILL: the agent's connections stay open and silent, so only the
+    heartbeat (missed pings with a deadline) can tell; its work must move elsewhere."""
+    app = load_app("sort")
+    stopped: list[int] = []
+    lost: list[VMLost] = []
+    with local_cluster(3, "loopback", tmp_path / "cluster", options=options()) as spec:
+        def observer(event: Event) -> None:
+            if isinstance(event, VMLost):
+                lost.append(event)
+            if not stopped and isinstance(event, InstanceFinished) and event.stage == "map":
+                pid = agent_pid(spec, event.vm)
+                os.kill(pid, signal.SIGSTOP)
+                stopped.append(pid)
+
+        coordinator = make_coordinator(spec, observer=observer, heartbeat=FAST_HEARTBEAT)
+        try:
+            result = coordinator.execute(app, "sort", sort_input, fixed_plan(app, PassingMethod.DIRECT,
+                                                                             spec.vm_names))
+        finally:
+            coordinator.close()
+            for pid in stopped:
+                os.kill(pid, signal.SIGCONT)   # let teardown stop it the ordinary way
+        pids = all_pids(spec)
+    assert_gone(pids)
+    assert result.output_ok, result.output_detail
+    assert lost and "heartbeat" in lost[0].reason, [e.reason for e in lost]
