@@ -16,7 +16,7 @@ for _path in (str(_HERE), str(_HERE.parents[1])):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from reliability_helpers import SORT_BYTES, all_pids, assert_gone, options  # noqa: E402
+from reliability_helpers import SORT_BYTES, all_pids, assert_gone, options, worker_pids  # noqa: E402
 
 from sonic.app import load_app  # noqa: E402
 from sonic.cluster.local import local_cluster  # noqa: E402
@@ -43,7 +43,8 @@ def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster
         needle = secret.read_text().strip().encode()
         leaks = [p for p in root.rglob("*") if p.is_file() and p != secret and needle in p.read_bytes()]
         assert not leaks, f"the cluster secret appears in {leaks}"
-    assert_gone(all_pids(spec))
+        workers = [pid for pids in worker_pids(spec).values() for pid in pids]
+    assert_gone(all_pids(spec, workers))   # agents, S3 server and every worker process
     assert not secret.exists(), "cluster down must remove the secret"
 
 

@@ -24,6 +24,7 @@ import os
 import signal
 import threading
 from pathlib import Path
+from typing import Any
 
 import sonic
 from sonic import Context, Validation
@@ -32,11 +33,12 @@ FAULTY = sonic.App("faulty")
 PAYLOAD_BYTES = 64 * 1024
 
 
-def control_doc(control: Path, parts: int = 4, mode: str = "none", target: int = 1, hang_s: float = 300.0) -> dict:
+def control_doc(control: Path, parts: int = 4, mode: str = "none", target: int = 1,
+                hang_s: float = 300.0) -> dict[str, Any]:
     return {"control": str(control), "parts": parts, "mode": mode, "target": target, "hang_s": hang_s}
 
 
-def write_input(path: Path, doc: dict) -> Path:
+def write_input(path: Path, doc: dict[str, Any]) -> Path:
     path.write_text(json.dumps(doc))
     return path
 

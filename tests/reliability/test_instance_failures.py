@@ -13,6 +13,7 @@ from reliability_helpers import FAULTY_SPEC, make_coordinator, worker_pids
 from sonic.app import load_app
 from sonic.cluster.spec import ClusterSpec
 from sonic.errors import ExecutionError
+from sonic.metrics import RunResult
 from sonic.plan import PassingMethod, fixed_plan
 from sonic.runtime.remote import RemoteSettings, RemoteStore
 
@@ -20,7 +21,7 @@ PARTS = 4
 TARGET = 1
 
 
-def run_faulty(spec: ClusterSpec, tmp_path: Path, mode: str, **coordinator_kwargs: object):  # noqa: ANN201
+def run_faulty(spec: ClusterSpec, tmp_path: Path, mode: str, **coordinator_kwargs: object) -> RunResult:
     app = load_app(FAULTY_SPEC)
     control = tmp_path / "control"
     control.mkdir()
@@ -32,7 +33,7 @@ def run_faulty(spec: ClusterSpec, tmp_path: Path, mode: str, **coordinator_kwarg
         coordinator.close()
 
 
-def attempts(result, stage: str) -> dict[int, int]:  # noqa: ANN001
+def attempts(result: RunResult, stage: str) -> dict[int, int]:
     return {m.instance: m.attempt for m in result.instances if m.stage == stage}
 
 

@@ -1,7 +1,10 @@
-"""Cut a VM's link (``ip link set eth0 down`` inside its namespace) while other VMs are pulling
+"""Cut a VM's link (``ip link set eth0 down`` inside its namespace) while another VM is pulling
 objects from it: the transfers stall (no reset, packets just vanish), the heartbeat declares
 the VM lost, the stalled fetches time out, the objects that lived only there are
 regenerated elsewhere, and the job completes with validated output. Root only (netns mode).
+
+The cut is placed by the coordinator's event observer (first ``map`` done), and the plan makes
+sure consumers still need the cut VM's objects at that point: no timing is guessed.
 """
 
 from __future__ import annotations
@@ -39,8 +42,10 @@ def test_cut_link_mid_transfer(tmp_path: Path, sort_input: Path) -> None:
     # 100 Mbit/s links: a 4 MB chunk takes ~0.3 s to cross, so pulls are in flight when we cut.
     with local_cluster(3, "netns", tmp_path / "cluster", options=options(), vm_mbps=100.0) as spec:
         plan = fixed_plan(app, PassingMethod.DIRECT, spec.vm_names)
-        plan.stages["split"].placement = {"vm1": 1}                 # every chunk lives on vm1 ...
-        plan.stages["map"].placement = {"vm0": 1, "vm2": 1}         # ... and is pulled by the others
+        # Every chunk lives on vm1 and is pulled by mappers on vm0, two at a time (2 slots), so
+        # when the first mapper is done, the next ones have yet to pull (or are pulling) from vm1.
+        plan.stages["split"].placement = {"vm1": 1}
+        plan.stages["map"].placement = {"vm0": 1}
 
         def observer(event: Event) -> None:
             if isinstance(event, VMLost):
