@@ -268,6 +268,16 @@ class App:
         self.feature_extractor = fn
         return fn
 
+    def check_output(self, input_path: Path, outputs: list[Path]) -> Validation:
+        """Run the workload validator on a run's final outputs (ok with a note if there is none)."""
+        if self.validator is None:
+            return Validation(True, "no validator defined; outputs not checked")
+        return self.validator(input_path, outputs)
+
+    def features_of(self, input_path: Path) -> dict[str, float]:
+        """The app's declared input features of ``input_path`` (empty without a feature hook)."""
+        return dict(self.feature_extractor(input_path)) if self.feature_extractor else {}
+
     # ------------------------------------------------------------------ validation
     def validate(self) -> App:
         """Check the DAG; raise :class:`AppDefinitionError` naming the offending stage."""

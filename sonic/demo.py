@@ -72,7 +72,7 @@ def run_demo(*, progress: bool = True, echo: Echo = print, vms: int = DEMO_VMS,
             model.save(workdir / "state")
             say(f"[4/5] planning a {format_size(input_bytes)} input ...")
             input_path = generate_input(app, workdir / "demo-input.avi", input_bytes, seed=42)
-            features = app.feature_extractor(input_path) if app.feature_extractor else None
+            features = app.features_of(input_path) or None
             size = input_path.stat().st_size
             sonic_plan, _ = plan_for(app, size, cluster, strategy="sonic", root=workdir / "state", features=features)
             remote_plan, _ = plan_for(app, size, cluster, strategy="remote", root=workdir / "state",

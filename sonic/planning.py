@@ -78,7 +78,7 @@ def plan_command(app_spec: str, *, input_path: Path | None, input_size: str | No
 
         refs, _ = input_refs(input_path)
         input_bytes = sum(r.size for r in refs)
-        features = app.feature_extractor(input_path) if app.feature_extractor else None
+        features = app.features_of(input_path) or None
     else:
         input_bytes = parse_size(input_size or "0")
     if strategy == "oracle":

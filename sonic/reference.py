@@ -81,12 +81,9 @@ class ReferenceExecutor:
             stage_seconds[stage] = time.perf_counter() - t_stage
         latency = time.perf_counter() - t_start
         final = [paths[r.key] for s in app.sinks() for refs in produced[s] for r in refs]
-        if app.validator is not None:
-            verdict = app.validator(Path(input_path), final)
-            ok, detail = verdict.ok, verdict.detail
-        else:
-            ok, detail = True, "no validator defined; outputs not checked"
-        features = app.feature_extractor(Path(input_path)) if app.feature_extractor else {}
+        verdict = app.check_output(Path(input_path), final)
+        ok, detail = verdict.ok, verdict.detail
+        features = app.features_of(Path(input_path))
         return RunResult(
             app=app.name,
             strategy="reference",

@@ -170,12 +170,9 @@ class Coordinator:
         try:
             state, log, latency = self._drive(app, app_spec, job, plan, refs, lost)
             final = self._collect(app, state, job, out_dir)
-            if app.validator is not None:
-                verdict = app.validator(Path(input_path), final)
-                ok, detail = verdict.ok, verdict.detail
-            else:
-                ok, detail = True, "no validator defined; outputs not checked"
-            features = app.feature_extractor(Path(input_path)) if app.feature_extractor else {}
+            verdict = app.check_output(Path(input_path), final)
+            ok, detail = verdict.ok, verdict.detail
+            features = app.features_of(Path(input_path))
             return self._report(app, plan, state, log, latency, refs, ok, detail, final, features)
         finally:
             self._cleanup(job, skip=lost)

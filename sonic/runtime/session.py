@@ -45,7 +45,7 @@ def run_on_cluster(app: App, input_path: Path, *, cluster_path: Path, plan_path:
     cluster = load_cluster(cluster_path)
     refs, _ = input_refs(input_path)
     input_bytes = sum(r.size for r in refs)
-    features = app.feature_extractor(input_path) if app.feature_extractor else None
+    features = app.features_of(input_path) or None
     prediction = None
     if plan_path is not None:
         plan = Plan.load(plan_path).check(app, cluster.vm_names)
