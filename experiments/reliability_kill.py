@@ -36,7 +36,7 @@ from sonic.cluster.spec import ClusterSpec
 from sonic.errors import SonicError
 from sonic.inputs import generate_input
 from sonic.plan import PassingMethod, fixed_plan
-from sonic.runtime.coordinator import Coordinator
+from sonic.runtime.coordinator import Coordinator, EventObserver
 from sonic.runtime.protocol import read_secret
 from sonic.runtime.scheduler import Event, InstanceFinished, VMLost
 from sonic.sizes import parse_size
@@ -60,9 +60,9 @@ class Row:
     leftover_pids: int = 0
 
 
-def _coordinator(spec: ClusterSpec, observer: object = None) -> Coordinator:
+def _coordinator(spec: ClusterSpec, observer: EventObserver | None = None) -> Coordinator:
     assert spec.secret_file
-    return Coordinator(spec, read_secret(spec.secret_file), observer=observer)  # type: ignore[arg-type]
+    return Coordinator(spec, read_secret(spec.secret_file), observer=observer)
 
 
 def _workers(spec: ClusterSpec, coordinator: Coordinator) -> list[int]:
