@@ -212,18 +212,19 @@ def cluster_down(cluster_path: Path) -> None:
 # ---------------------------------------------------------------------------- profile / models / plan
 @cli.command()
 @click.argument("app_spec", metavar="APP")
-@click.option("--sizes", default="1MB,2MB,4MB,8MB", show_default=True, help="Comma-separated input sizes.")
-@click.option("--runs", type=click.IntRange(1, 100), default=2, show_default=True, help="Runs per size.")
+@click.option("--sizes", default=None,
+              help="Comma-separated input sizes [default: the workload's recommended doubling sweep, else 2MB..32MB].")
+@click.option("--runs", type=click.IntRange(1, 100), default=4, show_default=True, help="Runs per size.")
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path(".sonic"), show_default=True,
               help="Where profiles and models live.")
 @click.option("--cluster", "cluster_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Profile on this cluster instead of the reference executor.")
-def profile(app_spec: str, sizes: str, runs: int, root: Path, cluster_path: Path | None) -> None:
+def profile(app_spec: str, sizes: str | None, runs: int, root: Path, cluster_path: Path | None) -> None:
     """Profile APP over a size sweep and fit its parameter models."""
     from profiler.cli import run_profile
     from sonic.sizes import parse_size_list
 
-    run_profile(app_spec, parse_size_list(sizes), runs, root, cluster=cluster_path, echo=click.echo,
+    run_profile(app_spec, parse_size_list(sizes) if sizes else None, runs, root, cluster=cluster_path, echo=click.echo,
                 progress=sys.stderr.isatty())
 
 
