@@ -22,16 +22,13 @@ peak memory. The fork/report protocol mirrors :meth:`ReferenceExecutor._run_chil
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
-import signal
 import statistics
 from pathlib import Path
 
 from sonic.app import App, Context
-from sonic.errors import ExecutionError
-from sonic.execution import format_failure, run_instance
+from sonic.execution import InstanceOutcome, run_instance
 from sonic.metrics import InstanceMetrics, RunResult
 from sonic.reference import ReferenceExecutor
 from sonic.routing import InstanceSpec
@@ -120,43 +117,13 @@ class RepeatingReferenceExecutor(ReferenceExecutor):
 
     def _run_once(self, spec: InstanceSpec, inputs: list[Path], out_dir: Path,
                   scratch: Path) -> tuple[InstanceMetrics, list[tuple[str, int]]]:
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # child: run, report one JSON document, never return into the parent's stack
-            os.close(read_fd)
-            code = 0
-            try:
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
-                timed = _TimedApp(self.app, spec.stage)
-                outcome = run_instance(timed, spec, inputs, out_dir, scratch)  # type: ignore[arg-type]
-                metrics = outcome.metrics
-                metrics.wall_s = max(metrics.wall_s - timed.waited, 0.0)
-                doc = {"metrics": metrics.__dict__, "outputs": outcome.outputs}
-            except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises
-                doc = {"error": format_failure(spec, exc)}
-                code = 1
-            try:
-                with os.fdopen(write_fd, "w") as fh:
-                    json.dump(doc, fh)
-            finally:
-                os._exit(code)
-        os.close(write_fd)
-        try:
-            with os.fdopen(read_fd) as fh:
-                raw = fh.read()
-        finally:
-            _, status = os.waitpid(pid, 0)
-        if not raw:
-            how = (f"killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
-                   else f"exited with code {os.waitstatus_to_exitcode(status)}")
-            raise ExecutionError(
-                f"stage {spec.stage!r} instance {spec.index} (input {spec.input_bytes} bytes) {how} "
-                "without reporting (out of memory, or os._exit in the function?)"
-            )
-        doc = json.loads(raw)
-        if "error" in doc:
-            raise ExecutionError(doc["error"])
-        return InstanceMetrics(**doc["metrics"]), [(str(n), int(s)) for n, s in doc["outputs"]]
+        return self._fork_instance(spec, inputs, out_dir, scratch)
+
+    def _measure(self, spec: InstanceSpec, inputs: list[Path], out_dir: Path, scratch: Path) -> InstanceOutcome:
+        timed = _TimedApp(self.app, spec.stage)
+        outcome = run_instance(timed, spec, inputs, out_dir, scratch)  # type: ignore[arg-type]
+        outcome.metrics.wall_s = max(outcome.metrics.wall_s - timed.waited, 0.0)
+        return outcome
 
 
 def run_best_of(app: App, input_path: Path) -> RunResult:

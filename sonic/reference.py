@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sonic.app import APP_INPUT, App
 from sonic.errors import ExecutionError, UserInputError
-from sonic.execution import format_failure, run_instance
+from sonic.execution import InstanceOutcome, format_failure, run_instance
 from sonic.metrics import EdgeMetrics, InstanceMetrics, RunResult, StageMetrics
 from sonic.routing import InstanceSpec, ObjectRef, edge_bytes, route_instances
 
@@ -113,6 +113,15 @@ class ReferenceExecutor:
 
     def _run_child(self, spec: InstanceSpec, inputs: list[Path], out_dir: Path,
                    scratch: Path) -> tuple[InstanceMetrics, list[tuple[str, int]]]:
+        """Run one instance in a forked child; subclasses may repeat or post-process it."""
+        return self._fork_instance(spec, inputs, out_dir, scratch)
+
+    def _measure(self, spec: InstanceSpec, inputs: list[Path], out_dir: Path, scratch: Path) -> InstanceOutcome:
+        """What the forked child runs (override to change how an instance is measured)."""
+        return run_instance(self.app, spec, inputs, out_dir, scratch)
+
+    def _fork_instance(self, spec: InstanceSpec, inputs: list[Path], out_dir: Path,
+                       scratch: Path) -> tuple[InstanceMetrics, list[tuple[str, int]]]:
         read_fd, write_fd = os.pipe()
         pid = os.fork()
         if pid == 0:  # child: run, report one JSON document, never return into the parent's stack
@@ -124,7 +133,7 @@ class ReferenceExecutor:
                 sys.stdout.flush()
                 os.dup2(2, 1)
                 sys.stdout = sys.stderr
-                outcome = run_instance(self.app, spec, inputs, out_dir, scratch)
+                outcome = self._measure(spec, inputs, out_dir, scratch)
                 doc = {"metrics": outcome.metrics.__dict__, "outputs": outcome.outputs}
             except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises
                 doc = {"error": format_failure(spec, exc)}
@@ -135,9 +144,11 @@ class ReferenceExecutor:
             finally:
                 os._exit(code)
         os.close(write_fd)
-        with os.fdopen(read_fd) as fh:
-            raw = fh.read()
-        _, status = os.waitpid(pid, 0)
+        try:
+            with os.fdopen(read_fd) as fh:
+                raw = fh.read()
+        finally:
+            _, status = os.waitpid(pid, 0)
         if not raw:
             how = (f"killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
                    else f"exited with code {os.waitstatus_to_exitcode(status)}")
@@ -148,7 +159,7 @@ class ReferenceExecutor:
         doc = json.loads(raw)
         if "error" in doc:
             raise ExecutionError(doc["error"])
-        return InstanceMetrics(**doc["metrics"]), [tuple(o) for o in doc["outputs"]]
+        return InstanceMetrics(**doc["metrics"]), [(str(n), int(size)) for n, size in doc["outputs"]]
 
     def cleanup(self) -> None:
         if not self.keep:
