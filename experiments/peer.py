@@ -41,7 +41,7 @@ from experiments.common import (
     read_csv,
     write_csv,
 )
-from experiments.profiling import have_models, models_root, profile_and_fit
+from experiments.profiling import models_root, profile_and_fit
 
 NAME = "peer"
 WORKERS = 2
@@ -141,8 +141,7 @@ def run(quick: bool = False, cfg: dict[str, Any] | None = None) -> dict[str, Any
             + f" [{time.perf_counter() - t0:.0f}s wall]")
         write_csv(OUT.results / "peer.csv", rows)
     root = models_root(quick)
-    if not have_models(root, ("sort",)):
-        profile_and_fit(root, quick=quick, apps=("sort",))
+    profile_and_fit(root, quick=quick, apps=("sort",), write=False)  # reuses the stored profile; refits
     with cluster(settings, OUT.state / "cluster-peer") as (spec, cluster_file, eff):
         spec = calibrate(cluster_file, quick=quick)
         coord = open_coordinator(spec)

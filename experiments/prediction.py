@@ -10,7 +10,9 @@ end-to-end results.
    of their predictions at the end-to-end input sizes against what the end-to-end runs
    measured (per stage: instance count, median instance time, output bytes, peak memory;
    measured values are the medians over the ``remote`` runs, whose placement is the
-   profiler's). Also how many stages the planner would trust.
+   profiler's), as a plain mean of per-stage errors (MAPE) and weighted by the measured
+   value (WAPE = sum |error| / sum measured: a 1 ms stage then counts for what it costs).
+   Also how many stages the planner would trust.
 2. For every executed plan, the planner's predicted latency next to the measured one.
 
 Outputs ``results/prediction_models.csv``, ``results/prediction_latency.csv`` and two figures.
@@ -71,6 +73,7 @@ def model_rows(root: Path) -> list[dict[str, Any]]:
             for metric in METRIC_COLUMNS:
                 holdout = [r["mape"] for r in report if r["metric"] == metric and r["mape"] is not None]
                 errors = []
+                abs_err, total = 0.0, 0.0
                 for (size, stage), values in measured.items():
                     pred = model.predict(app, size).stages[stage]
                     predicted = {"time": pred.time_s.mean, "output_bytes": pred.output_bytes.mean,
@@ -78,9 +81,13 @@ def model_rows(root: Path) -> list[dict[str, Any]]:
                     truth = values[metric]
                     if truth > 0 and math.isfinite(truth):
                         errors.append(abs(predicted - truth) / truth)
+                        abs_err += abs(predicted - truth)
+                        total += truth
                 out.append({"app": name, "profile_runs": k, "metric": metric,
                             "holdout_mape": _mean(holdout), "holdout_mape_max": max(holdout) if holdout else math.nan,
                             "e2e_size_mape": _mean(errors), "e2e_points": len(errors),
+                            # weighted: sum |error| / sum measured, so a 1 ms stage counts for what it costs
+                            "e2e_size_wape": abs_err / total if total > 0 else math.nan,
                             "trusted_stages": len(trusted), "stages": len(model.stage_order_)})
     return out
 
@@ -129,16 +136,20 @@ def figures() -> list[Path]:
     rows = read_csv(OUT.results / "prediction_models.csv")
     if rows:
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-        for ax, column, title in ((axes[0], "holdout_mape", "models' held-out MAPE (larger sizes)"),
-                                  (axes[1], "e2e_size_mape", "error at the end-to-end sizes")):
-            for metric in METRIC_COLUMNS:
-                ks = sorted({int(r["profile_runs"]) for r in rows})
-                ys = []
-                for k in ks:
-                    vals = [float(r[column]) for r in rows if r["metric"] == metric and int(r["profile_runs"]) == k
-                            and r[column] not in ("", "nan")]
-                    ys.append(_mean(vals) * 100)
-                ax.plot(ks, ys, marker="o", label=metric)
+        colours = {"time": "tab:blue", "output_bytes": "tab:orange", "memory": "tab:green", "fanout": "tab:red"}
+        for ax, columns, title in ((axes[0], ("holdout_mape",), "models' held-out MAPE (larger sizes)"),
+                                   (axes[1], ("e2e_size_mape", "e2e_size_wape"),
+                                    "error at the end-to-end sizes (solid MAPE, dashed WAPE)")):
+            for column in columns:
+                for metric in METRIC_COLUMNS:
+                    ks = sorted({int(r["profile_runs"]) for r in rows})
+                    ys = []
+                    for k in ks:
+                        vals = [float(r[column]) for r in rows if r["metric"] == metric and int(r["profile_runs"]) == k
+                                and r.get(column) not in ("", "nan", None)]
+                        ys.append(_mean(vals) * 100)
+                    ax.plot(ks, ys, marker="o", color=colours[metric], linestyle="--" if "wape" in column else "-",
+                            label=metric if column == columns[0] else None)
             ax.set_xlabel("profiling runs per size")
             ax.set_ylabel("MAPE (%), mean over apps and stages")
             ax.set_title(title)

@@ -25,25 +25,25 @@ APPS = ("sort", "video", "lightgbm")
 
 
 def profile_sizes(app: str, quick: bool) -> list[int]:
-    """Sizes that span each workload's fanout regime. The fanouts grow in 4 MB steps (sort:
-    one chunk per 4 MB; lightgbm: one model per 4 MB, at least 2; video: one chunk per 120
-    frames, about 2.7 MB), and the models' trust check holds out the sizes above half the
-    largest and picks forms by forward-chaining CV over the rest, so at least three sizes
-    below max/2 must already show the fanout growing; below 4 MB (8 MB for lightgbm) it
-    does not."""
-    if app == "lightgbm":
-        sizes = [8, 12, 16, 32] if quick else [8, 12, 16, 24, 32]
-    else:
-        sizes = [4, 8, 12, 24] if quick else [4, 8, 12, 16, 24]
-    return [s * MB for s in sizes]
+    """The sweep ``sonic profile APP`` uses by default (:data:`profiler.cli.RECOMMENDED_SIZES`:
+    five doubling sizes starting where the workload's fanout has left its floor); ``--quick``
+    keeps its first four."""
+    from profiler.cli import DEFAULT_SIZES, RECOMMENDED_SIZES
+    from sonic.sizes import parse_size
+
+    sizes = [parse_size(s) for s in RECOMMENDED_SIZES.get(app, DEFAULT_SIZES).split(",")]
+    return sizes[:4] if quick else sizes
 
 
 def profile_runs(quick: bool) -> int:
-    return 2 if quick else 3
+    """``sonic profile``'s default number of runs per size (2 with ``--quick``)."""
+    from profiler.cli import DEFAULT_RUNS
+
+    return 2 if quick else DEFAULT_RUNS
 
 
 def models_root(quick: bool) -> Path:
-    return OUT.state / ("models-quick" if quick else "models-full")
+    return OUT.state / ("models-quick-v2" if quick else "models-full-v2")
 
 
 def have_models(root: Path, apps: tuple[str, ...] = APPS) -> bool:
@@ -52,7 +52,7 @@ def have_models(root: Path, apps: tuple[str, ...] = APPS) -> bool:
     return all(model_dir(root, app).is_dir() for app in apps)
 
 
-def profile_and_fit(root: Path, *, quick: bool, apps: tuple[str, ...] = APPS) -> list[dict[str, Any]]:
+def profile_and_fit(root: Path, *, quick: bool, apps: tuple[str, ...] = APPS, write: bool = True) -> list[dict[str, Any]]:
     """Profile every app into ``root`` (unless already profiled there) and fit + save models.
     Returns the model report rows (also written to ``results/models.csv``)."""
     from models import AppModel
@@ -78,5 +78,6 @@ def profile_and_fit(root: Path, *, quick: bool, apps: tuple[str, ...] = APPS) ->
         untrusted = sorted({r["stage"] for r in model.report() if not r["trusted"]})
         if untrusted:
             log(f"  {name}: stages NOT trusted by the planner (edges fall back to remote): {', '.join(untrusted)}")
-    write_csv(OUT.results / "models.csv", rows)
+    if write:
+        write_csv(OUT.results / "models.csv", rows)
     return rows

@@ -35,7 +35,7 @@ from experiments.common import (
     write_csv,
 )
 from experiments.end_to_end import input_for, settings
-from experiments.profiling import APPS, have_models, models_root, profile_and_fit
+from experiments.profiling import APPS, models_root, profile_and_fit
 
 NAME = "scale"
 STRATEGIES = ("sonic", "remote", "vm", "direct")
@@ -54,8 +54,7 @@ def run(quick: bool = False, cfg: dict[str, Any] | None = None) -> dict[str, Any
     rows: list[dict[str, Any]] = []
     summary: list[dict[str, Any]] = []
     root = models_root(quick)
-    if not have_models(root):
-        profile_and_fit(root, quick=quick)
+    profile_and_fit(root, quick=quick, write=False)  # reuses the stored profile; refits (the saved format may have changed)
     with cluster(settings(), OUT.state / "cluster-scale") as (spec, cluster_file, eff):
         spec = calibrate(cluster_file, quick=quick)
         apps = {name: load_app(name) for name in APPS}

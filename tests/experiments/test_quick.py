@@ -24,7 +24,6 @@ def experiments(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):  # type: ignor
     common.set_output(common.HERE)
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_tiny_fanout_sweep_end_to_end(experiments, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from experiments import fanout, report
