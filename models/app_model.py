@@ -72,18 +72,24 @@ class AppModel:
     Parameters
     ----------
     app_name : the application whose rows of the profile are used.
-    max_mape : a stage is ``trusted`` only if every metric's held-out MAPE is at most this.
+    max_mape : a stage is ``trusted`` only if the held-out MAPE of what decides data passing
+        (memory, output bytes, fanout) is at most this ...
+    max_time_mape : ... and that of its execution time at most this. Time is looser because a
+        time error moves every passing method's latency alike (compute is the same whichever
+        way the bytes travel), so it seldom changes the choice, while a byte or fanout error
+        does; one noisy stage must not push a whole app onto Remote-Storage.
     min_sizes : ... and it was profiled on at least this many distinct sizes.
     quantile : quantile of measured/predicted ratios behind ``Estimate.hi``.
     sources : use only rows from these sources (e.g. ``("reference",)``); all by default.
     time_statistic : quantile of pooled wall times a time model predicts (see module doc).
     """
 
-    def __init__(self, app_name: str, *, max_mape: float = 0.25, min_sizes: int = 3,
+    def __init__(self, app_name: str, *, max_mape: float = 0.25, max_time_mape: float = 0.5, min_sizes: int = 3,
                  quantile: float = 0.9, sources: Sequence[str] | None = None,
                  time_statistic: float | str = 0.25) -> None:
         self.app_name = app_name
         self.max_mape = max_mape
+        self.max_time_mape = max_time_mape
         self.min_sizes = min_sizes
         self.quantile = quantile
         self.sources = sources
@@ -151,7 +157,8 @@ class AppModel:
         metrics["fanout"] = fanout.fit(Xf, yf, groups=gf)
         n_sizes = int(np.unique(g).size)
         trusted = n_sizes >= self.min_sizes and not rows["cold"].astype(bool).all() and all(
-            math.isfinite(s.mape) and s.mape <= self.max_mape for s in scores.values())
+            math.isfinite(s.mape) and s.mape <= (self.max_time_mape if metric == "time" else self.max_mape)
+            for metric, s in scores.items())
         return StageModel(stage, metrics, scores, feats, n_sizes, trusted,
                           self._cold_start(rows, metrics["time"], fcols))
 
