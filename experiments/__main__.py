@@ -43,8 +43,15 @@ def main(argv: list[str] | None = None) -> int:
     run_p.add_argument("--quick", action="store_true", help="reduced grid (< 15 minutes)")
     run_p.add_argument("--only", default="", help=f"comma-separated subset of {', '.join(EXPERIMENTS)}")
     run_p.add_argument("--keep-going", action="store_true", help="continue with the next experiment after a failure")
-    sub.add_parser("report", help="regenerate report.md from existing results")
+    run_p.add_argument("--out", default=None, help="write results/, figures/, report.md and state under this "
+                                                   "directory instead of experiments/")
+    report_p = sub.add_parser("report", help="regenerate report.md from existing results")
+    report_p.add_argument("--out", default=None, help="the directory a `run --out` wrote to")
     args = parser.parse_args(argv)
+    if args.out:
+        from pathlib import Path
+
+        common.set_output(Path(args.out).resolve())
 
     from experiments import report
 

@@ -59,11 +59,11 @@ COLUMNS = ["app", "input_bytes", "strategy", "run", "latency_s", "cost_usd", "ou
 INPUT_SEED = 101
 
 
-def settings() -> NetSettings:
+def settings(vms: int = 2) -> NetSettings:
     """2 VMs x 1 core: as many emulated cores as this machine has, so the planner's premise
     (each VM computes on cores of its own) holds. A first full run used 3 VMs x 1 core (1.5x
     oversubscribed); its results are kept in ``results/e2e_3vms/`` (see the report)."""
-    return NetSettings(vms=2, cores_per_vm=1, vm_mbps=400.0, s3_mbps=2000.0, s3_latency_ms=25.0)
+    return NetSettings(vms=vms, cores_per_vm=1, vm_mbps=400.0, s3_mbps=2000.0, s3_latency_ms=25.0)
 
 
 def config(quick: bool) -> dict[str, Any]:
@@ -95,7 +95,7 @@ def run(quick: bool = False, cfg: dict[str, Any] | None = None) -> dict[str, Any
     pred_rows: list[dict[str, Any]] = []
     root = models_root(quick)
     profile_and_fit(root, quick=quick, apps=apps)
-    with cluster(settings(), OUT.state / "cluster-e2e") as (spec, cluster_file, eff):
+    with cluster(settings(cfg.get("vms", 2)), OUT.state / "cluster-e2e") as (spec, cluster_file, eff):
         spec = calibrate(cluster_file, quick=quick)
         write_csv(OUT.results / "end_to_end_calibration.csv",
                   [calibration_row(spec, experiment=NAME, settings=eff.describe())])
