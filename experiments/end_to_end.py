@@ -234,6 +234,11 @@ def summary_rows(path: Path | None = None) -> list[dict[str, Any]]:
         best = min(fixed, key=fixed.get) if fixed else ""
         row["best_fixed"] = best
         row["sonic_vs_best_fixed"] = row["sonic_latency_s"] / fixed[best] if best else math.nan
+        placements = {st: next((r["placement"] for r in by.get(st, []) if r.get("placement")), None)
+                      for st in ("sonic", best)}
+        # Same placement: every input the plans move between VMs is the same, so the two differ
+        # at most in edges whose consumers read co-located outputs in place either way.
+        row["sonic_same_placement_as_best"] = bool(best) and placements["sonic"] == placements[best]
         for s in FIXED:
             row[f"speedup_vs_{s}"] = row[f"{s}_latency_s"] / row["sonic_latency_s"]
             row[f"ppd_gain_vs_{s}"] = row["sonic_perf_per_dollar"] / row[f"{s}_perf_per_dollar"]

@@ -131,16 +131,16 @@ def calibration_table(path: Path, label: str) -> str:
 def _e2e_target_rows(t: dict[str, Any], label: str = "end to end") -> list[list[Any]]:
     return [
         [f"{label}: every (app, size) cell, sonic median <= 1.05 x best fixed strategy",
-         f"{t['cells_within_5pct']}/{t['cells']} cells; worst {f(t['worst_sonic_vs_best_fixed'])}x",
+         f"{t['cells_within_5pct']}/{t['cells']} cells; worst {f(t['worst_sonic_vs_best_fixed'], 3)}x",
          ok(t["worst_sonic_vs_best_fixed"] <= 1.05)],
-        [f"{label}: geo-mean speed-up over remote >= 1.3x", f"{f(t['geomean_speedup_vs_remote'])}x",
+        [f"{label}: geo-mean speed-up over remote >= 1.3x", f"{f(t['geomean_speedup_vs_remote'], 3)}x",
          ok(t["geomean_speedup_vs_remote"] >= 1.3)],
-        [f"{label}: geo-mean speed-up over vm >= 1.2x", f"{f(t['geomean_speedup_vs_vm'])}x",
+        [f"{label}: geo-mean speed-up over vm >= 1.2x", f"{f(t['geomean_speedup_vs_vm'], 3)}x",
          ok(t["geomean_speedup_vs_vm"] >= 1.2)],
-        [f"{label}: perf/$ geo-mean >= 1.5x over remote", f"{f(t['geomean_ppd_gain_vs_remote'])}x",
+        [f"{label}: perf/$ geo-mean >= 1.5x over remote", f"{f(t['geomean_ppd_gain_vs_remote'], 3)}x",
          ok(t["geomean_ppd_gain_vs_remote"] >= 1.5)],
         [f"{label}: sonic within 10% of oracle (every cell)",
-         f"worst cell {f(t['worst_sonic_vs_oracle'])}x, geo-mean {f(t['geomean_sonic_vs_oracle'])}x",
+         f"worst cell {f(t['worst_sonic_vs_oracle'], 3)}x, geo-mean {f(t['geomean_sonic_vs_oracle'], 3)}x",
          ok(t["worst_sonic_vs_oracle"] <= 1.10)],
         [f"{label}: every output validated", "yes" if t["all_outputs_ok"] else "no", ok(t["all_outputs_ok"])],
     ]
@@ -251,8 +251,9 @@ def section_end_to_end() -> str:
     rows = read_csv(OUT.results / "end_to_end.csv")
     runs = max(int(r["run"]) for r in rows) + 1
     text = "## End to end: three apps x three sizes x five strategies\n\n"
-    text += (f"Cluster: {_settings('end_to_end_calibration.csv')}. Models fitted on a profile taken on the same cluster "
-             f"(see `results/models.csv`). Median of {runs} run(s) per strategy, interleaved; every output validated "
+    text += (f"Cluster: {_settings('end_to_end_calibration.csv')}. Models fitted on a profile taken as `sonic profile APP` "
+             f"takes it by default (reference executor, the workload's recommended 5-size sweep, 4 runs; "
+             f"`results/models.csv`). Median of {runs} run(s) per strategy, interleaved; every output validated "
              "by the workload's validator. `oracle` = the optimiser fed with the parameters measured in the first "
              "`remote` run of the same input. Full per-run data: `results/end_to_end.csv`.\n\n")
     text += calibration_table(OUT.results / "end_to_end_calibration.csv", "cluster")
@@ -279,7 +280,8 @@ def _cells_table(cells: list[dict[str, Any]]) -> str:
         diag = f(c["sonic_all_trusted_latency_s"]) if c.get("sonic_all_trusted_ran") else "="
         body.append([c["app"], f"{c['input_bytes'] / MB:.0f}", f(c["sonic_latency_s"]), f(c["remote_latency_s"]),
                      f(c["vm_latency_s"]), f(c["direct_latency_s"]), f(c["oracle_latency_s"]), diag, c["best_fixed"],
-                     f(c["sonic_vs_best_fixed"]), f(c["speedup_vs_remote"]), f(c["speedup_vs_vm"]),
+                     f(c["sonic_vs_best_fixed"]) + (" (same placement)" if c.get("sonic_same_placement_as_best") else ""),
+                     f(c["speedup_vs_remote"]), f(c["speedup_vs_vm"]),
                      f(c["ppd_gain_vs_remote"]), f(c["sonic_vs_oracle"]), c["sonic_methods"]])
     return table(["app", "MB", "sonic", "remote", "vm", "direct", "oracle", "trust gate off*", "best fixed",
                   "sonic/best", "speed-up vs remote", "vs vm", "perf/$ vs remote", "sonic/oracle",
@@ -297,12 +299,11 @@ def section_sensitivity() -> str:
         return ""
     runs = max(int(r["run"]) for r in read_csv(path)) + 1
     cal = read_csv(OUT.results / "e2e_3vms" / "end_to_end_calibration.csv")
-    text = "## Sensitivity: the first full run, 3 VMs x 1 core on 2 real cores\n\n"
-    text += (f"Before the end-to-end cluster was set to 2 VMs x 1 core, a full run used "
-             f"{cal[0]['settings'] if cal else '3 VMs x 1 core'} ({runs} runs per strategy; data in "
-             "`results/e2e_3vms/`). Three emulated cores on two real ones make every spread plan slower than the "
-             "planner assumes (it gives each VM its own cores), so this run measures the planner outside its "
-             "premise. Its targets:\n\n")
+    text = "## Sensitivity: 3 VMs x 1 core on 2 real cores\n\n"
+    text += (f"The same end-to-end experiment, same models, on {cal[0]['settings'] if cal else '3 VMs x 1 core'} "
+             f"({runs} runs per strategy; data in `results/e2e_3vms/`). Three emulated cores on two real ones make "
+             "spread plans slower than the planner assumes (it gives each VM its own cores), so this run measures "
+             "the planner outside its premise. Its targets:\n\n")
     t = end_to_end.targets(path)
     text += table(["target", "measured", "status"], _e2e_target_rows(t, "3 VMs") + _diagnostic_rows(t))
     text += "\n" + _cells_table(cells)
