@@ -78,14 +78,16 @@ def sshd_usable() -> str | None:
     return None
 
 
-@pytest.fixture
+# Session scope: pytest sets up higher-scoped fixtures first, so the skip happens before any
+# module-scoped fixture (a shared sshd) tries to start the missing server.
+@pytest.fixture(scope="session")
 def require_sshd() -> None:
     reason = sshd_usable()
     if reason:
         pytest.skip(reason)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def require_netns() -> None:
     reason = netns_usable()
     if reason:
