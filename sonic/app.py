@@ -13,6 +13,7 @@ carries its :class:`Edge` under the ``"edge"`` attribute.
 from __future__ import annotations
 
 import enum
+import fnmatch
 import importlib
 import inspect
 import re
@@ -75,11 +76,24 @@ class StageFunction(Protocol):
 
 @dataclass(frozen=True)
 class Edge:
-    """A dependency ``src -> dst`` with its routing pattern."""
+    """A dependency ``src -> dst`` with its routing pattern.
+
+    ``select`` is an optional glob (``fnmatch``, e.g. ``"dim"`` or ``"part-*"``) on the names of
+    the producer's output files: only matching files travel over this edge. ``None`` takes all.
+    """
 
     src: str
     dst: str
     pattern: Pattern
+    select: str | None = None
+
+    def takes(self, name: str) -> bool:
+        """Does an output file called ``name`` travel over this edge?"""
+        return self.select is None or fnmatch.fnmatchcase(name, self.select)
+
+    @property
+    def label(self) -> str:
+        return f"{self.src} -> {self.dst}" + (f" [{self.select}]" if self.select else "")
 
 
 @dataclass(frozen=True)
@@ -93,6 +107,7 @@ class Stage:
     name: str
     fn: StageFunction
     instances: int = 1
+    timeout_s: float | None = None   # None: the run's default stage timeout
 
     @property
     def qualname(self) -> str:
@@ -171,7 +186,7 @@ class App:
     ['first', 'second']
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, requirements: list[str] | None = None, files: list[str] | None = None) -> None:
         if not isinstance(name, str) or not _NAME_RE.match(name):
             raise AppDefinitionError(
                 f"app name {name!r} is invalid: use letters, digits, '_' or '-' (max 64 chars)"
@@ -179,7 +194,12 @@ class App:
         self.name = name
         self.graph: nx.DiGraph = nx.DiGraph()
         self._stages: dict[str, Stage] = {}
-        self._pending_edges: list[tuple[str, str, Pattern]] = []
+        self._pending_edges: list[tuple[str, str, Pattern, str | None]] = []
+        # What the app needs on every VM besides its own module or package (see
+        # docs/own-app.md): pip requirement strings, and extra files or directories given
+        # relative to the directory that holds the app's module or package.
+        self.requirements: list[str] = list(requirements or [])
+        self.files: list[str] = list(files or [])
         self.generator: Generator | None = None
         self.validator: Validator | None = None
         self.feature_extractor: FeatureExtractor | None = None
@@ -190,18 +210,23 @@ class App:
         self,
         name: str | None = None,
         *,
-        after: str | list[str] | Mapping[str, str] | None = None,
+        after: str | list[str] | Mapping[str, EdgeSpec] | None = None,
         pattern: str | Pattern = Pattern.ONE_TO_ONE,
         instances: int = 1,
+        select: str | None = None,
+        timeout_s: float | None = None,
     ) -> Callable[[StageFunction], StageFunction]:
         """Register a stage function.
 
         ``after`` names the producer stage(s). Give a single stage or a list (all with
-        ``pattern``), or a mapping ``{producer: pattern}`` for joins with mixed patterns.
+        ``pattern``), or a mapping ``{producer: pattern}`` for joins with mixed patterns, where
+        a value may also be ``(pattern, glob)`` to take only the producer's outputs whose names
+        match ``glob``. ``select`` is that glob for every producer named by a string or list.
         """
 
         def register(fn: StageFunction) -> StageFunction:
-            self.add_stage(fn, name=name, after=after, pattern=pattern, instances=instances)
+            self.add_stage(fn, name=name, after=after, pattern=pattern, instances=instances, select=select,
+                           timeout_s=timeout_s)
             return fn
 
         return register
@@ -211,9 +236,11 @@ class App:
         fn: StageFunction,
         *,
         name: str | None = None,
-        after: str | list[str] | Mapping[str, str] | None = None,
+        after: str | list[str] | Mapping[str, EdgeSpec] | None = None,
         pattern: str | Pattern = Pattern.ONE_TO_ONE,
         instances: int = 1,
+        select: str | None = None,
+        timeout_s: float | None = None,
     ) -> Stage:
         stage_name = name or getattr(fn, "__name__", "")
         if not isinstance(stage_name, str) or not _NAME_RE.match(stage_name):
@@ -230,26 +257,38 @@ class App:
         if not isinstance(instances, int) or isinstance(instances, bool) or instances < 1:
             raise AppDefinitionError(f"stage {stage_name!r}: instances must be a positive integer, got {instances!r}")
         Pattern.parse(pattern, stage=stage_name)  # a typo is an error even on a source stage
-        producers: dict[str, Pattern]
+        _check_glob(stage_name, "select", select)
+        producers: dict[str, tuple[Pattern, str | None]]
         if after is None:
+            if select is not None:
+                raise AppDefinitionError(f"stage {stage_name!r}: select= needs after=; a source stage gets the app input")
             producers = {}
         elif isinstance(after, str):
-            producers = {after: Pattern.parse(pattern, stage=stage_name)}
+            producers = {after: (Pattern.parse(pattern, stage=stage_name), select)}
         elif isinstance(after, Mapping):
-            producers = {src: Pattern.parse(p, stage=stage_name) for src, p in after.items()}
+            if select is not None:
+                raise AppDefinitionError(
+                    f"stage {stage_name!r}: with an after= mapping give the selection per producer, "
+                    "e.g. after={'load': ('broadcast', 'dim')}, not select="
+                )
+            producers = {src: _edge_spec(stage_name, src, p) for src, p in after.items()}
         elif isinstance(after, (list, tuple)):
-            producers = {src: Pattern.parse(pattern, stage=stage_name) for src in after}
+            producers = {src: (Pattern.parse(pattern, stage=stage_name), select) for src in after}
         else:
             raise AppDefinitionError(
                 f"stage {stage_name!r}: after= must be a stage name, a list of names or a mapping, got {after!r}"
             )
-        stage = Stage(stage_name, fn, instances)
+        if timeout_s is not None and (isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float))
+                                      or not 0 < timeout_s <= 7 * 86400):
+            raise AppDefinitionError(f"stage {stage_name!r}: timeout_s must be a number of seconds in (0, 604800], "
+                                     f"got {timeout_s!r}")
+        stage = Stage(stage_name, fn, instances, float(timeout_s) if timeout_s is not None else None)
         self._stages[stage_name] = stage
         self.graph.add_node(stage_name, stage=stage)
-        for src, pat in producers.items():
+        for src, (pat, glob) in producers.items():
             if not isinstance(src, str):
                 raise AppDefinitionError(f"stage {stage_name!r}: after= entries must be stage names, got {src!r}")
-            self._pending_edges.append((src, stage_name, pat))
+            self._pending_edges.append((src, stage_name, pat, glob))
         self._validated = False
         return stage
 
@@ -288,7 +327,7 @@ class App:
         graph = nx.DiGraph()
         for name, stage in self._stages.items():
             graph.add_node(name, stage=stage)
-        for src, dst, pat in self._pending_edges:
+        for src, dst, pat, glob in self._pending_edges:
             if src not in self._stages:
                 known = ", ".join(sorted(self._stages))
                 raise AppDefinitionError(
@@ -296,7 +335,7 @@ class App:
                 )
             if src == dst:
                 raise AppDefinitionError(f"stage {dst!r} depends on itself (cycle); remove after={src!r}")
-            graph.add_edge(src, dst, edge=Edge(src, dst, pat))
+            graph.add_edge(src, dst, edge=Edge(src, dst, pat, glob))
         try:
             cycle = nx.find_cycle(graph)
         except nx.NetworkXNoCycle:
@@ -370,6 +409,33 @@ class App:
         return f"App({self.name!r}, stages={list(self._stages)})"
 
 
+#: One value of an ``after=`` mapping: a pattern, or ``(pattern, glob)`` selecting outputs by name.
+EdgeSpec = str | Pattern | tuple[str | Pattern, str]
+
+
+def _check_glob(stage: str, what: str, glob: object) -> None:
+    if glob is None:
+        return
+    if not isinstance(glob, str) or not glob or "/" in glob:
+        raise AppDefinitionError(
+            f"stage {stage!r}: {what} must be a glob on output file names such as 'part-*' or 'dim', got {glob!r}"
+        )
+
+
+def _edge_spec(stage: str, src: object, value: object) -> tuple[Pattern, str | None]:
+    if isinstance(value, tuple):
+        if len(value) != 2:
+            raise AppDefinitionError(
+                f"stage {stage!r}: after[{src!r}] must be a pattern or (pattern, glob), got {value!r}"
+            )
+        pattern, glob = value
+        _check_glob(stage, f"the glob of after[{src!r}]", glob)
+        return Pattern.parse(pattern, stage=stage), glob
+    if not isinstance(value, (str, Pattern)):
+        raise AppDefinitionError(f"stage {stage!r}: after[{src!r}] must be a pattern or (pattern, glob), got {value!r}")
+    return Pattern.parse(value, stage=stage), None
+
+
 def _check_signature(stage: str, fn: Callable[..., Any]) -> None:
     try:
         sig = inspect.signature(fn)
@@ -392,6 +458,13 @@ def _check_signature(stage: str, fn: Callable[..., Any]) -> None:
         )
 
 
+# Import names whose pip distribution is called differently (for the "pip install X" hint).
+_PIP_NAMES: Mapping[str, str] = {
+    "cv2": "opencv-python-headless", "yaml": "PyYAML", "sklearn": "scikit-learn", "PIL": "Pillow",
+    "skimage": "scikit-image", "bs4": "beautifulsoup4",
+}
+
+
 def load_app(spec: str) -> App:
     """Load an application by workload name (``video``) or ``module:attr``.
 
@@ -410,10 +483,28 @@ def load_app(spec: str) -> App:
         sys.path.insert(0, cwd)
     try:
         module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if missing and not module_name.startswith(missing) and not missing.startswith(module_name.split(".")[0]):
+            # The app was found but imports a package this Python lacks: say which, and the fix.
+            raise AppDefinitionError(
+                f"app {spec!r} imports {missing!r}, which is not installed for {sys.executable}; "
+                f"install it (pip install {_PIP_NAMES.get(missing.split('.')[0], missing.split('.')[0])}) "
+                "or, on a cluster, add it to app.requirements"
+            ) from exc
+        raise AppDefinitionError(
+            f"cannot import module {module_name!r} for app {spec!r}: {exc} (looked in {cwd} and on sys.path; "
+            "run sonic from the directory that holds the module)"
+        ) from exc
     except ImportError as exc:
         raise AppDefinitionError(f"cannot import module {module_name!r} for app {spec!r}: {exc}") from exc
     except SyntaxError as exc:
         raise AppDefinitionError(f"module {module_name!r} for app {spec!r} has a syntax error: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - the user's module raised while importing: their bug, one line
+        first = str(exc).splitlines()[0][:200] if str(exc) else ""
+        raise AppDefinitionError(
+            f"importing module {module_name!r} for app {spec!r} raised {type(exc).__name__}: {first}; fix the module"
+        ) from None
     try:
         app = getattr(module, attr)
     except AttributeError:

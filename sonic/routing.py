@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from sonic.app import APP_INPUT, App, Pattern
+from sonic.app import APP_INPUT, App, Edge, Pattern
+from sonic.errors import ExecutionError
 
 
 @dataclass(frozen=True)
@@ -65,14 +66,14 @@ def route_instances(
     shared: list[ObjectRef] = []
     for edge in in_edges:
         if edge.pattern in (Pattern.BROADCAST, Pattern.GATHER):
-            shared.extend(ref for refs in produced[edge.src] for ref in refs)
+            shared.extend(ref for refs in selected(edge, produced[edge.src]) for ref in refs)
 
     if driving is None:
         count = app.stages[stage].instances
         return [InstanceSpec(stage, i, count, None, tuple(_ordered(app, shared))) for i in range(count)]
 
     per_instance: list[tuple[str | None, list[ObjectRef]]] = []
-    outputs = produced[driving.src]
+    outputs = selected(driving, produced[driving.src])
     if driving.pattern is Pattern.SCATTER:
         names = sorted({ref.name for refs in outputs for ref in refs})
         by_name: dict[str, list[ObjectRef]] = {n: [] for n in names}
@@ -87,6 +88,27 @@ def route_instances(
         InstanceSpec(stage, i, count, key, tuple(_ordered(app, own + shared)))
         for i, (key, own) in enumerate(per_instance)
     ]
+
+
+class SelectionError(ExecutionError):
+    """An edge's output selection matched none of the files its producer wrote."""
+
+
+def selected(edge: Edge, outputs: Sequence[Sequence[ObjectRef]]) -> list[list[ObjectRef]]:
+    """The producer files (per producer instance) that travel over ``edge``. A selection that
+    matches nothing the producer wrote is an error naming the edge (a typo would otherwise
+    silently starve the consumer)."""
+    if edge.select is None:
+        return [list(refs) for refs in outputs]
+    kept = [[ref for ref in refs if edge.takes(ref.name)] for refs in outputs]
+    written = sorted({ref.name for refs in outputs for ref in refs})
+    if written and not any(kept):
+        shown = ", ".join(written[:5]) + (", ..." if len(written) > 5 else "")
+        raise SelectionError(
+            f"edge {edge.src} -> {edge.dst}: selection {edge.select!r} matches none of the {len(written)} outputs "
+            f"{edge.src} wrote ({shown}); fix the glob in after= / select="
+        )
+    return kept
 
 
 def _ordered(app: App, refs: list[ObjectRef]) -> list[ObjectRef]:
