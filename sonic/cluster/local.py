@@ -296,7 +296,8 @@ class _Starter:
         ready = sdir / "ready.json"
         host, port = (self.plan.s3_ip, NETNS_S3_PORT) if self.plan else (LOOPBACK, 0)
         argv = [sys.executable, "-m", "sonic.cluster.s3server", "--host", host, "--port", str(port),
-                "--bucket", self.options.bucket, "--region", self.options.region, "--ready-file", str(ready)]
+                "--bucket", self.options.bucket, "--region", self.options.region, "--ready-file", str(ready),
+                "--data-dir", str(sdir / "objects")]   # objects on disk in the cluster dir, gone on `down`
         if self.local.s3_latency_ms:
             argv += ["--latency-ms", f"{self.local.s3_latency_ms:g}"]
         if self.options.s3_fail_rate:

@@ -1,0 +1,257 @@
+"""The embedded S3 server's object store: one file per object on disk, an index in memory.
+
+Bodies never live in the server's memory: a PUT streams into a fresh file, a GET streams (or
+``sendfile``s) out of one. Each PUT writes a new file and swaps the index entry, so a reader that
+already opened the old file keeps reading a consistent object while a writer replaces it, as S3's
+read-after-write semantics promise. The index (key -> size, ETag, metadata, file) costs a few
+hundred bytes per object, whatever the object's size; keys are kept sorted for listings.
+
+The store is ephemeral like the cloud emulation it replaces: it lives in a run directory that
+``close()`` removes. Called from one event-loop thread; the heavy file work of completing a
+multipart upload runs in a worker thread but touches only files the index does not yet name.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import os
+import re
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# S3's rules (bucket naming, multipart part sizes and counts).
+BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+MIN_PART_SIZE = 5 * 1024 * 1024
+MAX_PARTS = 10_000
+MAX_KEY_BYTES = 1024
+
+
+class S3Error(Exception):
+    """An S3 error response: HTTP status, S3 error code, message."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def no_such_bucket(name: str) -> S3Error:
+    return S3Error(404, "NoSuchBucket", f"The specified bucket does not exist: {name}")
+
+
+@dataclass
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str                  # without quotes
+    last_modified: float       # epoch seconds
+    path: Path
+    content_type: str = "binary/octet-stream"
+    metadata: dict[str, str] = field(default_factory=dict)     # x-amz-meta-* without the prefix
+    checksums: dict[str, str] = field(default_factory=dict)    # x-amz-checksum-* header -> value
+
+
+@dataclass
+class Upload:
+    upload_id: str
+    bucket: str
+    key: str
+    directory: Path
+    content_type: str
+    metadata: dict[str, str]
+    parts: dict[int, tuple[str, int]] = field(default_factory=dict)   # number -> (etag, size)
+
+
+@dataclass
+class Bucket:
+    name: str
+    created: float
+    objects: dict[str, ObjectInfo] = field(default_factory=dict)
+    keys: list[str] = field(default_factory=list)               # sorted, as S3 lists them
+
+
+@dataclass
+class Listing:
+    objects: list[ObjectInfo]
+    common_prefixes: list[str]
+    truncated: bool
+    last: str | None           # last key or prefix returned: where the next page starts
+
+
+class ObjectStore:
+    def __init__(self, root: Path) -> None:
+        # A run directory of our own: never delete or reuse what someone else left in ``root``.
+        self.root = root / f"run-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.tmp = self.root / "tmp"
+        self.tmp.mkdir(parents=True)
+        (self.root / "uploads").mkdir()
+        self.buckets: dict[str, Bucket] = {}
+        self.uploads: dict[str, Upload] = {}
+
+    def close(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    # -- buckets -------------------------------------------------------------------
+
+    def bucket(self, name: str) -> Bucket:
+        found = self.buckets.get(name)
+        if found is None:
+            raise no_such_bucket(name)
+        return found
+
+    def create_bucket(self, name: str) -> None:
+        if not BUCKET_NAME.match(name) or ".." in name:
+            raise S3Error(400, "InvalidBucketName", f"The specified bucket is not valid: {name}")
+        if name in self.buckets:
+            raise S3Error(409, "BucketAlreadyOwnedByYou", f"Your previous request to create {name} succeeded")
+        (self.root / "objects" / name).mkdir(parents=True)
+        self.buckets[name] = Bucket(name, time.time())
+
+    def delete_bucket(self, name: str) -> None:
+        bucket = self.bucket(name)
+        if bucket.keys or any(u.bucket == name for u in self.uploads.values()):
+            raise S3Error(409, "BucketNotEmpty", f"The bucket you tried to delete is not empty: {name}")
+        shutil.rmtree(self.root / "objects" / name, ignore_errors=True)
+        del self.buckets[name]
+
+    # -- objects -------------------------------------------------------------------
+
+    def new_temp_file(self) -> Path:
+        return self.tmp / uuid.uuid4().hex
+
+    def _object_path(self, bucket: str) -> Path:
+        # Files are named by a fresh id, not by key: keys "a" and "a/b" coexist in S3 but not as
+        # paths, and a fresh file per version lets readers of the old version finish undisturbed.
+        name = uuid.uuid4().hex
+        directory = self.root / "objects" / bucket / name[:2]
+        directory.mkdir(exist_ok=True)
+        return directory / name
+
+    def commit(self, bucket_name: str, info: ObjectInfo, written: Path) -> ObjectInfo:
+        """Make the file ``written`` the body of ``info.key``; replaces any previous version."""
+        bucket = self.bucket(bucket_name)
+        if len(info.key.encode()) > MAX_KEY_BYTES or not info.key:
+            written.unlink(missing_ok=True)
+            raise S3Error(400, "KeyTooLongError" if info.key else "InvalidArgument", "bad object key")
+        info.path = self._object_path(bucket_name)
+        os.replace(written, info.path)
+        old = bucket.objects.get(info.key)
+        bucket.objects[info.key] = info
+        if old is None:
+            bisect.insort(bucket.keys, info.key)
+        else:
+            old.path.unlink(missing_ok=True)
+        return info
+
+    def get(self, bucket_name: str, key: str) -> ObjectInfo:
+        info = self.bucket(bucket_name).objects.get(key)
+        if info is None:
+            raise S3Error(404, "NoSuchKey", "The specified key does not exist.")
+        return info
+
+    def delete(self, bucket_name: str, key: str) -> None:
+        bucket = self.bucket(bucket_name)
+        info = bucket.objects.pop(key, None)
+        if info is None:
+            return                                  # S3 deletes are idempotent
+        index = bisect.bisect_left(bucket.keys, key)
+        del bucket.keys[index]
+        info.path.unlink(missing_ok=True)
+
+    def list(self, bucket_name: str, prefix: str, after: str, delimiter: str, max_keys: int) -> Listing:
+        """Keys under ``prefix`` strictly after ``after``, with common prefixes rolled up."""
+        bucket = self.bucket(bucket_name)
+        keys = bucket.keys
+        index = bisect.bisect_right(keys, after) if after >= prefix else bisect.bisect_left(keys, prefix)
+        objects: list[ObjectInfo] = []
+        prefixes: list[str] = []
+        last: str | None = None
+        while index < len(keys):
+            key = keys[index]
+            if not key.startswith(prefix):
+                break
+            if len(objects) + len(prefixes) >= max_keys:
+                return Listing(objects, prefixes, True, last)
+            cut = key.find(delimiter, len(prefix)) if delimiter else -1
+            if cut >= 0:
+                common = key[: cut + len(delimiter)]
+                prefixes.append(common)
+                last = common
+                # Skip every key under this common prefix at once.
+                index = bisect.bisect_left(keys, common[:-1] + chr(ord(common[-1]) + 1))
+                continue
+            objects.append(bucket.objects[key])
+            last = key
+            index += 1
+        return Listing(objects, prefixes, False, last)
+
+    # -- multipart -----------------------------------------------------------------
+
+    def create_upload(self, bucket_name: str, key: str, content_type: str, metadata: dict[str, str]) -> Upload:
+        self.bucket(bucket_name)
+        upload_id = uuid.uuid4().hex
+        directory = self.root / "uploads" / upload_id
+        directory.mkdir()
+        upload = Upload(upload_id, bucket_name, key, directory, content_type, metadata)
+        self.uploads[upload_id] = upload
+        return upload
+
+    def upload(self, bucket_name: str, key: str, upload_id: str) -> Upload:
+        upload = self.uploads.get(upload_id)
+        if upload is None or upload.bucket != bucket_name or upload.key != key:
+            raise S3Error(404, "NoSuchUpload", "The specified multipart upload does not exist.")
+        return upload
+
+    def commit_part(self, upload: Upload, number: int, written: Path, etag: str, size: int) -> None:
+        if not 1 <= number <= MAX_PARTS:
+            written.unlink(missing_ok=True)
+            raise S3Error(400, "InvalidArgument", f"Part number must be an integer between 1 and {MAX_PARTS}")
+        if upload.upload_id not in self.uploads:            # aborted while the part streamed in
+            written.unlink(missing_ok=True)
+            raise S3Error(404, "NoSuchUpload", "The specified multipart upload does not exist.")
+        os.replace(written, upload.directory / str(number))
+        upload.parts[number] = (etag, size)
+
+    def check_completion(self, upload: Upload, listed: list[tuple[int, str]]) -> list[int]:
+        """Validate the client's part list as S3 does; return the part numbers in order."""
+        if not listed:
+            raise S3Error(400, "MalformedXML", "You must specify at least one part")
+        numbers = [n for n, _ in listed]
+        if numbers != sorted(set(numbers)):
+            raise S3Error(400, "InvalidPartOrder", "The list of parts was not in ascending order.")
+        for position, (number, etag) in enumerate(listed):
+            have = upload.parts.get(number)
+            if have is None or have[0] != etag.strip('"'):
+                raise S3Error(400, "InvalidPart", f"One or more of the specified parts could not be found: {number}")
+            if have[1] < MIN_PART_SIZE and position < len(listed) - 1:
+                raise S3Error(400, "EntityTooSmall", "Your proposed upload is smaller than the minimum allowed size")
+        return numbers
+
+    def assemble(self, upload: Upload, numbers: list[int]) -> tuple[Path, int, str]:
+        """Concatenate the parts into one temp file (kernel-side copies; for a worker thread).
+        Returns (file, size, multipart ETag)."""
+        target = self.new_temp_file()
+        digest = hashlib.md5(usedforsecurity=False)
+        size = 0
+        with open(target, "wb") as out:
+            for number in numbers:
+                etag, part_size = upload.parts[number]
+                digest.update(bytes.fromhex(etag))
+                with open(upload.directory / str(number), "rb") as part:
+                    copied = 0
+                    while copied < part_size:
+                        n = os.copy_file_range(part.fileno(), out.fileno(), part_size - copied)
+                        if n == 0:
+                            raise S3Error(500, "InternalError", f"part {number} is shorter than recorded")
+                        copied += n
+                size += part_size
+        return target, size, f"{digest.hexdigest()}-{len(numbers)}"
+
+    def finish_upload(self, upload: Upload) -> None:
+        self.uploads.pop(upload.upload_id, None)
+        shutil.rmtree(upload.directory, ignore_errors=True)
