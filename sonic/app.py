@@ -468,8 +468,16 @@ _PIP_NAMES: Mapping[str, str] = {
 def load_app(spec: str) -> App:
     """Load an application by workload name (``video``) or ``module:attr``.
 
-    The app is validated before it is returned.
+    The app is validated before it is returned. A spec ``module:attr@DIGEST`` (what agents
+    hand their workers) loads that version of the app's shipped code, see
+    :mod:`sonic.runtime.appcode`.
     """
+    if "@" in spec:
+        from sonic.runtime.appcode import activate_code, split_spec
+
+        spec, digest = split_spec(spec)
+        if digest is not None:
+            activate_code(digest)
     target = BUILTIN_WORKLOADS.get(spec, spec)
     if ":" not in target:
         names = ", ".join(BUILTIN_WORKLOADS)

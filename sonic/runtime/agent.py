@@ -43,6 +43,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,7 @@ from sonic.errors import (
     TransportError,
     UserInputError,
 )
-from sonic.runtime import protocol
+from sonic.runtime import appcode, protocol
 from sonic.runtime.client import AgentClient, RemoteCallError, Timeouts
 from sonic.runtime.objects import BadKeyError, Checksums, ObjectStore, check_job, check_key, file_checksum
 from sonic.runtime.remote import RemoteSettings, RemoteStore
@@ -212,6 +213,17 @@ class WorkerPool:
         for worker in started:
             self.release(worker)
         return len(started)
+
+    def retire(self, stale: Callable[[str], bool]) -> int:
+        """Stop the idle workers whose app key is ``stale`` (an old version of shipped code)."""
+        with self._lock:
+            gone = [w for key, ws in self._idle.items() if stale(key) for w in ws]
+            for worker in gone:
+                self._idle[worker.app].remove(worker)
+                self._all.remove(worker)
+        for worker in gone:
+            worker.stop()
+        return len(gone)
 
     def stop(self) -> None:
         with self._lock:
@@ -469,6 +481,18 @@ class Agent:
             path.unlink(missing_ok=True)
         return {"ok": True, "write_s": write_s, "read_s": read_s}
 
+    def op_app_install(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Install a version of the user's app code (sonic.runtime.appcode); idle workers of
+        the app's other versions are retired, as no job will ask for them again."""
+        try:
+            reply = appcode.handle_install(self.config.data_dir / "apps", req, self.config.name)
+        except appcode.AppCodeError as exc:
+            raise RequestError(str(exc)) from None
+        base = appcode.split_spec(str(req.get("app", "")))[0]
+        current = f"{base}{appcode.VERSION_SEP}{req.get('digest')}"
+        self.pool.retire(lambda key: appcode.split_spec(key)[0] == base and key != current)
+        return reply
+
     def op_coldstart(self, req: dict[str, Any]) -> dict[str, Any]:
         """Calibration: seconds to start a fresh worker for APP (process start + imports)."""
         worker = Worker(_str(req, "app"), self.config.data_dir / "workers.log", self.config.worker_start_timeout_s)
@@ -546,7 +570,7 @@ class Agent:
                 handler = {"ping": self.op_ping, "warm": self.op_warm, "run": self.op_run, "drop": self.op_drop,
                            "fetch": self.op_fetch, "push": self.op_push, "rawtcp_serve": self.op_rawtcp_serve,
                            "rawtcp_pull": self.op_rawtcp_pull, "diskbench": self.op_diskbench,
-                           "coldstart": self.op_coldstart}.get(op)  # type: ignore[arg-type]
+                           "coldstart": self.op_coldstart, "app_install": self.op_app_install}.get(op)  # type: ignore[arg-type]
                 if handler is None:
                     reply: dict[str, Any] = {"ok": False, "kind": "request", "error": f"unknown op {op!r}"}
                 else:

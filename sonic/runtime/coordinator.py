@@ -41,6 +41,7 @@ from sonic.metrics import EdgeMetrics, InstanceMetrics, RunResult, StageMetrics
 from sonic.plan import PassingMethod, Plan
 from sonic.reference import input_refs
 from sonic.routing import ObjectRef, edge_bytes
+from sonic.runtime.appship import ship_app
 from sonic.runtime.client import AgentClient, RemoteCallError, Timeouts
 from sonic.runtime.heartbeat import Heartbeat, HeartbeatSettings, Target, probe
 from sonic.runtime.objects import file_checksum
@@ -160,6 +161,8 @@ class Coordinator:
         refs, paths = input_refs(Path(input_path))
         refs = [ObjectRef(r.stage, r.instance, r.name, r.size, file_checksum(paths[r.key])) for r in refs]
         lost = set(self.agents) - set(self.reachable_agents())
+        # The user's own module:attr code goes to every VM first (content-hashed; versioned spec).
+        app_spec = ship_app({n: a.client for n, a in self.agents.items()}, app, app_spec, exclude=lost).app_spec
         self.remote.ensure_bucket()
         for ref in refs:
             self.remote.upload(paths[ref.key], f"{job}/{ref.key}", ref.checksum)
