@@ -6,10 +6,11 @@ from models.evaluation import HoldoutScore, holdout_score
 from models.forms import ConstantForm, IsotonicForm, LinearForm, PowerLawForm, QuadraticForm
 from models.metric import MetricModel
 from models.persist import CorruptModelError
-from models.refit import refit
+from models.refit import LearnOutcome, learn, refit
 from sonic.errors import NotFittedError
 
 __all__ = [
     "METRICS", "AppModel", "ConstantForm", "CorruptModelError", "HoldoutScore", "IsotonicForm", "LinearForm",
-    "MetricModel", "NotFittedError", "PowerLawForm", "QuadraticForm", "holdout_score", "refit",
+    "LearnOutcome", "MetricModel", "NotFittedError", "PowerLawForm", "QuadraticForm", "holdout_score", "learn",
+    "refit",
 ]

@@ -41,12 +41,18 @@ from models.forms import default_candidates
 from models.metric import MetricModel
 from profiler.schema import COLUMNS, FEATURE_PREFIX, feature_columns
 from sonic.app import App, Pattern
+from sonic.execution import MEASUREMENT_SEMANTICS
 from sonic.errors import NotFittedError, UserInputError
-from sonic.prediction import AppPrediction, StagePrediction
+from sonic.prediction import AppPrediction, Estimate, StagePrediction
 
-#: Report order and the profile column each per-instance metric is read from.
-INSTANCE_METRICS: dict[str, str] = {"memory": "peak_memory_mb", "time": "wall_s", "output_bytes": "output_bytes"}
+#: Report order and the profile column each per-instance metric is read from. ``_memory`` is
+#: the instance's own memory plus the app's resident baseline (see :meth:`AppModel.fit`).
+INSTANCE_METRICS: dict[str, str] = {"memory": "_memory", "time": "wall_s", "output_bytes": "output_bytes"}
 METRICS: tuple[str, ...] = ("memory", "time", "output_bytes", "fanout")
+
+#: A prediction this many times beyond (or below) what was profiled is an extrapolation the
+#: user is warned about: the fitted forms were only checked up to 2x beyond their data.
+EXTRAPOLATION_FACTOR = 4.0
 
 
 def fix_hint(app: str) -> str:
@@ -64,6 +70,15 @@ class StageModel:
     n_sizes: int
     trusted: bool
     cold_start_s: float | None = None
+    #: Why the stage is not trusted (empty when it is): the metric, its MAPE and the limit,
+    #: or the number of sizes profiled.
+    untrusted_reason: str = ""
+    #: The stage's total output per run (all instances) as a function of its total input:
+    #: chosen over per-instance output x instances when it predicts held-out totals better
+    #: (aggregations whose per-instance output shrinks as the fanout grows).
+    total_output: MetricModel | None = None
+    #: (min, max) instance input bytes seen in training.
+    input_range: tuple[float, float] = (0.0, 0.0)
 
 
 class AppModel:
@@ -104,16 +119,34 @@ class AppModel:
                                if _usable(rows[c].to_numpy(dtype=float))]
         groups = rows["size"].astype("Float64").fillna(rows["app_input_bytes"].astype("Float64"))
         rows = rows.assign(_group=groups.to_numpy(dtype=float))
+        # Memory is the instance's own peak above its process's resident baseline (the same
+        # whether a forked profiler child or a warm cluster worker ran it), plus one resident
+        # baseline for the app: what a slot needs in all, comparable across executors.
+        self.worker_memory_mb_ = float(rows["baseline_memory_mb"].median())
+        rows = with_memory(rows, self.worker_memory_mb_)
         # The smallest peak of any instance, a little under: what every instance starts with.
         warm = rows[~rows["cold"].astype(bool)]
-        self.memory_baseline_ = 0.99 * float((rows if warm.empty else warm)["peak_memory_mb"].min())
+        self.memory_baseline_ = 0.99 * float((rows if warm.empty else warm)["_memory"].min())
         # Stages in execution order: rows of a run are written in topological order.
         self.stage_order_ = list(dict.fromkeys(rows["stage"].tolist()))
         self.stages_: dict[str, StageModel] = {}
         for stage in self.stage_order_:
             self.stages_[stage] = self._fit_stage(stage, rows[rows["stage"] == stage])
+        # Features as a function of input size: `sonic plan --input-size` has no input file to
+        # read them from, so it takes the features an input of that size typically has.
+        per_run = rows.drop_duplicates("run_id")
+        self.feature_models_ = {
+            f: MetricModel(feature_names=()).fit(per_run[["app_input_bytes"]].to_numpy(dtype=float),
+                                                 per_run[FEATURE_PREFIX + f].to_numpy(dtype=float),
+                                                 groups=per_run["_group"].to_numpy(dtype=float))
+            for f in self.feature_names_}
         self.training_ = self._summary(rows)
         return self
+
+    def features_for_size(self, input_bytes: float) -> dict[str, float]:
+        """Typical feature values of an input of ``input_bytes``, fitted on the profiled runs."""
+        self._check_fitted()
+        return {f: m.predict_estimate(float(input_bytes)).mean for f, m in self.feature_models_.items()}
 
     def _validate_profile(self, profile: pd.DataFrame) -> pd.DataFrame:
         if not isinstance(profile, pd.DataFrame):
@@ -122,11 +155,19 @@ class AppModel:
         if missing:
             raise UserInputError(f"profile table lacks columns {', '.join(missing)}; build it with profiler.ProfileStore.load")
         rows = profile[(profile["app"] == self.app_name) & profile["error"].isna()]
+        # A run whose output failed validation measured something else than the app's work.
+        rows = rows[rows["output_ok"].astype(bool)]
         if self.sources is not None:
             rows = rows[rows["source"].isin(list(self.sources))]
-        if rows.empty:
+        current = rows[rows["semantics"] == MEASUREMENT_SEMANTICS]
+        if current.empty and not rows.empty:
+            raise NotFittedError(
+                f"the measurements of app {self.app_name!r} were taken under an older definition of memory "
+                f"and time (semantics {int(rows['semantics'].max())}, this sonic uses {MEASUREMENT_SEMANTICS}); "
+                f"{fix_hint(self.app_name)} again")
+        if current.empty:
             raise NotFittedError(f"no measurements of app {self.app_name!r} to fit models on; {fix_hint(self.app_name)}")
-        return rows.reset_index(drop=True)
+        return current.reset_index(drop=True)
 
     def _fit_stage(self, stage: str, rows: pd.DataFrame) -> StageModel:
         feats = list(self.feature_names_)
@@ -148,6 +189,7 @@ class AppModel:
             y = warm[column].to_numpy(dtype=float)
             scores[metric] = holdout_score(model, X, y, g, r)
             metrics[metric] = model.fit(X, y, groups=g, runs=r)
+        total_output, scores["output_bytes"] = self._fit_total_output(warm, fcols, feats, scores["output_bytes"])
         per_run = rows.drop_duplicates("run_id")
         Xf = per_run[["app_input_bytes", *fcols]].to_numpy(dtype=float)
         yf = per_run["instances"].to_numpy(dtype=float)
@@ -156,11 +198,44 @@ class AppModel:
         scores["fanout"] = holdout_score(fanout, Xf, yf, gf)
         metrics["fanout"] = fanout.fit(Xf, yf, groups=gf)
         n_sizes = int(np.unique(g).size)
-        trusted = n_sizes >= self.min_sizes and not rows["cold"].astype(bool).all() and all(
-            math.isfinite(s.mape) and s.mape <= (self.max_time_mape if metric == "time" else self.max_mape)
-            for metric, s in scores.items())
-        return StageModel(stage, metrics, scores, feats, n_sizes, trusted,
-                          self._cold_start(rows, metrics["time"], fcols))
+        reason = self._untrusted_reason(n_sizes, bool(rows["cold"].astype(bool).all()), scores)
+        inputs = warm["input_bytes"].to_numpy(dtype=float)
+        return StageModel(stage, metrics, scores, feats, n_sizes, not reason,
+                          self._cold_start(rows, metrics["time"], fcols), reason, total_output,
+                          (float(inputs.min()), float(inputs.max())))
+
+    def _untrusted_reason(self, n_sizes: int, all_cold: bool, scores: dict[str, HoldoutScore]) -> str:
+        """Empty if the stage is trusted, else the first reason it is not, in words."""
+        if n_sizes < self.min_sizes:
+            return f"profiled on {n_sizes} size(s), needs {self.min_sizes}"
+        if all_cold:
+            return "only cold runs measured"
+        for metric, score in scores.items():
+            limit = self.max_time_mape if metric == "time" else self.max_mape
+            if not math.isfinite(score.mape):
+                return f"{metric} has no held-out MAPE (no size above half the largest)"
+            if score.mape > limit:
+                return f"{metric} MAPE {score.mape:.0%} > {limit:.0%}"
+        return ""
+
+    def _fit_total_output(self, warm: pd.DataFrame, fcols: list[str], feats: list[str],
+                          per_instance: HoldoutScore) -> tuple[MetricModel | None, HoldoutScore]:
+        """A model of the stage's total output per run, if it predicts held-out totals
+        better than the per-instance model does per instance (returns it and its score)."""
+        runs = warm.groupby("run_id", sort=False).agg(
+            total_in=("input_bytes", "sum"), total_out=("output_bytes", "sum"),
+            instances=("instance", "count"), app_input_bytes=("app_input_bytes", "first"),
+            _group=("_group", "first"), **{c: (c, "first") for c in fcols})
+        if runs["instances"].max() <= 1 or runs["_group"].nunique() < self.min_sizes:
+            return None, per_instance  # one instance per run: the two models are the same
+        X = runs[["total_in", "app_input_bytes", *fcols]].to_numpy(dtype=float)
+        y = runs["total_out"].to_numpy(dtype=float)
+        g = runs["_group"].to_numpy(dtype=float)
+        model = MetricModel(quantile=self.quantile, feature_names=["app_input_bytes", *feats], free_features=(1,))
+        score = holdout_score(model, X, y, g)
+        if not (math.isfinite(score.mape) and (not math.isfinite(per_instance.mape) or score.mape < per_instance.mape)):
+            return None, per_instance
+        return model.fit(X, y, groups=g), score
 
     @staticmethod
     def _cold_start(rows: pd.DataFrame, time_model: MetricModel, fcols: list[str]) -> float | None:
@@ -206,6 +281,7 @@ class AppModel:
         fvec = self._feature_vector(features)
         x_app = float(input_bytes)
         out: dict[str, StagePrediction] = {}
+        warnings: list[str] = []
         for name, in_edges in _structure(app):
             sm = self.stages_.get(name)
             if sm is None:
@@ -231,14 +307,29 @@ class AppModel:
                         x += src.total_output_bytes
             m = sm.metrics
             extra = (x_app, *fvec) if fvec else (x_app,)
+            if sm.total_output is not None:  # total output, shared out over the instances
+                total = sm.total_output.predict_estimate(x * n, extra)
+                output_bytes = Estimate(total.mean / n, total.hi / n)
+            else:
+                output_bytes = m["output_bytes"].predict_estimate(x, extra)
+            lo, hi = sm.input_range
+            if in_edges and hi > 0 and not lo / EXTRAPOLATION_FACTOR <= x <= hi * EXTRAPOLATION_FACTOR:
+                warnings.append(f"stage {name}: predicted instance input {x:,.0f} B is far outside the "
+                                f"profiled {lo:,.0f}-{hi:,.0f} B")
             out[name] = StagePrediction(
                 stage=name, instances=n, input_bytes=x,
                 time_s=m["time"].predict_estimate(x, extra),
                 memory_mb=m["memory"].predict_estimate(x, extra),
-                output_bytes=m["output_bytes"].predict_estimate(x, extra),
+                output_bytes=output_bytes,
                 trusted=sm.trusted,
+                untrusted_reason=sm.untrusted_reason,
             )
-        return AppPrediction(app.name, int(input_bytes), out, source="models", features=dict(features or {}))
+        sizes = self.training_["sizes"]
+        if sizes and not min(sizes) / EXTRAPOLATION_FACTOR <= input_bytes <= max(sizes) * EXTRAPOLATION_FACTOR:
+            warnings.insert(0, f"input of {input_bytes:,.0f} B is far outside the profiled sizes "
+                               f"{min(sizes):,.0f}-{max(sizes):,.0f} B: predictions extrapolate")
+        return AppPrediction(app.name, int(input_bytes), out, source="models", features=dict(features or {}),
+                             warnings=warnings, worker_memory_mb=self.worker_memory_mb_)
 
     def _feature_vector(self, features: Mapping[str, float] | None) -> tuple[float, ...] | None:
         if not features or not self.feature_names_:
@@ -263,10 +354,14 @@ class AppModel:
             sm = self.stages_[stage]
             for metric in METRICS:
                 model, score = sm.metrics[metric], sm.scores[metric]
+                name = model.model_name_
+                if metric == "output_bytes" and sm.total_output is not None:
+                    model, name = sm.total_output, f"total:{sm.total_output.model_name_}"
                 rows.append({
-                    "stage": stage, "metric": metric, "model": model.model_name_,
+                    "stage": stage, "metric": metric, "model": name,
                     "n_samples": model.n_samples_, "mape": _finite(score.mape),
                     "mape_instances": _finite(score.mape_instances), "trusted": sm.trusted,
+                    "untrusted_reason": sm.untrusted_reason,
                 })
         return rows
 
@@ -279,6 +374,11 @@ class AppModel:
     def load(cls, app_name: str, root: Path | str) -> AppModel:
         from models.persist import load_model
         return load_model(app_name, Path(root))
+
+
+def with_memory(rows: pd.DataFrame, worker_memory_mb: float) -> pd.DataFrame:
+    """``rows`` with the memory target ``_memory``: own memory plus one worker's baseline."""
+    return rows.assign(_memory=rows["own_memory_mb"].to_numpy(dtype=float) + worker_memory_mb)
 
 
 def _usable(values: np.ndarray) -> bool:

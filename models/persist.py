@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import tempfile
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,13 +54,25 @@ def save_model(model: AppModel, root: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     manifest = {"app": model.app_name, "format": FORMAT, **versions(),
                 "training": model.training_, "report": model.report()}
-    tmp_model = folder / f".{MODEL_FILE}.tmp"
-    joblib.dump(model, tmp_model)
-    os.replace(tmp_model, folder / MODEL_FILE)
-    tmp_manifest = folder / f".{MANIFEST_FILE}.tmp"
-    tmp_manifest.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp_manifest, folder / MANIFEST_FILE)
+    # Unique temporary names: concurrent writers (serialised by the app's lock in
+    # models.refit, but a plain `sonic profile` may race) never rename each other's file.
+    tmp_model = _temp_path(folder, MODEL_FILE)
+    try:
+        joblib.dump(model, tmp_model)
+        os.replace(tmp_model, folder / MODEL_FILE)
+        tmp_manifest = _temp_path(folder, MANIFEST_FILE)
+        tmp_manifest.write_text(json.dumps(manifest, indent=2))
+        os.replace(tmp_manifest, folder / MANIFEST_FILE)
+    finally:
+        for leftover in folder.glob(f".*.{os.getpid()}.*.tmp"):
+            leftover.unlink(missing_ok=True)
     return folder
+
+
+def _temp_path(folder: Path, name: str) -> Path:
+    fd, path = tempfile.mkstemp(prefix=f".{name}.{os.getpid()}.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    return Path(path)
 
 
 def read_manifest(root: Path, app: str) -> dict[str, Any]:

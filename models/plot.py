@@ -13,7 +13,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from models.app_model import INSTANCE_METRICS, METRICS, AppModel
+from models.app_model import INSTANCE_METRICS, METRICS, AppModel, with_memory
 
 _LABELS = {"memory": "peak memory (MB)", "time": "wall time, warm (s)", "output_bytes": "output bytes",
            "fanout": "instances"}
@@ -26,6 +26,7 @@ def plot_models(model: AppModel, profile: pd.DataFrame, path: Path) -> Path:
     FigureCanvasAgg(fig)
     axes = fig.subplots(2, 2).ravel()
     colours = {s: f"C{i % 10}" for i, s in enumerate(model.stage_order_)}
+    rows = with_memory(rows, model.worker_memory_mb_)
     for ax, metric in zip(axes, METRICS):
         for stage in model.stage_order_:
             mm = model.stages_[stage].metrics[metric]

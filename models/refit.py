@@ -1,27 +1,195 @@
-"""Online refit: after every run, append its measurements and refit the app's models.
+"""Learning from runs: record a run's measurements, refit, and keep the better models.
 
-Fitting is a few hundred tiny least-squares problems (milliseconds to a few hundred ms), so
-refitting from the whole profile every time is simpler and safer than incremental updates.
+After every run that validated, its rows are appended to the profile and a *challenger*
+(the models refitted on every row) competes with the *champion* (the saved models). The
+challenger replaces the champion only if
+
+1. it predicts the newest measurements at least as well: the runs the champion has never
+   seen (recorded after it was fitted, at most :data:`HOLDOUT_RUNS` of the newest) are held
+   out, the challenger's procedure is re-run without them, and both predict them (mean over
+   stages and metrics of the median absolute percentage error; see :func:`prediction_error`);
+2. it does not lose the trust of a stage the champion trusts (an untrusted stage sends its
+   edges through Remote-Storage, so that would make plans worse).
+
+Otherwise the champion stays; the new rows stay in the store and take part in the next
+challenge. Runs whose output failed validation are never learned from. Fitting is a few
+hundred tiny least-squares problems (milliseconds to a few hundred ms), so refitting from
+the whole profile is simpler and safer than incremental updates.
+
+Concurrent runs of one app are serialised by a lock file per app (``fcntl.flock``), so
+every challenge sees the rows of every run before it.
 """
 
 from __future__ import annotations
 
+import fcntl
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from models.app_model import AppModel
+import numpy as np
+import pandas as pd
+
+from models.app_model import INSTANCE_METRICS, AppModel, with_memory
+from models.persist import CorruptModelError, ModelsNotFoundError, model_dir
 from profiler.record import record_run
 from profiler.store import ProfileStore
 from sonic.app import App
-from sonic.errors import UserInputError
+from sonic.errors import NotFittedError, UserInputError
+from sonic.execution import MEASUREMENT_SEMANTICS
 from sonic.metrics import RunResult
+
+#: The newest runs the champion has not seen that a challenge is scored on.
+HOLDOUT_RUNS = 3
+
+
+@dataclass
+class LearnOutcome:
+    """What learning from one run did; ``line`` is the one-line summary ``sonic run`` prints."""
+
+    recorded: bool
+    replaced: bool
+    reason: str
+    changes: list[str] = field(default_factory=list)
+    champion_error: float | None = None
+    challenger_error: float | None = None
+    model: AppModel | None = None
+
+    @property
+    def line(self) -> str:
+        if not self.recorded:
+            return f"models: not learned from this run ({self.reason})"
+        if not self.replaced:
+            return f"models: kept the current models ({self.reason}); this run's measurements are stored"
+        changed = "; changed: " + ", ".join(self.changes) if self.changes else "; no stage changed trust or form"
+        return f"models: refitted ({self.reason}){changed}"
+
+    def to_json(self) -> dict[str, object]:
+        return {"recorded": self.recorded, "replaced": self.replaced, "reason": self.reason,
+                "changes": self.changes, "champion_error": self.champion_error,
+                "challenger_error": self.challenger_error}
+
+
+@contextmanager
+def app_lock(root: Path, app: str) -> Iterator[None]:
+    """Exclusive lock of one app's models and profile (blocks until free)."""
+    folder = model_dir(root, app)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def learn(app: App, result: RunResult, root: Path | str) -> LearnOutcome:
+    """Record ``result`` (if it validated) and replace the models if a refit is no worse."""
+    if result.app != app.name:
+        raise UserInputError(f"run result is of app {result.app!r}, not {app.name!r}")
+    if not result.output_ok:
+        return LearnOutcome(False, False, "its output failed validation")
+    root = Path(root)
+    with app_lock(root, app.name):
+        store = ProfileStore(root)
+        record_run(result, store)
+        rows = store.load(app.name)
+        try:
+            champion: AppModel | None = AppModel.load(app.name, root)
+        except (ModelsNotFoundError, CorruptModelError):
+            champion = None
+        return _challenge(app, champion, rows, root)
 
 
 def refit(app: App, result: RunResult, root: Path | str = Path(".sonic")) -> AppModel:
-    """Record ``result`` under ``root`` and refit + save the models of ``app``."""
+    """Record ``result`` and refit unconditionally (the profiler's path); returns the models."""
     if result.app != app.name:
         raise UserInputError(f"run result is of app {result.app!r}, not {app.name!r}")
-    store = ProfileStore(root)
-    record_run(result, store)
-    model = AppModel(app.name).fit(store.load(app.name))
-    model.save(root)
+    root = Path(root)
+    with app_lock(root, app.name):
+        store = ProfileStore(root)
+        record_run(result, store)
+        model = AppModel(app.name).fit(store.load(app.name))
+        model.save(root)
     return model
+
+
+def _challenge(app: App, champion: AppModel | None, rows: pd.DataFrame, root: Path) -> LearnOutcome:
+    try:
+        challenger = AppModel(app.name).fit(rows)
+    except NotFittedError as exc:
+        return LearnOutcome(True, False, f"no models can be fitted yet: {exc}")
+    if champion is None or set(champion.stages_) != set(challenger.stages_):
+        challenger.save(root)
+        return LearnOutcome(True, True, "first models of this app" if champion is None else "the app's stages changed",
+                            _changes(champion, challenger), model=challenger)
+    lost = [s for s, sm in champion.stages_.items() if sm.trusted and not challenger.stages_[s].trusted]
+    if lost:
+        why = "; ".join(f"{s}: {challenger.stages_[s].untrusted_reason}" for s in lost)
+        return LearnOutcome(True, False, f"a refit would no longer trust {why}", model=champion)
+    current = rows[(rows["semantics"] == MEASUREMENT_SEMANTICS) & rows["output_ok"].astype(bool)
+                   & rows["error"].isna()]
+    unseen = current[current["timestamp"] > champion.training_["last_timestamp"]]
+    newest = unseen.drop_duplicates("run_id").sort_values("timestamp")["run_id"].tail(HOLDOUT_RUNS)
+    holdout = current[current["run_id"].isin(newest)]
+    champion_error = prediction_error(champion, app, holdout)
+    rest = current[~current["run_id"].isin(newest)]
+    try:
+        trial = AppModel(app.name).fit(rest) if not rest.empty else None
+    except NotFittedError:
+        trial = None
+    challenger_error = prediction_error(trial, app, holdout) if trial is not None else champion_error
+    if challenger_error > champion_error + 1e-12:
+        return LearnOutcome(True, False, f"a refit predicts the newest {newest.size} run(s) worse: error "
+                            f"{challenger_error:.1%} vs {champion_error:.1%}", champion_error=champion_error,
+                            challenger_error=challenger_error, model=champion)
+    challenger.save(root)
+    return LearnOutcome(True, True, f"{challenger.training_['runs']} runs; error on the newest {newest.size} run(s) "
+                        f"{challenger_error:.1%} vs {champion_error:.1%} before", _changes(champion, challenger),
+                        champion_error, challenger_error, challenger)
+
+
+def prediction_error(model: AppModel, app: App, rows: pd.DataFrame) -> float:
+    """Mean, over stages and metrics (memory, time, output bytes, fanout), of the median
+    absolute percentage error of ``model`` on the instances in ``rows``: each instance
+    predicted at its own measured input bytes, as the planner would for that input."""
+    errors: list[float] = []
+    rows = with_memory(rows, model.worker_memory_mb_)
+    for stage, group in rows.groupby("stage", sort=False):
+        sm = model.stages_.get(str(stage))
+        if sm is None:
+            continue
+        feats = [f"feat_{f}" for f in sm.features]
+        if any(c not in group.columns for c in feats):
+            feats = []
+        X = group[["input_bytes", "app_input_bytes", *feats]].to_numpy(dtype=float)
+        for metric, column in INSTANCE_METRICS.items():
+            truth = group[column].to_numpy(dtype=float)
+            errors.append(_median_ape(sm.metrics[metric].predict(X), truth))
+        per_run = group.drop_duplicates("run_id")
+        Xf = per_run[["app_input_bytes", *feats]].to_numpy(dtype=float)
+        errors.append(_median_ape(sm.metrics["fanout"].predict(Xf), per_run["instances"].to_numpy(dtype=float)))
+    return float(np.mean(errors)) if errors else math.inf
+
+
+def _median_ape(pred: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.median(np.abs(pred - truth) / np.maximum(np.abs(truth), 1e-12)))
+
+
+def _changes(old: AppModel | None, new: AppModel) -> list[str]:
+    """Stages whose trust or chosen model form changed, in words."""
+    if old is None:
+        return [f"{s} {'trusted' if sm.trusted else 'untrusted'}" for s, sm in new.stages_.items()]
+    before = {(r["stage"], r["metric"]): r for r in old.report()}
+    out = []
+    for stage, sm in new.stages_.items():
+        was = old.stages_.get(stage)
+        if was is not None and was.trusted != sm.trusted:
+            out.append(f"{stage} now {'trusted' if sm.trusted else 'untrusted (' + sm.untrusted_reason + ')'}")
+    for r in new.report():
+        b = before.get((r["stage"], r["metric"]))
+        if b is not None and b["model"] != r["model"]:
+            out.append(f"{r['stage']} {r['metric']} form {b['model']} -> {r['model']}")
+    return out

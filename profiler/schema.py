@@ -14,6 +14,7 @@ from typing import Final
 
 import pandas as pd
 
+from sonic.execution import MEASUREMENT_SEMANTICS
 from sonic.metrics import RunResult
 
 #: Prefix of the columns that hold the app's input features (``app.feature_extractor``).
@@ -40,7 +41,17 @@ COLUMNS: Final[dict[str, str]] = {
     "attempt": "int64",
     "vm": "string",
     "error": "string",
+    # What the measurements mean and how they were taken (see sonic.execution):
+    "semantics": "int64",          # MEASUREMENT_SEMANTICS of the row; rows of another are never fitted together
+    "own_memory_mb": "float64",    # the instance's own peak above its process's resident baseline
+    "baseline_memory_mb": "float64",  # that process's resident size when the instance started
+    "cpu_wait_s": "float64",       # run-queue wait taken out of wall_s
 }
+
+#: Columns added by later versions; parts written before them are read with these defaults
+#: (semantics 1: raw peak and raw wall time, never fitted with today's rows).
+LATER_COLUMNS: Final[dict[str, object]] = {"semantics": 1, "own_memory_mb": float("nan"),
+                                           "baseline_memory_mb": float("nan"), "cpu_wait_s": 0.0}
 
 
 def feature_columns(frame: pd.DataFrame) -> list[str]:
@@ -89,6 +100,10 @@ def run_to_frame(
             "attempt": int(m.attempt),
             "vm": m.vm,
             "error": m.error,
+            "semantics": MEASUREMENT_SEMANTICS,
+            "own_memory_mb": float(m.own_memory_mb),
+            "baseline_memory_mb": float(m.baseline_memory_mb),
+            "cpu_wait_s": float(m.cpu_wait_s),
         }
         for m in result.instances
     ]

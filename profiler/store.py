@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
-from profiler.schema import COLUMNS
+from profiler.schema import COLUMNS, LATER_COLUMNS
 from sonic.errors import UserInputError
 
 DEFAULT_ROOT = Path(".sonic")
@@ -71,6 +71,9 @@ class ProfileStore:
                 f"profile file {path} is unreadable ({type(exc).__name__}: {exc}); "
                 "move or delete it and re-run `sonic profile APP`"
             ) from exc
+        for column, default in LATER_COLUMNS.items():
+            if column not in frame.columns:
+                frame[column] = pd.Series([default] * len(frame), dtype=COLUMNS[column])
         missing = [c for c in COLUMNS if c not in frame.columns]
         if missing:
             raise CorruptProfileError(

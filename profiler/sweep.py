@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,10 +96,11 @@ _STAGE_RE = re.compile(r"stage '([^']+)'")
 _LOCAL_EXECUTORS: tuple[Executor, ...] = (run_reference, run_best_of)
 
 
-def _validate(app: App, sizes: Sequence[int], runs: int, cold_runs: int) -> list[int]:
-    if app.generator is None:
+def _validate(app: App, sizes: Sequence[int], runs: int, cold_runs: int, *, generated: bool = True) -> list[int]:
+    if generated and app.generator is None:
         raise UserInputError(
-            f"app {app.name!r} has no input generator; register one with @app.generate_input "
+            f"app {app.name!r} has no input generator; give your own sample inputs of a few sizes "
+            "(`sonic profile APP --inputs DIR`) or register a generator with @app.generate_input "
             "so `sonic profile` can make inputs of each size"
         )
     if not sizes:
@@ -129,6 +130,7 @@ def profile_app(
     source: str | None = None,
     isolate: bool | None = None,
     priority: int | None = -10,
+    samples: Mapping[int, Sequence[Path]] | None = None,
 ) -> ProfileSummary:
     """Profile ``app`` on generated inputs of every size in ``sizes``, ``runs`` times each.
 
@@ -145,9 +147,12 @@ def profile_app(
     shared machine other jobs then steal less CPU from the stages being measured; ``None``
     keeps the normal priority. Raises
     :class:`ProfilingError` on the first failing run, after the runs before it were stored.
+    ``samples`` (size in bytes -> the user's input files or directories of that size)
+    replaces generated inputs: run ``r`` of a size uses its ``r``-th sample (cyclically);
+    ``sizes`` must then be the samples' sizes.
     """
     app.validate()
-    ordered = _validate(app, sizes, runs, cold_runs)
+    ordered = _validate(app, sizes, runs, cold_runs, generated=samples is None)
     executor_factory = executor_factory or run_best_of
     isolate = executor_factory in _LOCAL_EXECUTORS if isolate is None else isolate
     summary = ProfileSummary(app=app.name, sizes=ordered)
@@ -167,11 +172,14 @@ def profile_app(
             if progress:
                 progress(ProgressEvent(size, r + 1, total, "start", cold=cold))
             t_run = time.perf_counter()
+            sample = samples[size][r % len(samples[size])] if samples is not None else None
             result = _one_run(app, size, seed + r, workdir, cold_exec if cold else executor_factory,
-                              runs_recorded=len(summary.run_ids), isolate=isolate, priority=priority)
+                              runs_recorded=len(summary.run_ids), isolate=isolate, priority=priority,
+                              sample=sample)
             if not result.features and app.feature_extractor is not None:
                 # A custom executor may not extract features; the models need them per run.
-                result.features = _features_of(app, workdir, size, seed + r)
+                path = sample if sample is not None else _input_path(workdir, size, seed + r)
+                result.features = _features_of(app, path)
             run_id = uuid.uuid4().hex
             frame = run_to_frame(result, source=source, size=size, run_id=run_id,
                                  cold=True if cold else None)
@@ -223,8 +231,9 @@ def _generate(app: App, size: int, seed: int, workdir: Path, runs_recorded: int,
 
 
 def _one_run(app: App, size: int, seed: int, workdir: Path, executor: Executor,
-             *, runs_recorded: int, isolate: bool, priority: int | None = None) -> RunResult:
-    path = _generate(app, size, seed, workdir, runs_recorded, isolate)
+             *, runs_recorded: int, isolate: bool, priority: int | None = None,
+             sample: Path | None = None) -> RunResult:
+    path = sample if sample is not None else _generate(app, size, seed, workdir, runs_recorded, isolate)
 
     def measured_run() -> RunResult:
         if priority is not None:
@@ -258,7 +267,6 @@ def _raise_priority(nice: int) -> None:
         pass  # not root: measure at normal priority, the robust statistics still apply
 
 
-def _features_of(app: App, workdir: Path, size: int, seed: int) -> dict[str, float]:
+def _features_of(app: App, path: Path) -> dict[str, float]:
     assert app.feature_extractor is not None
-    path = _input_path(workdir, size, seed)
     return {k: float(v) for k, v in app.feature_extractor(path).items()} if path.exists() else {}

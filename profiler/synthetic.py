@@ -173,7 +173,8 @@ def simulate_run(app: App, behaviour: dict[str, Behaviour], input_bytes: int,
             outs.append(out)
             instances.append(InstanceMetrics(
                 stage=name, instance=i, input_bytes=int(x), output_bytes=int(out), n_outputs=1,
-                wall_s=wall, peak_memory_mb=b.memory(x, a, feats), started=0.0, ended=wall))
+                wall_s=wall, peak_memory_mb=b.memory(x, a, feats), own_memory_mb=b.memory(x, a, feats),
+                started=0.0, ended=wall))
         out_per_instance[name] = outs
     stages = [StageMetrics(s, len(out_per_instance[s]), 0.0, 0.0) for s in app.topological_order()]
     return RunResult(app=app.name, strategy="reference", input_bytes=int(input_bytes), latency_s=0.0,

@@ -32,6 +32,21 @@ def cluster_option(fn: F) -> F:
     )(fn)
 
 
+def root_option(fn: F) -> F:
+    """The one definition of ``--root`` (where profiles, models and measured runs live)."""
+    return click.option(
+        "--root", type=click.Path(file_okay=False, path_type=Path), default=None,
+        help="Store of profiles, models and measured runs [env SONIC_HOME; default: the nearest "
+             "existing .sonic directory upwards from here, else ./.sonic].",
+    )(fn)
+
+
+def resolved_root(root: Path | None) -> Path:
+    from sonic.home import store_root
+
+    return store_root(root)
+
+
 def emit_json(doc: Any) -> None:
     click.echo(json.dumps(doc, indent=2, default=str))
 
@@ -92,9 +107,12 @@ def workloads_gen(app_spec: str, size: str, output: Path, seed: int) -> None:
 @click.option("--keep", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep outputs in this directory (reference executor).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
+@click.option("--no-learn", is_flag=True, help="Do not record this run or refit the models from it.")
+@root_option
 @cluster_option
 def run(app_spec: str, input_path: Path, local_reference: bool, plan_path: Path | None, strategy: str | None,
-        objective: str, keep: Path | None, as_json: bool, cluster_path: Path) -> None:
+        objective: str, keep: Path | None, as_json: bool, no_learn: bool, root: Path | None,
+        cluster_path: Path) -> None:
     """Run APP on an input (reference executor, or a cluster with a plan)."""
     from sonic.app import load_app
 
@@ -108,7 +126,8 @@ def run(app_spec: str, input_path: Path, local_reference: bool, plan_path: Path 
 
         result = run_on_cluster(app, input_path, cluster_path=cluster_path, plan_path=plan_path,
                                 strategy=strategy, objective=objective, app_spec=app_spec,
-                                progress=progress_enabled(as_json), echo=click.echo)
+                                progress=progress_enabled(as_json), echo=click.echo, root=resolved_root(root),
+                                learn=not no_learn)
     if as_json:
         emit_json(result.to_json())
     else:
@@ -215,29 +234,34 @@ def cluster_down(cluster_path: Path) -> None:
 @click.option("--sizes", default=None,
               help="Comma-separated input sizes [default: the workload's recommended doubling sweep, else 2MB..32MB].")
 @click.option("--runs", type=click.IntRange(1, 100), default=4, show_default=True, help="Runs per size.")
-@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path(".sonic"), show_default=True,
-              help="Where profiles and models live.")
+@click.option("--inputs", "sample_inputs", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="Profile on your own sample inputs (files, or a directory of them; repeatable) "
+                   "instead of generated ones. Give inputs of at least 3 different sizes.")
+@root_option
 @click.option("--cluster", "cluster_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Profile on this cluster instead of the reference executor.")
-def profile(app_spec: str, sizes: str | None, runs: int, root: Path, cluster_path: Path | None) -> None:
-    """Profile APP over a size sweep and fit its parameter models."""
+def profile(app_spec: str, sizes: str | None, runs: int, sample_inputs: tuple[Path, ...], root: Path | None,
+            cluster_path: Path | None) -> None:
+    """Profile APP over a size sweep (or your sample inputs) and fit its parameter models."""
     from profiler.cli import run_profile
     from sonic.sizes import parse_size_list
 
-    run_profile(app_spec, parse_size_list(sizes) if sizes else None, runs, root, cluster=cluster_path, echo=click.echo,
-                progress=sys.stderr.isatty())
+    if sample_inputs and sizes:
+        raise UserInputError("give either --sizes (generated inputs) or --inputs (your samples), not both")
+    run_profile(app_spec, parse_size_list(sizes) if sizes else None, runs, resolved_root(root), cluster=cluster_path,
+                echo=click.echo, progress=sys.stderr.isatty(), sample_inputs=list(sample_inputs) or None)
 
 
 @cli.command()
 @click.argument("app_spec", metavar="APP")
-@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path(".sonic"), show_default=True)
+@root_option
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write a PNG of the fits.")
-def models(app_spec: str, root: Path, as_json: bool, plot: Path | None) -> None:
+def models(app_spec: str, root: Path | None, as_json: bool, plot: Path | None) -> None:
     """Show per stage and metric: model form, samples and held-out MAPE."""
     from models.cli import show_models
 
-    show_models(app_spec, root, as_json, plot, echo=click.echo)
+    show_models(app_spec, resolved_root(root), as_json, plot, echo=click.echo)
 
 
 @cli.command()
@@ -250,17 +274,18 @@ def models(app_spec: str, root: Path, as_json: bool, plot: Path | None) -> None:
 @click.option("--deadline", type=click.FloatRange(min=0), default=None, help="Max seconds per run.")
 @click.option("--strategy", type=click.Choice(["sonic", "remote", "vm", "direct", "oracle"]), default="sonic",
               show_default=True)
-@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path(".sonic"), show_default=True)
+@root_option
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--dot", is_flag=True, help="Print a Graphviz DOT of the DAG with methods.")
 @cluster_option
 def plan(app_spec: str, input_path: Path | None, input_size: str | None, objective: str, budget: float | None,
-         deadline: float | None, strategy: str, root: Path, as_json: bool, dot: bool, cluster_path: Path) -> None:
+         deadline: float | None, strategy: str, root: Path | None, as_json: bool, dot: bool,
+         cluster_path: Path) -> None:
     """Plan per-edge passing and placement for APP."""
     from sonic.planning import plan_command
 
     plan_command(app_spec, input_path=input_path, input_size=input_size, objective=objective, budget=budget,
-                 deadline=deadline, strategy=strategy, root=root, as_json=as_json, dot=dot,
+                 deadline=deadline, strategy=strategy, root=resolved_root(root), as_json=as_json, dot=dot,
                  cluster_path=cluster_path, echo=click.echo)
 
 

@@ -1,10 +1,21 @@
 """Run one stage instance in the current process and measure it.
 
-Peak memory is the process's resident high-water mark (``VmHWM``), reset right before the
-function starts by writing ``5`` to ``/proc/self/clear_refs`` (Linux >= 4.0), so a warm worker
-that runs many instances reports each instance's own peak, and the max RSS of any child
-processes the function started (e.g. a codec binary). Where the reset is unavailable the
-process's lifetime ``ru_maxrss`` is used, which is exact in a freshly forked child.
+**One measurement semantics** (:data:`MEASUREMENT_SEMANTICS`), the same whether the process is
+the profiler's forked child or a warm worker on a cluster VM, so that rows of both can be
+fitted together:
+
+* ``own_memory_mb``: the instance's own peak above the resident baseline of the process that
+  runs it. The resident high-water mark (``VmHWM``) is reset right before the function
+  starts by writing ``5`` to ``/proc/self/clear_refs`` (Linux >= 4.0); the resident size at
+  that moment is the baseline (``baseline_memory_mb``); the peak minus the baseline is the
+  instance's own. A warm worker that imported more libraries or kept a larger heap than a
+  freshly forked child has a larger baseline, not a larger instance. Child processes the
+  function started (a codec binary) count wholly. ``peak_memory_mb`` keeps the raw peak.
+* ``wall_s``: the function's wall time *minus* the time its threads sat runnable waiting
+  for a CPU (``/proc/self/task/*/schedstat``; the largest wait of any one thread, see
+  :func:`contention_s`), i.e. the time the instance takes with a core to itself, which is
+  what a VM slot gives it; ``cpu_wait_s`` records what was subtracted. Queueing for a slot
+  and data transfer happen outside the function and are never in it.
 """
 
 from __future__ import annotations
@@ -19,6 +30,10 @@ from pathlib import Path
 from sonic.app import OUTPUT_NAME_RE, App, Context
 from sonic.metrics import InstanceMetrics
 from sonic.routing import InstanceSpec
+
+#: Version of what the measured quantities mean; stored with every profile row. Rows of
+#: another version are never fitted together with these (1: raw peak and raw wall time).
+MEASUREMENT_SEMANTICS = 2
 
 
 @dataclass
@@ -36,6 +51,51 @@ def _read_hwm_kb() -> int | None:
     except OSError:
         return None
     return None
+
+
+def _read_rss_kb() -> int | None:
+    try:
+        with open("/proc/self/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def run_queue_wait_s() -> float:
+    """Seconds this thread has spent runnable but waiting for a CPU (0 if not available)."""
+    try:
+        with open("/proc/self/schedstat", "rb") as fh:
+            return int(fh.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def thread_waits() -> dict[str, float]:
+    """Run-queue wait in seconds of every thread of this process (BLAS pools included)."""
+    waits: dict[str, float] = {}
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return {"self": run_queue_wait_s()}
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat", "rb") as fh:
+                waits[tid] = int(fh.read().split()[1]) / 1e9
+        except (OSError, IndexError, ValueError):
+            continue  # the thread ended meanwhile
+    return waits
+
+
+def contention_s(before: dict[str, float], after: dict[str, float]) -> float:
+    """Wall time lost to waiting for a CPU between two :func:`thread_waits` readings.
+
+    The largest wait of any one thread: threads working in parallel (a BLAS pool) wait
+    in parallel too, and the call finishes when the most delayed one does. A lower
+    bound, so never more than what really was lost."""
+    return max((after[t] - before.get(t, 0.0) for t in after), default=0.0)
 
 
 def _reset_hwm() -> bool:
@@ -80,18 +140,25 @@ def run_instance(
     )
     fn = app.stages[spec.stage].fn
     reset_ok = _reset_hwm()
+    baseline_kb = (_read_rss_kb() if reset_ok else None) or 0
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    waits_before = thread_waits()
     started = time.time()
     t0 = time.perf_counter()
-    fn(ctx)
-    wall = time.perf_counter() - t0
+    try:
+        fn(ctx)
+    finally:
+        wall = time.perf_counter() - t0
+        waited = contention_s(waits_before, thread_waits())
     ended = time.time()
     hwm_kb = _read_hwm_kb() if reset_ok else None
-    if hwm_kb is None:
+    if hwm_kb is None:  # no reset: the lifetime peak, exact in a freshly forked child
         hwm_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    own_kb = max(hwm_kb - baseline_kb, 0)
     children_after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     if children_after > children_before:
         hwm_kb = max(hwm_kb, children_after)
+        own_kb = max(own_kb, children_after)
     outputs = collect_outputs(spec, output_dir)
     metrics = InstanceMetrics(
         stage=spec.stage,
@@ -99,8 +166,11 @@ def run_instance(
         input_bytes=spec.input_bytes,
         output_bytes=sum(size for _, size in outputs),
         n_outputs=len(outputs),
-        wall_s=wall,
+        wall_s=max(wall - waited, 0.0),
         peak_memory_mb=hwm_kb / 1024.0,
+        own_memory_mb=own_kb / 1024.0,
+        baseline_memory_mb=baseline_kb / 1024.0,
+        cpu_wait_s=waited,
         started=started,
         ended=ended,
         vm=vm,

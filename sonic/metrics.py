@@ -24,6 +24,10 @@ class InstanceMetrics:
     cold: bool = False
     attempt: int = 1
     error: str | None = None
+    # See sonic.execution for what these mean; wall_s is net of cpu_wait_s.
+    own_memory_mb: float = 0.0
+    baseline_memory_mb: float = 0.0
+    cpu_wait_s: float = 0.0
 
 
 @dataclass
@@ -63,6 +67,8 @@ class RunResult:
     outputs: list[str] = field(default_factory=list)
     features: dict[str, float] = field(default_factory=dict)
     predicted_vs_actual: dict[str, Any] = field(default_factory=dict)
+    learning: dict[str, Any] = field(default_factory=dict)   # what learning from the run did
+    replans: list[dict[str, Any]] = field(default_factory=list)  # mid-job re-plans, in order
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -79,4 +85,6 @@ class RunResult:
             "instances": [asdict(i) for i in self.instances],
             "outputs": self.outputs,
             **({"predicted_vs_actual": self.predicted_vs_actual} if self.predicted_vs_actual else {}),
+            **({"learning": self.learning} if self.learning else {}),
+            **({"replans": self.replans} if self.replans else {}),
         }

@@ -38,8 +38,20 @@ def predict(app: App, input_bytes: int, root: Path, features: dict[str, float] |
     try:
         model = AppModel.load(app.name, root)
     except FileNotFoundError:
-        return untrusted_prediction(app, input_bytes)
+        prediction = untrusted_prediction(app, input_bytes)
+        prediction.warnings.append(f"app {app.name!r} has no models under {root}: every edge uses Remote-Storage; "
+                                   f"run `sonic profile {app.name}` (or learn from this run) to plan better")
+        return prediction
     return model.predict(app, input_bytes, features=features)
+
+
+def require_models(app: App, root: Path) -> None:
+    """``sonic plan`` refuses to print placeholder numbers for an app never profiled."""
+    from models.persist import model_dir
+
+    if not (model_dir(root, app.name) / "manifest.json").exists():
+        raise UserInputError(f"app {app.name!r} has no profile or models under {root}; run `sonic profile "
+                             f"{app.name}` first (or pass --root / set SONIC_HOME to where its models are)")
 
 
 def plan_for(app: App, input_bytes: int, cluster: ClusterSpec, *, strategy: str = "sonic",
@@ -81,11 +93,17 @@ def plan_command(app_spec: str, *, input_path: Path | None, input_size: str | No
         features = app.features_of(input_path) or None
     else:
         input_bytes = parse_size(input_size or "0")
+        features = _features_for_size(app, input_bytes, root, echo, quiet=as_json or dot)
     if strategy == "oracle":
-        raise UserInputError("--strategy oracle needs a measured run; use it with `sonic run` or the experiments")
+        raise UserInputError("--strategy oracle plans from a measured run of the input; use it with `sonic run "
+                             "APP --input X --strategy oracle`")
+    require_models(app, root)
     cluster = load_cluster(cluster_path) if cluster_path.exists() else _default_cluster(echo, as_json or dot)
-    plan, _ = plan_for(app, input_bytes, cluster, strategy=strategy, objective=objective, budget=budget,
-                       deadline=deadline, root=root, features=features)
+    plan, prediction = plan_for(app, input_bytes, cluster, strategy=strategy, objective=objective, budget=budget,
+                                deadline=deadline, root=root, features=features)
+    if not (as_json or dot):
+        for warning in prediction.warnings:
+            echo(f"warning: {warning}")
     if as_json:
         echo(json.dumps(plan.to_json(), indent=2))
     elif dot:
@@ -93,6 +111,22 @@ def plan_command(app_spec: str, *, input_path: Path | None, input_size: str | No
     else:
         echo(render_table(plan))
     return plan
+
+
+def _features_for_size(app: App, input_bytes: int, root: Path, echo: Echo, *, quiet: bool) -> dict[str, float] | None:
+    """Without an input file, an app's declared features are those typical of the size."""
+    from models import AppModel
+
+    try:
+        model = AppModel.load(app.name, root)
+    except FileNotFoundError:
+        return None
+    features = model.features_for_size(input_bytes)
+    if features and not quiet:
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in features.items())
+        echo(f"note: no input file: features {shown} are those typical of this size in the profile "
+             "(plan with --input FILE to use an input's own)")
+    return features or None
 
 
 def _default_cluster(echo: Echo, quiet: bool) -> ClusterSpec:

@@ -34,7 +34,8 @@ class StagePrediction:
     time_s: Estimate            # per instance execution time (warm)
     memory_mb: Estimate         # per instance peak memory
     output_bytes: Estimate      # per instance, all output files together
-    trusted: bool = True        # False until the models have enough samples for this stage
+    trusted: bool = True        # False until the models predict this stage well enough
+    untrusted_reason: str = ""  # why not, in words (metric and MAPE vs limit, or sample count)
 
     @property
     def total_output_bytes(self) -> float:
@@ -48,6 +49,8 @@ class AppPrediction:
     stages: dict[str, StagePrediction]
     source: str = "models"      # "models" | "measured" (oracle)
     features: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # e.g. extrapolation far beyond the profile
+    worker_memory_mb: float = 0.0  # resident baseline of a worker, included in memory_mb
 
     def untrusted_stages(self) -> list[str]:
         return [name for name, s in self.stages.items() if not s.trusted]

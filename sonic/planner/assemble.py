@@ -94,7 +94,8 @@ def _notes(problem: Problem, space: PlacementSpace, evaluation: Evaluation, stra
     notes = list(problem.notes)
     untrusted = [s for s in problem.order if not problem.stages[s].trusted]
     if untrusted and strategy in ("sonic", "oracle"):
-        notes.append(f"predictions for {', '.join(untrusted)} are not trusted yet (too few profiling samples): "
+        why = ", ".join(f"{s} ({problem.stages[s].untrusted_reason or 'no models'})" for s in untrusted)
+        notes.append(f"predictions are not trusted yet for {why}: "
                      "their edges use Remote-Storage until the models are trustworthy")
     if evaluation.cold_vms:
         who = ", ".join(evaluation.cold_vms)

@@ -46,6 +46,7 @@ class StageInfo:
     read_bytes: float           # bytes an instance reads from local disk (all its inputs)
     files_per_instance: int     # output files per instance (objects uploaded per instance)
     trusted: bool
+    untrusted_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,7 @@ def build_problem(app: App, prediction: AppPrediction, cluster: ClusterSpec, war
         source_in = max(0.0, p.input_bytes) if not in_edges[name] else 0.0
         read = source_in + sum(e.bytes_per_consumer for e in in_edges[name])
         stages[name] = StageInfo(name, counts[name], max(0.0, p.time_s.mean), mem, max(0.0, p.output_bytes.mean),
-                                 source_in, read, files[name], bool(p.trusted))
+                                 source_in, read, files[name], bool(p.trusted), p.untrusted_reason)
     return Problem(app.name, int(prediction.input_bytes), order, stages, tuple(edges), in_edges, out_edges,
                    vms, cluster.calibration, cluster.prices, tuple(notes))
 

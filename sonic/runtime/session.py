@@ -14,8 +14,13 @@ import click
 from sonic.app import App
 from sonic.cluster.spec import ClusterSpec, load_cluster
 from sonic.errors import AuthenticationError, ClusterFileError
+from models.refit import learn as learn_from
+from sonic.comparison import compare
+from sonic.measured import input_digest, load_measured, save_measured
 from sonic.metrics import RunResult
 from sonic.plan import Plan
+from sonic.planning import plan_for
+from sonic.prediction import AppPrediction
 from sonic.reference import input_refs
 from sonic.runtime.coordinator import Coordinator
 from sonic.runtime.protocol import read_secret
@@ -38,33 +43,69 @@ def open_coordinator(cluster: ClusterSpec, *, progress: bool = False, echo: Echo
 
 
 def run_on_cluster(app: App, input_path: Path, *, cluster_path: Path, plan_path: Path | None, strategy: str | None,
-                   objective: str, progress: bool, echo: Echo, root: Path = Path(".sonic"),
-                   app_spec: str | None = None) -> RunResult:
-    from sonic.planning import plan_for
+                   objective: str, progress: bool, echo: Echo, root: Path, app_spec: str | None = None,
+                   learn: bool = True) -> RunResult:
+    """Plan (or load a plan), execute, then learn from the run (unless ``learn`` is false).
 
+    ``--strategy oracle`` plans from the measured parameters of an earlier run of the same
+    input (:mod:`sonic.measured`); without one it first runs the input once with the
+    all-remote strategy as a probe, says so, and plans from that.
+    """
     cluster = load_cluster(cluster_path)
     refs, _ = input_refs(input_path)
     input_bytes = sum(r.size for r in refs)
     features = app.features_of(input_path) or None
+    spec = app_spec or app.name
+    digest = input_digest(input_path)
     prediction = None
     if plan_path is not None:
         plan = Plan.load(plan_path).check(app, cluster.vm_names)
     else:
+        measured = None
+        if strategy == "oracle":
+            measured = load_measured(root, app.name, digest)
+            if measured is None:
+                echo_err("note: no measured run of this input yet: probing it once with the remote strategy "
+                         "(not timed as the oracle)")
+                probe = _execute(app, spec, input_path, cluster, plan_for(
+                    app, input_bytes, cluster, strategy="remote", objective=objective, root=root,
+                    features=features)[0], progress)
+                _remember(root, digest, probe)
+                measured = AppPrediction.from_run(probe)
         plan, prediction = plan_for(app, input_bytes, cluster, strategy=strategy or "sonic", objective=objective,
-                                    root=root, features=features)
+                                    root=root, features=features, measured=measured)
         for note in plan.notes:
-            click.echo(f"note: {note}", err=True)
-    coordinator = open_coordinator(cluster, progress=progress, echo=echo)
+            echo_err(f"note: {note}")
+        for warning in prediction.warnings:
+            echo_err(f"warning: {warning}")
+    result = _execute(app, spec, input_path, cluster, plan, progress)
+    if prediction is not None:
+        result.predicted_vs_actual = compare(plan, prediction, result)
+    _remember(root, digest, result)
+    # Every validated run teaches the models (Sonic's online refit), whatever plan it ran,
+    # but a refit only replaces the models if it predicts the newest runs no worse.
+    if learn:
+        outcome = learn_from(app, result, root)
+        result.learning = {**outcome.to_json(), "store": str(root)}
+        echo_err(f"{outcome.line} [{root}]")
+    else:
+        result.learning = {"recorded": False, "replaced": False, "reason": "--no-learn", "store": str(root)}
+    return result
+
+
+def echo_err(line: str) -> None:
+    click.echo(line, err=True)
+
+
+def _execute(app: App, spec: str, input_path: Path, cluster: ClusterSpec, plan: Plan, progress: bool) -> RunResult:
+    coordinator = open_coordinator(cluster, progress=progress)
     try:
-        result = coordinator.execute(app, app_spec or app.name, input_path, plan)
+        return coordinator.execute(app, spec, input_path, plan)
     finally:
         coordinator.close()
-    if prediction is not None:
-        from sonic.comparison import compare
 
-        result.predicted_vs_actual = compare(plan, prediction, result)
-    # Every run teaches the models (Sonic's online refit), whatever plan it ran.
-    from models import refit
 
-    refit(app, result, root)
-    return result
+def _remember(root: Path, digest: str, result: RunResult) -> None:
+    """Keep the run's exact parameters for the oracle (only of runs that validated)."""
+    if result.output_ok:
+        save_measured(root, digest, AppPrediction.from_run(result))

@@ -48,7 +48,7 @@ def test_long_instances_run_once(tmp_path: Path) -> None:
 
 
 def test_run_queue_wait_is_taken_out_of_cpu_work(tmp_path: Path) -> None:
-    from profiler.repeat import run_queue_wait_s
+    from sonic.execution import run_queue_wait_s
 
     assert run_queue_wait_s() >= 0.0
     app = App("cpu")
@@ -68,7 +68,7 @@ def test_run_queue_wait_is_taken_out_of_cpu_work(tmp_path: Path) -> None:
 
 
 def test_contention_is_the_largest_wait_of_any_thread() -> None:
-    from profiler.repeat import contention_s, thread_waits
+    from sonic.execution import contention_s, thread_waits
 
     waits = thread_waits()
     assert waits and all(v >= 0 for v in waits.values())

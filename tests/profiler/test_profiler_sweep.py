@@ -28,7 +28,9 @@ def test_sweep_records_every_instance_of_every_run(tmp_path: Path) -> None:
     # work's fanout is one instance per 64 KiB chunk of the app input
     expected = {64_000: 1, 128_000: 2, 256_000: 4}
     assert {int(s): int(n) for s, n in work.groupby("size")["instances"].first().items()} == expected
-    assert (frame["wall_s"] > 0).all() and (frame["peak_memory_mb"] > 10).all()
+    # wall_s is net of CPU waits: a tiny instance on a loaded machine may net to 0.
+    assert (frame["wall_s"] >= 0).all() and (frame["wall_s"] > 0).any() and (frame["peak_memory_mb"] > 10).all()
+    assert (frame["semantics"] == 2).all() and (frame["own_memory_mb"] >= 0).all()
     split = frame[frame["stage"] == "split"]
     assert (split["input_bytes"] == split["app_input_bytes"]).all()
     assert (split["output_bytes"] == split["input_bytes"]).all()

@@ -20,6 +20,8 @@ from typing import ParamSpec, TypeVar
 import cv2
 import numpy as np
 
+from sonic.errors import InputFormatError
+
 FOURCC = cv2.VideoWriter_fourcc(*"MJPG")
 
 _P = ParamSpec("_P")
@@ -68,8 +70,27 @@ def open_writer(path: Path, width: int, height: int, fps: float) -> cv2.VideoWri
     return writer
 
 
+#: Leading bytes of the video containers this workload reads (AVI, MP4/MOV, Matroska/WebM,
+#: MPEG-TS). FFmpeg also "decodes" plain text as video (its tty demuxer renders it as ANSI
+#: art), so without this check a text file passes as a video of hundreds of frames.
+_CONTAINERS: tuple[tuple[int, bytes], ...] = ((0, b"RIFF"), (4, b"ftyp"), (0, b"\x1a\x45\xdf\xa3"), (0, b"\x47"))
+
+
+def check_container(path: Path) -> None:
+    """Raise :class:`InputFormatError` unless ``path`` starts like a video container."""
+    if path.is_dir():
+        return  # a chunk directory is never an app input; OpenCV reports it below
+    with open(path, "rb") as fh:
+        head = fh.read(12)
+    if not any(head[at:at + len(magic)] == magic for at, magic in _CONTAINERS):
+        raise InputFormatError(
+            f"{path.name} is not a video file (AVI, MP4/MOV, MKV/WebM or MPEG-TS expected, it starts with "
+            f"{head[:8]!r}); generate one with `sonic workloads gen video --size 16MB -o in.avi`")
+
+
 def open_capture(path: Path) -> cv2.VideoCapture:
     """An opened reader for ``path``; raises a clear error if OpenCV cannot decode it."""
+    check_container(Path(path))
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise ValueError(f"{path} is not a video OpenCV can read; generate one with `sonic workloads gen video`")
