@@ -10,6 +10,7 @@ printing ``str(error)``: one line that names what is wrong and what to do.
     │   ├── SizeFormatError      "50MB"-style sizes
     │   ├── PlanError            a plan file that does not fit the app or the cluster
     │   ├── ClusterFileError     a cluster file that is malformed
+    │   ├── InputFormatError     the application input is not in the format the app reads
     │   └── InfeasibleError      no plan meets the request (with the best alternative)
     ├── ExecutionError           a stage instance failed (names stage, instance, VM)
     ├── ValidationFailed         output exists but the workload validator refuses it
@@ -50,6 +51,11 @@ class PlanError(UserInputError):
 
 class ClusterFileError(UserInputError):
     """A cluster file is malformed or names things that do not exist."""
+
+
+class InputFormatError(UserInputError, ValueError):
+    """The application input is not in the format the app reads. Raised by stage functions;
+    a run stops at once with exit code 2 (retrying cannot help)."""
 
 
 class InfeasibleError(UserInputError):

@@ -79,6 +79,13 @@ class AgentConfig:
     worker_start_timeout_s: float = 120.0
     handshake_timeout_s: float = 10.0
     verify_local: str = "always"        # "always" | "changed": see objects.Checksums
+    # Deadlines and bounds of the agent's own waits (see docs/reliability.md).
+    idle_worker_s: float = 300.0        # an idle warm worker is stopped after this long
+    max_idle_workers: int = 0           # idle warm workers kept per agent (0: twice the slots)
+    connection_idle_s: float = 600.0    # an authenticated connection silent this long is closed
+    stage_timeout_s: float = 3600.0     # limit of a run whose request names none
+    slot_wait_s: float = 900.0          # a run waits at most this long for a free slot
+    housekeeping_s: float = 1.0         # period of lease expiry and idle-worker reaping
 
 
 class RequestError(SonicError):
@@ -106,6 +113,8 @@ class Worker:
 
     def __init__(self, app: str, log_file: Path, timeout_s: float) -> None:
         self.app = app
+        self.last_used = time.monotonic()
+        self.cancelled: str | None = None   # why it was killed from outside (job cancelled, lease expired)
         t0 = time.perf_counter()
         log_fh = open(log_file, "ab")
         # Its own process group (in the agent's session): a timed-out instance is killed with
@@ -123,27 +132,48 @@ class Worker:
             raise RequestError(f"cannot load app {app!r} on this VM: {hello.get('error')}", "instance")
         self.start_s = time.perf_counter() - t0
 
-    def _read(self, timeout_s: float | None, what: str) -> dict[str, Any]:
+    def _read(self, timeout_s: float, what: str, watch: socket.socket | None = None) -> dict[str, Any]:
         # The worker answers on a pipe; a dead worker shows up as EOF, a hung one as a timeout.
         # Nothing is ever buffered between frames (one reply per request), so select() on the
-        # pipe sees exactly whether the next reply has started to arrive.
-        if timeout_s is not None:
-            ready, _, _ = select.select([self._out], [], [], timeout_s)
-            if not ready:
+        # pipe sees exactly whether the next reply has started to arrive. ``watch`` is the
+        # requester's connection: if it closes (coordinator killed, or it gave up on this VM)
+        # nobody will take the result, so the instance is killed and its slot freed at once.
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 self.kill()
-                raise RequestError(f"{what} timed out after {timeout_s:g}s; its worker was killed", "instance")
+                raise RequestError(f"{what} exceeded its stage timeout of {timeout_s:g}s and was killed (raise the "
+                                   "limit with @app.stage(timeout_s=...) or `sonic run --stage-timeout`)", "timeout")
+            ready, _, _ = select.select([self._out] + ([watch] if watch is not None else []), [], [], left)
+            if self._out in ready or not ready:
+                if ready:
+                    break
+                continue
+            if watch is not None and _peer_closed(watch):
+                self.cancelled = self.cancelled or "its coordinator closed the connection"
+                self.kill()
+                raise RequestError(f"{what} was cancelled: {self.cancelled}", "cancelled")
+            watch = None  # unexpected bytes from the requester: stop watching, keep waiting
         doc = read_frame(self._out)
         if doc is None:
             code = self.proc.wait()
+            if self.cancelled:
+                raise RequestError(f"{what} was cancelled: {self.cancelled}", "cancelled")
             raise RequestError(f"worker for {self.app!r} died (exit code {code}; out of memory?)", "instance")
         return doc
 
-    def run(self, request: dict[str, Any], timeout_s: float | None = None) -> dict[str, Any]:
+    def run(self, request: dict[str, Any], timeout_s: float, watch: socket.socket | None = None) -> dict[str, Any]:
         try:
             write_frame(self._in, request)
         except BrokenPipeError:
             raise RequestError(f"worker for {self.app!r} is gone (exit code {self.proc.poll()})", "instance") from None
-        return self._read(timeout_s, f"stage {request.get('stage')!r} instance {request.get('index')}")
+        return self._read(timeout_s, f"stage {request.get('stage')!r} instance {request.get('index')}", watch)
+
+    def cancel(self, reason: str) -> None:
+        """Kill the instance it is running from another thread; its run reports ``reason``."""
+        self.cancelled = reason
+        self.kill()
 
     def kill(self) -> None:
         """SIGKILL the worker and whatever it started (its process group)."""
@@ -168,26 +198,36 @@ class Worker:
 
 
 class WorkerPool:
-    """Up to ``slots`` warm workers per app; a run borrows one, spawning it if none is idle."""
+    """Warm workers per app. A run borrows one, spawning it if none is idle, and holds one of
+    ``slots`` permits while it runs. Warming starts idle workers without taking permits, so a
+    warm can never wait for (or block) a run, and two warms cannot deadlock. At most
+    ``max_idle`` idle workers are kept (least recently used stopped first) and any idle longer
+    than ``idle_s`` is stopped by :meth:`reap`."""
 
-    def __init__(self, slots: int, log_file: Path, start_timeout_s: float) -> None:
+    def __init__(self, slots: int, log_file: Path, start_timeout_s: float, *, idle_s: float = 300.0,
+                 max_idle: int = 0) -> None:
         self.slots = slots
         self.log_file = log_file
         self.start_timeout_s = start_timeout_s
+        self.idle_s = idle_s
+        self.max_idle = max_idle or 2 * slots
         self._idle: dict[str, list[Worker]] = {}
         self._all: list[Worker] = []
+        self._warming: dict[str, int] = {}
         self._lock = threading.Lock()
         self._sem = threading.BoundedSemaphore(slots)
 
-    def acquire(self, app: str) -> tuple[Worker, float | None]:
+    def acquire(self, app: str, wait_s: float) -> tuple[Worker, float | None]:
         """Return a worker and, if it had to be started (cold), the seconds that took."""
-        self._sem.acquire()
+        if not self._sem.acquire(timeout=wait_s):
+            raise RequestError(f"no free slot within {wait_s:g}s (all {self.slots} slots busy)", "instance")
         with self._lock:
             idle = self._idle.setdefault(app, [])
             while idle:
                 worker = idle.pop()
                 if worker.alive:
                     return worker, None
+                self._all.remove(worker)
         try:
             worker = Worker(app, self.log_file, self.start_timeout_s)
         except BaseException:
@@ -200,19 +240,60 @@ class WorkerPool:
     def release(self, worker: Worker) -> None:
         with self._lock:
             if worker.alive:
+                worker.last_used = time.monotonic()
                 self._idle.setdefault(worker.app, []).append(worker)
-            else:
+            elif worker in self._all:
                 self._all.remove(worker)
+            surplus = self._trim_locked()
         self._sem.release()
+        for extra in surplus:
+            extra.stop()
 
     def warm(self, app: str) -> int:
-        started = []
-        for _ in range(self.slots):
-            worker, _ = self.acquire(app)
-            started.append(worker)
-        for worker in started:
-            self.release(worker)
-        return len(started)
+        """Have up to ``slots`` idle workers of ``app`` ready; return how many are idle now."""
+        with self._lock:
+            have = sum(1 for w in self._idle.get(app, []) if w.alive) + self._warming.get(app, 0)
+            need = max(0, min(self.slots, self.max_idle) - have)
+            self._warming[app] = self._warming.get(app, 0) + need
+        try:
+            for _ in range(need):
+                worker = Worker(app, self.log_file, self.start_timeout_s)
+                with self._lock:
+                    self._all.append(worker)
+                    self._idle.setdefault(app, []).append(worker)
+        finally:
+            with self._lock:
+                self._warming[app] -= need
+                surplus = self._trim_locked()
+                ready = sum(1 for w in self._idle.get(app, []) if w.alive)
+        for extra in surplus:
+            extra.stop()
+        return ready
+
+    def _trim_locked(self) -> list[Worker]:
+        """Take the least recently used idle workers beyond ``max_idle`` out of the pool."""
+        idle = sorted((w for ws in self._idle.values() for w in ws), key=lambda w: w.last_used)
+        surplus = idle[: max(0, len(idle) - self.max_idle)]
+        for worker in surplus:
+            self._idle[worker.app].remove(worker)
+            self._all.remove(worker)
+        return surplus
+
+    def reap(self) -> int:
+        """Stop idle workers unused for ``idle_s`` (and dead ones); return how many."""
+        now = time.monotonic()
+        with self._lock:
+            stale = [w for ws in self._idle.values() for w in ws if not w.alive or now - w.last_used >= self.idle_s]
+            for worker in stale:
+                self._idle[worker.app].remove(worker)
+                self._all.remove(worker)
+        for worker in stale:
+            worker.stop()
+        return len(stale)
+
+    def idle_count(self) -> int:
+        with self._lock:
+            return sum(len(ws) for ws in self._idle.values())
 
     def retire(self, stale: Callable[[str], bool]) -> int:
         """Stop the idle workers whose app key is ``stale`` (an old version of shipped code)."""
@@ -241,13 +322,75 @@ class Agent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
         self.store = ObjectStore(config.data_dir / "objects")
-        self.pool = WorkerPool(config.slots, config.data_dir / "workers.log", config.worker_start_timeout_s)
+        self.pool = WorkerPool(config.slots, config.data_dir / "workers.log", config.worker_start_timeout_s,
+                               idle_s=config.idle_worker_s, max_idle=config.max_idle_workers)
         self.remote = RemoteStore(config.remote) if config.remote else None
         self.checksums = Checksums(trust_unchanged=config.verify_local == "changed")
         self._fetch_locks: dict[tuple[str, str], threading.Lock] = {}
         self._peers: dict[tuple[str, int, Timeouts], AgentClient] = {}
         self._lock = threading.Lock()
         self.busy = 0
+        self._running: dict[str, set[Worker]] = {}     # job -> workers running its instances
+        self._leases: dict[str, float] = {}            # job -> monotonic deadline of its lease
+        self._ended: dict[str, tuple[float, str]] = {}  # job -> (when, why) it was cancelled/expired
+        self._stop = threading.Event()
+        self._housekeeper = threading.Thread(target=self._housekeeping, name="sonic-housekeeping", daemon=True)
+
+    def start(self) -> Agent:
+        self._housekeeper.start()
+        return self
+
+    # ------------------------------------------------------------------ jobs: leases, cancel
+    def _check_live(self, job: str) -> None:
+        with self._lock:
+            ended = self._ended.get(job)
+        if ended is not None:
+            raise RequestError(f"job {job} was ended on VM {self.config.name} ({ended[1]}); start a new run",
+                               "cancelled")
+
+    def _renew(self, job: str, ttl_s: float) -> None:
+        with self._lock:
+            self._leases[job] = max(self._leases.get(job, 0.0), time.monotonic() + ttl_s)
+
+    def end_job(self, job: str, reason: str, *, remote: bool) -> int:
+        """Cancel ``job`` here: refuse it from now on, kill its running instances (their slots
+        free at once), delete its objects (and its S3 prefix if ``remote``). Returns how many
+        instances were killed."""
+        with self._lock:
+            self._ended[job] = (time.monotonic(), reason)
+            self._leases.pop(job, None)
+            workers = list(self._running.get(job, ()))
+            for k in [k for k in self._fetch_locks if k[0] == job]:
+                del self._fetch_locks[k]
+        for worker in workers:
+            worker.cancel(reason)
+        self.store.drop_job(job)
+        self.checksums.forget_job(job)
+        if remote and self.remote is not None:
+            try:
+                self.remote.delete_prefix(f"{job}/")
+            except TransportError as exc:
+                log.warning("job %s: could not delete its S3 prefix: %s", job, exc)
+        if workers:
+            log.info("job %s ended (%s): killed %d running instance(s)", job, reason, len(workers))
+        return len(workers)
+
+    def _housekeeping(self) -> None:
+        """Expire leases (a coordinator that stopped renewing is gone: drop its job's work and
+        objects, local and S3) and stop idle workers past their idle time."""
+        while not self._stop.wait(self.config.housekeeping_s):
+            now = time.monotonic()
+            with self._lock:
+                expired = [job for job, deadline in self._leases.items() if deadline < now]
+                # Tombstones are kept a day: long enough for any straggling request of the job.
+                for job in [j for j, (when, _) in self._ended.items() if now - when > 86400]:
+                    del self._ended[job]
+            for job in expired:
+                log.warning("job %s: lease expired; dropping its work and objects", job)
+                self.end_job(job, "its lease expired: the coordinator stopped renewing it", remote=True)
+            reaped = self.pool.reap()
+            if reaped:
+                log.info("stopped %d idle worker(s)", reaped)
 
     # ------------------------------------------------------------------ helpers
     def _peer(self, name: str, host: str, port: int, timeouts: Timeouts) -> AgentClient:
@@ -315,10 +458,40 @@ class Agent:
     def op_ping(self, req: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "version": __version__, "name": self.config.name, "slots": self.config.slots,
                 "memory_mb": self.config.memory_mb, "pid": os.getpid(), "busy": self.busy,
-                "workers": self.pool.pids()}
+                "workers": self.pool.pids(), "idle_workers": self.pool.idle_count(), "leases": self.leases()}
+
+    def leases(self) -> list[str]:
+        with self._lock:
+            return sorted(self._leases)
 
     def op_warm(self, req: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "workers": self.pool.warm(_str(req, "app"))}
+
+    def op_lease(self, req: dict[str, Any]) -> dict[str, Any]:
+        job = check_job(req.get("job"))
+        ttl = _opt_seconds(req, "ttl_s")
+        if ttl is None:
+            raise RequestError("lease: field 'ttl_s' is required")
+        self._check_live(job)
+        self._renew(job, ttl)
+        return {"ok": True}
+
+    def op_cancel(self, req: dict[str, Any]) -> dict[str, Any]:
+        job = check_job(req.get("job"))
+        reason = req.get("reason") if isinstance(req.get("reason"), str) else "cancelled by its coordinator"
+        return {"ok": True, "killed": self.end_job(job, str(reason)[:200], remote=False)}
+
+    def op_gc(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Delete the objects of every job with no live lease and nothing running here."""
+        with self._lock:
+            keep = set(self._leases) | {job for job, ws in self._running.items() if ws}
+        removed = []
+        for entry in sorted(self.store.root.iterdir()) if self.store.root.exists() else []:
+            if entry.name not in keep and entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+                self.checksums.forget_job(entry.name)
+                removed.append(entry.name)
+        return {"ok": True, "removed": removed, "live": sorted(keep)}
 
     def op_drop(self, req: dict[str, Any]) -> dict[str, Any]:
         job = check_job(req.get("job"))
@@ -329,15 +502,19 @@ class Agent:
                 del self._fetch_locks[k]
         return {"ok": True}
 
-    def op_run(self, req: dict[str, Any]) -> dict[str, Any]:
+    def op_run(self, req: dict[str, Any], sock: socket.socket | None = None) -> dict[str, Any]:
         job = check_job(req.get("job"))
+        self._check_live(job)
+        lease_s = _opt_seconds(req, "lease_s")
+        if lease_s is not None:
+            self._renew(job, lease_s)
         app, stage = _str(req, "app"), _str(req, "stage")
         index = _int(req, "index")
         inputs = req.get("inputs")
         if not isinstance(inputs, list) or not all(isinstance(i, dict) for i in inputs):
             raise RequestError("run: inputs must be a list of maps")
         num_instances = _int(req, "num_instances")
-        timeout_s = _opt_seconds(req, "timeout_s")
+        timeout_s = _opt_seconds(req, "timeout_s") or self.config.stage_timeout_s
         peer_timeouts = _timeouts(req.get("peer_timeouts"))
         out_dir = self.store.instance_dir(job, stage, index)  # validates stage before any work
         fetch_by_stage: dict[str, float] = {}
@@ -354,21 +531,33 @@ class Agent:
                 else:
                     entry.unlink()
         scratch = self.config.data_dir / "scratch" / f"{job}-{stage}-{index}-{threading.get_ident()}"
-        worker, cold_s = self.pool.acquire(app)
+        worker, cold_s = self.pool.acquire(app, self.config.slot_wait_s)
         with self._lock:
             self.busy += 1
+            self._running.setdefault(job, set()).add(worker)
         try:
+            self._check_live(job)  # cancelled while its inputs were fetched or it waited for a slot
             reply = worker.run({
                 "stage": stage, "index": index, "num_instances": num_instances,
                 "key": req.get("key"), "inputs": inputs, "paths": paths,
                 "output_dir": str(out_dir), "scratch_dir": str(scratch), "vm": self.config.name,
-            }, timeout_s)
+            }, timeout_s, sock)
         except RequestError as exc:
             raise RequestError(f"{exc} on VM {self.config.name}", exc.kind) from None
         finally:
             with self._lock:
                 self.busy -= 1
+                running = self._running.get(job)
+                if running is not None:
+                    running.discard(worker)
+                    if not running:
+                        del self._running[job]
+                ended = job in self._ended
             self.pool.release(worker)
+            if ended:  # inputs fetched or outputs written after the job was dropped: drop them too
+                self.store.drop_job(job)
+        if not reply.get("ok") and reply.get("bad_input"):
+            raise RequestError(f"{reply.get('error')}", "input")
         if not reply.get("ok"):
             raise RequestError(f"{reply.get('error')} on VM {self.config.name}", "instance")
         outputs = []
@@ -549,7 +738,8 @@ class Agent:
         except (AuthenticationError, TransportError, OSError) as exc:
             log.warning("rejected connection from %s: %s", peer, exc)
             return
-        sock.settimeout(None)
+        # Between requests a connection may idle (clients pool them) but not for ever.
+        sock.settimeout(self.config.connection_idle_s)
         while True:
             try:
                 req = protocol.recv_frame(sock, peer)
@@ -567,7 +757,12 @@ class Agent:
                 if op == "put":
                     self.op_put(req, sock, peer)
                     continue
-                handler = {"ping": self.op_ping, "warm": self.op_warm, "run": self.op_run, "drop": self.op_drop,
+                if op == "run":
+                    reply = self.op_run(req, sock)
+                    protocol.send_frame(sock, reply)
+                    continue
+                handler = {"ping": self.op_ping, "warm": self.op_warm, "drop": self.op_drop,
+                           "cancel": self.op_cancel, "lease": self.op_lease, "gc": self.op_gc,
                            "fetch": self.op_fetch, "push": self.op_push, "rawtcp_serve": self.op_rawtcp_serve,
                            "rawtcp_pull": self.op_rawtcp_pull, "diskbench": self.op_diskbench,
                            "coldstart": self.op_coldstart, "app_install": self.op_app_install}.get(op)  # type: ignore[arg-type]
@@ -596,9 +791,20 @@ class Agent:
                 return
 
     def stop(self) -> None:
+        self._stop.set()
         self.pool.stop()
         for client in self._peers.values():
             client.close()
+
+
+def _peer_closed(sock: socket.socket) -> bool:
+    """Has the peer of a readable socket closed (or reset) it? Peeks, consumes nothing."""
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
 
 
 def _str(req: dict[str, Any], key: str) -> str:
@@ -653,8 +859,10 @@ class _Handler(socketserver.BaseRequestHandler):
 
 
 def serve(config: AgentConfig) -> None:
+    # Job data is private to the agent's user: objects 0600, directories 0700 (workers inherit it).
+    os.umask(0o077)
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    agent = Agent(config)
+    agent = Agent(config).start()
     server = _Server((config.bind, config.port), agent)
     host, port = server.server_address[:2]
     info = {"name": config.name, "pid": os.getpid(), "host": host, "port": port, "version": __version__,
@@ -697,16 +905,23 @@ def parse_args(argv: list[str] | None = None) -> AgentConfig:
     parser.add_argument("--verify-local", choices=("always", "changed"), default="always",
                         help="hash VM-Storage inputs before every use (always) or only when modified since "
                              "their last verification (changed)")
+    parser.add_argument("--idle-worker-timeout", type=float, default=300.0,
+                        help="seconds an idle warm worker is kept before it is stopped")
+    parser.add_argument("--max-idle-workers", type=int, default=0,
+                        help="idle warm workers kept on this VM (default: twice --slots)")
     parser.add_argument("--allow-any-interface", action="store_true",
                         help="allow --bind 0.0.0.0 / :: (exposes the agent on every interface)")
     args = parser.parse_args(argv)
     if args.slots < 1:
         parser.error("--slots must be at least 1")
+    if not 0 < args.idle_worker_timeout < 1e7 or args.max_idle_workers < 0:
+        parser.error("--idle-worker-timeout must be positive and --max-idle-workers non-negative")
     check_bind(args.bind, args.allow_any_interface)
     remote = RemoteSettings(args.s3_bucket, args.s3_endpoint, args.s3_region) if args.s3_bucket else None
     return AgentConfig(args.name, args.bind, args.port, args.data_dir, protocol.read_secret(args.secret_file),
                        args.slots, args.memory_mb, remote, args.worker_start_timeout, args.handshake_timeout,
-                       args.verify_local)
+                       args.verify_local, idle_worker_s=args.idle_worker_timeout,
+                       max_idle_workers=args.max_idle_workers)
 
 
 def check_bind(bind: str, allow_any: bool = False) -> None:

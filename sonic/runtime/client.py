@@ -29,14 +29,36 @@ LOCAL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES,
                           errno.EISDIR, errno.ENOTDIR, errno.ENAMETOOLONG, errno.EMFILE, errno.ENFILE})
 
 
+DEFAULT_STAGE_TIMEOUT_S = 900.0
+
+
 @dataclass(frozen=True)
 class Timeouts:
-    """Seconds. ``run`` is None: an instance may legitimately run long (the coordinator bounds it)."""
+    """Every deadline of the coordinator and agent network waits, in seconds (one settings object).
+
+    ``stage_s`` is the default stage timeout (a stage may set its own, a run may override it);
+    a ``run`` call waits at most its stage timeout plus ``run_slack_s`` (fetching inputs,
+    uploading outputs, waiting for a slot). ``warm_s`` bounds starting an app's workers.
+    ``lease_s`` is the job lease: agents drop a job whose coordinator has not renewed it for
+    that long. ``pool_idle_s`` retires pooled connections before the agent's idle deadline.
+    """
 
     connect_s: float = 5.0
     control_s: float = 30.0
     transfer_idle_s: float = 60.0
-    run_s: float | None = None
+    warm_s: float = 300.0
+    stage_s: float = DEFAULT_STAGE_TIMEOUT_S
+    run_slack_s: float = 600.0
+    lease_s: float = 60.0
+    pool_idle_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        for name, value in self.__dict__.items():
+            if not isinstance(value, (int, float)) or not 0 < value < 1e7:
+                raise ValueError(f"timeout {name} must be a positive number of seconds below 1e7, got {value!r}")
+
+    def run_deadline(self, stage_timeout_s: float) -> float:
+        return stage_timeout_s + self.run_slack_s
 
 
 class RemoteCallError(SonicError):
@@ -71,7 +93,7 @@ class AgentClient:
         self.host, self.port, self.name = host, int(port), name
         self.secret = secret
         self.timeouts = timeouts
-        self._idle: list[socket.socket] = []
+        self._idle: list[tuple[socket.socket, float]] = []   # (connection, monotonic time it went idle)
         self._busy: set[socket.socket] = set()
         self._lock = threading.Lock()
 
@@ -101,8 +123,17 @@ class AgentClient:
 
     @contextmanager
     def connection(self) -> Iterator[socket.socket]:
+        stale: list[socket.socket] = []
         with self._lock:
-            sock = self._idle.pop() if self._idle else None
+            sock = None
+            while self._idle:
+                candidate, since = self._idle.pop()
+                if time.monotonic() - since < self.timeouts.pool_idle_s:
+                    sock = candidate
+                    break
+                stale.append(candidate)  # the agent may be about to close it: never reuse
+        for old in stale:
+            old.close()
         if sock is None:
             sock = self._connect()
         with self._lock:
@@ -121,14 +152,14 @@ class AgentClient:
             with self._lock:
                 self._busy.discard(sock)
                 if ok:
-                    self._idle.append(sock)
+                    self._idle.append((sock, time.monotonic()))
             if not ok:
                 sock.close()
 
     def close(self) -> None:
         with self._lock:
             idle, self._idle = self._idle, []
-        for sock in idle:
+        for sock, _ in idle:
             sock.close()
 
     def abort(self) -> None:
@@ -165,17 +196,26 @@ class AgentClient:
 
     def run(self, request: dict[str, Any]) -> dict[str, Any]:
         try:
-            return self.call("run", timeout=self.timeouts.run_s, **request)
+            limit = request.get("timeout_s") or self.timeouts.stage_s
+            return self.call("run", timeout=self.timeouts.run_deadline(float(limit)), **request)
         except RemoteCallError as exc:
             if exc.kind == "instance":
                 raise ExecutionError(str(exc)) from None
             raise
 
     def warm(self, app: str) -> dict[str, Any]:
-        return self.call("warm", timeout=None, app=app)
+        return self.call("warm", timeout=self.timeouts.warm_s, app=app)
 
     def drop(self, job: str) -> None:
         self.call("drop", job=job)
+
+    def cancel(self, job: str, reason: str) -> None:
+        """End ``job`` on this agent: kill its running instances, delete its objects, refuse
+        any later request for it."""
+        self.call("cancel", job=job, reason=reason)
+
+    def lease(self, job: str, ttl_s: float) -> None:
+        self.call("lease", job=job, ttl_s=ttl_s)
 
     def get_to_file(self, job: str, key: str, path: Path, *, size: int | None = None,
                     checksum: str | None = None) -> float:

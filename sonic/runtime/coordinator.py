@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sonic.app import APP_INPUT, App
+from sonic.app import APP_INPUT, App, Pattern
 from sonic.cluster.spec import ClusterSpec
-from sonic.errors import AuthenticationError, ExecutionError, SonicError, TransportError
+from sonic.errors import AuthenticationError, ExecutionError, InputFormatError, SonicError, TransportError
 from sonic.metrics import EdgeMetrics, InstanceMetrics, RunResult, StageMetrics
 from sonic.plan import PassingMethod, Plan
 from sonic.reference import input_refs
@@ -44,6 +44,7 @@ from sonic.routing import ObjectRef, edge_bytes
 from sonic.runtime.appship import ship_app
 from sonic.runtime.client import AgentClient, RemoteCallError, Timeouts
 from sonic.runtime.heartbeat import Heartbeat, HeartbeatSettings, Target, probe
+from sonic.runtime.lease import LeaseKeeper
 from sonic.runtime.objects import file_checksum
 from sonic.runtime.remote import RemoteSettings, RemoteStore
 from sonic.runtime.scheduler import (
@@ -91,9 +92,10 @@ class Coordinator:
                  max_attempts: int = 3, progress: ProgressFn | None = None,
                  heartbeat: HeartbeatSettings | None = HeartbeatSettings(),
                  instance_timeout_s: float | None = None, observer: EventObserver | None = None) -> None:
-        """``timeouts`` also bound agent-to-agent transfers; ``heartbeat`` None disables failure
-        detection beyond broken connections; ``instance_timeout_s`` None lets an instance run
-        as long as it needs; ``observer`` sees every event before the scheduler does (tests
+        """``timeouts`` bounds every network wait (and agent-to-agent transfers); ``heartbeat``
+        None disables failure detection beyond broken connections; ``instance_timeout_s``
+        overrides every stage's timeout for this run (None: each stage's ``timeout_s``, else
+        ``timeouts.stage_s``); ``observer`` sees every event before the scheduler does (tests
         and experiments inject faults at precise points with it)."""
         self.cluster = cluster
         self.secret = secret
@@ -154,6 +156,12 @@ class Coordinator:
             list(pool.map(lambda a: a.client.warm(app_spec), agents))
 
     # ------------------------------------------------------------------ execute
+    def stage_timeout(self, app: App, stage: str) -> float:
+        """The limit of one instance of ``stage``: the run's override, else the stage's own, else the default."""
+        if self.instance_timeout_s is not None:
+            return self.instance_timeout_s
+        return app.stages[stage].timeout_s or self.timeouts.stage_s
+
     def execute(self, app: App, app_spec: str, input_path: Path, plan: Plan, *,
                 output_dir: Path | None = None, warm: bool = True) -> RunResult:
         plan.check(app, list(self.agents))
@@ -163,32 +171,43 @@ class Coordinator:
         lost = set(self.agents) - set(self.reachable_agents())
         # The user's own module:attr code goes to every VM first (content-hashed; versioned spec).
         app_spec = ship_app({n: a.client for n, a in self.agents.items()}, app, app_spec, exclude=lost).app_spec
-        self.remote.ensure_bucket()
-        for ref in refs:
-            self.remote.upload(paths[ref.key], f"{job}/{ref.key}", ref.checksum)
-        if warm:
-            self.warm(app_spec, exclude=lost)
         keep_dir = output_dir is not None
         out_dir = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix=f"sonic-out-{app.name}-"))
+        events: queue.Queue[Event] = queue.Queue()
+        lease = LeaseKeeper(job, {n: self._target(n) for n in self.agents if n not in lost}, self.secret,
+                            self.timeouts.lease_s, lambda vm, why: events.put(VMLost(vm, why)))
+        failed = True
         try:
-            state, log, latency = self._drive(app, app_spec, job, plan, refs, lost)
+            # Inside the try: a job that fails from here on (even while staging its input)
+            # leaves nothing behind, neither its input in S3 nor work on any agent.
+            lease.start()
+            self.remote.ensure_bucket()
+            for ref in refs:
+                self.remote.upload(paths[ref.key], f"{job}/{ref.key}", ref.checksum)
+            if warm:
+                self.warm(app_spec, exclude=lost)
+            state, log, latency = self._drive(app, app_spec, job, plan, refs, lost, events)
             final = self._collect(app, state, job, out_dir)
             verdict = app.check_output(Path(input_path), final)
             ok, detail = verdict.ok, verdict.detail
             features = app.features_of(Path(input_path))
+            failed = False
             return self._report(app, plan, state, log, latency, refs, ok, detail, final, features)
         finally:
-            self._cleanup(job, skip=lost)
+            lease.stop()
+            self._cleanup(job, skip=lost, reason="its run failed" if failed else "its run finished")
             if not keep_dir:
                 shutil.rmtree(out_dir, ignore_errors=True)
 
     def _drive(self, app: App, app_spec: str, job: str, plan: Plan, refs: list[ObjectRef],
-               lost: set[str]) -> tuple[JobState, _RunLog, float]:
+               lost: set[str], events: queue.Queue[Event]) -> tuple[JobState, _RunLog, float]:
         """Run the job; ``lost`` holds VMs left out at the start and grows with VMs lost during it."""
         state = JobState(app, plan, {n: a.slots for n, a in self.agents.items() if n not in lost}, refs,
                          max_attempts=self.max_attempts)
-        events: queue.Queue[Event] = queue.Queue()
         log = _RunLog()
+        limits = {stage: self.stage_timeout(app, stage) for stage in app.topological_order()}
+        quiet_s = self.timeouts.run_deadline(max(limits.values())) + self.timeouts.control_s
+        produced: dict[str, int] = {}  # stage -> files written by its finished instances
         total_slots = sum(a.slots for a in self.agents.values())
         done_count: dict[str, int] = {}
         monitor = None
@@ -208,10 +227,17 @@ class Coordinator:
                             raise ExecutionError(f"job {job} of {app.name} failed: {action.message}")
                         assert isinstance(action, Dispatch)
                         log.stage_start.setdefault(action.spec.stage, time.perf_counter() - t0)
-                        pool.submit(self._run_one, app_spec, job, action, events, log, t0)
-                    event = events.get()
+                        pool.submit(self._run_one, app_spec, job, action, events, log, t0, limits[action.spec.stage])
+                    try:
+                        # Every dispatch thread posts its outcome within its run deadline, so
+                        # this wait ends; the bound only turns a bug into an error, not a hang.
+                        event = events.get(timeout=quiet_s)
+                    except queue.Empty:
+                        raise ExecutionError(f"job {job} of {app.name}: no instance finished or failed for "
+                                             f"{quiet_s:g}s, longer than any run may take; giving up") from None
                     if self.observer is not None:
                         self.observer(event)
+                    self._stop_on_fatal(app, job, state, event, produced)
                     if isinstance(event, VMLost) and event.vm in state.alive:
                         logger.warning("VM %s lost: %s", event.vm, event.reason)
                         lost.add(event.vm)
@@ -229,12 +255,36 @@ class Coordinator:
             if monitor is not None:
                 monitor.stop()
 
+    def _stop_on_fatal(self, app: App, job: str, state: JobState, event: Event, produced: dict[str, int]) -> None:
+        """Failures no retry can fix end the job at once, with one line naming what to change:
+        an input the app cannot read, a stage that wrote nothing a consumer needs. (A stage over
+        its timeout is retried like any failed instance, as serverless platforms do.)"""
+        if isinstance(event, InstanceFailed) and event.vm in state.alive:
+            where = f"stage {event.stage!r} instance {event.index} on VM {event.vm}"
+            if event.kind == "input":
+                detail = event.error.split(" failed", 1)[-1].lstrip(" :")
+                raise InputFormatError(f"the input of {app.name} cannot be read by {where}: {detail}")
+        if not isinstance(event, InstanceFinished) or event.vm not in state.alive:
+            return
+        produced[event.stage] = produced.get(event.stage, 0) + len(event.outputs)
+        edges = app.out_edges(event.stage)
+        one_to_one = [e for e in edges if e.pattern is Pattern.ONE_TO_ONE]
+        instances = state.instances.get(event.stage, [])
+        stage_done = bool(instances) and all(i.done or (i.spec.index == event.index) for i in instances)
+        empty_edge = one_to_one[0] if one_to_one and not event.outputs else (
+            edges[0] if edges and stage_done and produced[event.stage] == 0 else None)
+        if empty_edge is not None:
+            raise ExecutionError(
+                f"stage {event.stage!r} instance {event.index} on VM {event.vm} wrote no output, but edge "
+                f"{event.stage} -> {empty_edge.dst} ({empty_edge.pattern.value}) needs its files; make "
+                f"{event.stage!r} write at least one file with ctx.output(name)")
+
     def _run_one(self, app_spec: str, job: str, action: Dispatch, events: queue.Queue[Event],
-                 log: _RunLog, t0: float) -> None:
+                 log: _RunLog, t0: float, limit_s: float) -> None:
         """Dispatch-thread body. Whatever happens, exactly one outcome event is posted for the
         instance (plus VMLost where due): a thread dying silently would hang the job."""
         try:
-            self._dispatch_and_report(app_spec, job, action, events, log, t0)
+            self._dispatch_and_report(app_spec, job, action, events, log, t0, limit_s)
         except Exception as exc:  # noqa: BLE001 - reported as the instance's failure, never swallowed
             logger.exception("dispatch of %s/%s to %s failed unexpectedly", action.spec.stage, action.spec.index,
                              action.vm)
@@ -242,7 +292,7 @@ class Coordinator:
                                       f"internal error: {exc!r}", "request"))
 
     def _dispatch_and_report(self, app_spec: str, job: str, action: Dispatch, events: queue.Queue[Event],
-                             log: _RunLog, t0: float) -> None:
+                             log: _RunLog, t0: float, limit_s: float) -> None:
         spec, vm = action.spec, action.vm
         inputs = []
         for src in action.sources:
@@ -256,8 +306,8 @@ class Coordinator:
                    "num_instances": spec.num_instances, "key": spec.key, "inputs": inputs, "upload": action.upload,
                    "peer_timeouts": {"connect_s": self.timeouts.connect_s, "control_s": self.timeouts.control_s,
                                      "transfer_idle_s": self.timeouts.transfer_idle_s}}
-        if self.instance_timeout_s is not None:
-            request["timeout_s"] = self.instance_timeout_s
+        request["timeout_s"] = limit_s
+        request["lease_s"] = self.timeouts.lease_s
         try:
             reply = self.agents[vm].client.run(request)
         except ExecutionError as exc:
@@ -318,14 +368,16 @@ class Coordinator:
                 final.append(dest)
         return final
 
-    def _cleanup(self, job: str, skip: set[str] | frozenset[str] = frozenset()) -> None:
+    def _cleanup(self, job: str, skip: set[str] | frozenset[str] = frozenset(), reason: str = "its run ended") -> None:
         for name, agent in self.agents.items():
             if name in skip:
-                continue  # lost during the job: a hung one would stall us; `cluster down` removes its data
+                continue  # lost during the job: its lease runs out there and the agent drops the job itself
             try:
-                agent.client.drop(job)
-            except SonicError:
-                pass  # an unreachable agent keeps its scratch; `cluster down` removes its data dir
+                agent.client.cancel(job, reason)
+            except SonicError as exc:
+                # Unreachable now: no renewal reaches it either, so its lease expires and it
+                # drops the job's work and objects on its own.
+                logger.warning("could not end job %s on %s (its lease will): %s", job, name, exc)
         try:
             self.remote.delete_prefix(f"{job}/")
         except TransportError:

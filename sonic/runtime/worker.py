@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 import msgpack
 
 from sonic.app import load_app
-from sonic.errors import SonicError
+from sonic.errors import SonicError, UserInputError
 from sonic.execution import format_failure, run_instance
 from sonic.routing import InstanceSpec, ObjectRef
 
@@ -67,6 +67,8 @@ def serve(app_spec: str, channel_in: BinaryIO, channel_out: BinaryIO) -> None:
                                    vm=req.get("vm"))
             reply: dict[str, Any] = {"ok": True, "metrics": outcome.metrics.__dict__,
                                      "outputs": [list(o) for o in outcome.outputs]}
+        except UserInputError as exc:  # the app input is malformed: the run stops (exit 2), no retry
+            reply = {"ok": False, "bad_input": True, "error": format_failure(spec, exc)}
         except Exception as exc:  # noqa: BLE001 - user code failed: report it, stay warm
             reply = {"ok": False, "error": format_failure(spec, exc)}
         finally:

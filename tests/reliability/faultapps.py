@@ -14,6 +14,8 @@ Modes (applied to instance ``target`` of stage ``work``):
 - ``hang-once``: the first attempt blocks for ``hang_s`` (a hung function; the per-instance
   timeout must kill it long before).
 - ``raise-always``: every attempt raises (the job must fail with a precise message).
+- ``hang-always``: every attempt blocks for ``hang_s`` (a stage that never returns).
+- ``empty``: writes no output (its consumer ``join`` needs one).
 """
 
 from __future__ import annotations
@@ -77,6 +79,10 @@ def work(ctx: Context) -> None:
     if ctx.instance == int(doc["target"]) and mode != "none":
         if mode == "raise-always":
             raise RuntimeError(f"injected failure in work instance {ctx.instance}")
+        if mode == "hang-always":
+            threading.Event().wait(float(doc["hang_s"]))
+        if mode == "empty":
+            return
         if _first_attempt(control, f"work-{ctx.instance}"):
             if mode == "raise-once":
                 raise RuntimeError(f"injected first-attempt failure in work instance {ctx.instance}")

@@ -30,6 +30,7 @@ import numpy as np
 
 import sonic
 from sonic import Context, Validation
+from sonic.errors import InputFormatError
 
 APP = sonic.App("sort")
 
@@ -64,7 +65,7 @@ def _input_files(path: Path) -> list[Path]:
 
 def _check_record_multiple(path: Path, size: int) -> None:
     if size % RECORD_BYTES:
-        raise ValueError(
+        raise InputFormatError(
             f"{path.name}: {size} bytes is not a whole number of {RECORD_BYTES}-byte gensort records; "
             "regenerate the input with `sonic workloads gen sort`"
         )
