@@ -1,0 +1,60 @@
+"""One measurement semantics: the same stage on the same input measures the same memory and
+time through the profiler (forked child) and through a cluster (warm worker)."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from profiler.repeat import run_best_of
+from sonic.app import load_app
+from sonic.cluster.local import HarnessOptions, local_cluster
+from sonic.cluster.spec import ClusterSpec
+from sonic.planning import plan_for
+from sonic.runtime.coordinator import Coordinator
+from sonic.runtime.protocol import read_secret
+
+SPEC = "tests.adaptivity.measureapp:APP"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterSpec]:
+    with local_cluster(2, "loopback", tmp_path_factory.mktemp("cluster"),
+                       options=HarnessOptions(ssh_config_path=None)) as spec:
+        yield spec
+
+
+def _median(result, stage: str, field: str) -> float:  # type: ignore[no-untyped-def]
+    return statistics.median(getattr(m, field) for m in result.instances if m.stage == stage)
+
+
+def test_profiler_and_cluster_agree_on_memory_and_time(cluster: ClusterSpec, tmp_path: Path) -> None:
+    app = load_app(SPEC)
+    data = tmp_path / "in.txt"
+    data.write_text("96 3000000")
+    profiled = run_best_of(app, data)
+    plan, _ = plan_for(app, data.stat().st_size, cluster, strategy="remote", root=tmp_path / "store")
+    assert cluster.secret_file
+    coordinator = Coordinator(cluster, read_secret(cluster.secret_file))
+    try:
+        # Later runs' workers are warm and have run instances before: the case where a raw
+        # peak used to read far above the profiler's. The profiler keeps the fastest of up
+        # to 5 repetitions (interference only adds time), so the cluster side is compared
+        # as the fastest of 3 runs.
+        runs = [coordinator.execute(app, SPEC, data, plan) for _ in range(4)][1:]
+    finally:
+        coordinator.close()
+    assert all(r.output_ok for r in runs)
+    measured = runs[-1]
+    for stage in ("source", "heavy"):
+        own_p, own_c = _median(profiled, stage, "own_memory_mb"), _median(measured, stage, "own_memory_mb")
+        assert own_p == pytest.approx(96, rel=0.15), f"{stage}: profiler own memory {own_p:.1f} MB"
+        assert own_c == pytest.approx(own_p, rel=0.15), f"{stage}: cluster {own_c:.1f} MB vs profiler {own_p:.1f} MB"
+        wall_p = _median(profiled, stage, "wall_s")
+        wall_c = min(_median(r, stage, "wall_s") for r in runs)
+        assert wall_c == pytest.approx(wall_p, rel=0.15), f"{stage}: cluster {wall_c:.3f} s vs profiler {wall_p:.3f} s"
+    # Every instance says how it was measured.
+    assert all(m.baseline_memory_mb > 0 for m in measured.instances)
