@@ -11,6 +11,9 @@ Between two VMs of the cluster (vm A produces, vm B consumes):
 - VM-Storage: a consumer on A reads the producer's file in place: passing time 0 and 0 bytes
   copied (the consumer's input is the producer's inode), next to a plain file copy on the disk.
 - Warm invocation overhead: round trip of running an empty function on a warm worker.
+- S3 server capacity: aggregate put and get MB/s of several concurrent boto3 clients against
+  the cluster's S3 endpoint vs the same threads copying the same bytes between local files
+  (``sonic.runtime.s3load``), interleaved: is the (embedded) S3 server the bottleneck?
 
 Each figure is the median of ``repeats`` runs.
 """
@@ -36,9 +39,14 @@ from sonic.runtime.client import AgentClient
 from sonic.runtime.objects import file_checksum
 from sonic.runtime.protocol import read_secret
 from sonic.runtime.remote import RemoteSettings, RemoteStore
+from sonic.runtime.s3load import S3Target, file_aggregate, s3_aggregate
 
 Echo = Callable[[str], None]
 BLOCK = 1 << 20
+# S3 capacity probe: enough clients to keep a server busy on 2 cores; one put_object per
+# object (no multipart), large enough that per-request costs do not dominate.
+S3_CLIENTS = 4
+S3_OBJECT_SIZE = 16 * 1024 * 1024
 
 
 def write_blob(path: Path, size: int) -> None:
@@ -141,14 +149,70 @@ def run_dataplane_bench(cluster_path: Path, sizes: list[int], *, repeats: int = 
         overhead = invocation_overhead(a, invocations)
         if progress:
             echo(f"warm invocation overhead: median {overhead['median_ms']:.2f} ms, p90 {overhead['p90_ms']:.2f} ms")
+            echo(f"S3 aggregate: {S3_CLIENTS} concurrent boto3 clients vs local files ...")
+        s3_capacity = s3_aggregate_rows(S3Target(rs.endpoint_url or "", rs.bucket, settings.access_key,
+                                                 settings.secret_key, rs.region), tmp, repeats)
         return {"vm_a": vm_a.name, "vm_b": vm_b.name, "repeats": repeats, "sizes": rows,
-                "invocation_overhead_ms": overhead}
+                "invocation_overhead_ms": overhead, "s3_aggregate": s3_capacity}
     finally:
         for client in (a, b):
             client.drop(job)
             client.close()
         remote.delete_prefix(f"{job}/")
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def s3_aggregate_rows(target: S3Target, tmp: Path, repeats: int, *, clients: int = S3_CLIENTS,
+                      object_size: int = S3_OBJECT_SIZE, objects_per_client: int = 2) -> dict[str, Any]:
+    """S3 server capacity next to its yardstick, interleaved ``repeats`` times: median, min, max."""
+    source = tmp / "s3-aggregate-object"
+    write_blob(source, object_size)
+    scratch = tmp / "s3-aggregate"
+    scratch.mkdir(exist_ok=True)
+    runs: dict[str, list[float]] = {"s3_put": [], "s3_get": [], "file_put": [], "file_get": []}
+    try:
+        for _ in range(repeats):
+            s3 = s3_aggregate(target, source, scratch, clients=clients, objects_per_client=objects_per_client)
+            disk = file_aggregate(source, scratch, clients=clients, objects_per_client=objects_per_client)
+            runs["s3_put"].append(s3.put_MBps)
+            runs["s3_get"].append(s3.get_MBps)
+            runs["file_put"].append(disk.put_MBps)
+            runs["file_get"].append(disk.get_MBps)
+    finally:
+        source.unlink(missing_ok=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+    doc: dict[str, Any] = {"clients": clients, "object_bytes": object_size, "objects_per_client": objects_per_client}
+    for name, values in runs.items():
+        doc[f"{name}_MBps"] = statistics.median(values)
+        doc[f"{name}_MBps_min"] = min(values)
+        doc[f"{name}_MBps_max"] = max(values)
+    doc["s3_vs_file_put"] = doc["s3_put_MBps"] / doc["file_put_MBps"]
+    doc["s3_vs_file_get"] = doc["s3_get_MBps"] / doc["file_get_MBps"]
+    return doc
+
+
+def format_dataplane_table(report: dict[str, Any]) -> str:
+    """The report as plain-text tables (what ``sonic bench dataplane`` prints to stdout)."""
+    lines = [f"data plane between {report['vm_a']} and {report['vm_b']}, MB/s, median of {report['repeats']} runs",
+             f"{'size':>8} {'raw TCP':>8} {'to file':>8} {'direct':>8} {'d/file':>6} "
+             f"{'boto3':>8} {'remote':>8} {'r/boto3':>7} {'vm copied':>10} {'disk copy':>9}"]
+    for row in report["sizes"]:
+        lines.append(f"{row['bytes'] / 1e6:>6.0f}MB {row['rawtcp_MBps']:8.0f} {row['rawtcp_file_MBps']:8.0f} "
+                     f"{row['direct_MBps']:8.0f} {row['direct_vs_rawtcp_file']:6.2f} {row['boto3_MBps']:8.0f} "
+                     f"{row['remote_MBps']:8.0f} {row['remote_vs_boto3']:7.2f} {row['vm_copied_bytes']:>9}B "
+                     f"{row['disk_copy_MBps']:9.0f}")
+    overhead = report["invocation_overhead_ms"]
+    lines.append(f"warm invocation overhead: median {overhead['median_ms']:.2f} ms, p90 {overhead['p90_ms']:.2f} ms")
+    agg = report.get("s3_aggregate")
+    if agg:
+        lines.append(f"S3 server capacity: {agg['clients']} concurrent clients x {agg['objects_per_client']} objects "
+                     f"of {agg['object_bytes'] / 1e6:.0f} MB, aggregate MB/s, median (min-max)")
+        for label, key in (("S3 (boto3)", "s3"), ("yardstick: local files", "file")):
+            lines.append(f"  {label:<24} put {agg[f'{key}_put_MBps']:6.0f} ({agg[f'{key}_put_MBps_min']:.0f}-"
+                         f"{agg[f'{key}_put_MBps_max']:.0f})  get {agg[f'{key}_get_MBps']:6.0f} "
+                         f"({agg[f'{key}_get_MBps_min']:.0f}-{agg[f'{key}_get_MBps_max']:.0f})")
+        lines.append(f"  S3 / yardstick: put {agg['s3_vs_file_put']:.2f}x, get {agg['s3_vs_file_get']:.2f}x")
+    return "\n".join(lines)
 
 
 def invocation_overhead(agent: AgentClient, n: int) -> dict[str, float]:
