@@ -172,17 +172,31 @@ def cluster() -> None:
 
 
 @cluster.command("up")
-@click.option("--local", "n", type=click.IntRange(1, 32), required=True, help="Number of local VMs to emulate.")
-@click.option("--mode", type=click.Choice(["loopback", "ssh", "netns"]), default="loopback", show_default=True)
+@click.option("--local", "n", type=click.IntRange(1, 32), default=None,
+              help="Number of local VMs to emulate. Without it, bootstrap the VMs listed in the --cluster file.")
+@click.option("--mode", type=click.Choice(["loopback", "ssh", "netns"]), default=None,
+              help="Local cluster mode [default: loopback].")
 @click.option("--vm-mbps", type=click.FloatRange(min=1), default=None, help="Rate limit of each VM link (netns).")
 @click.option("--s3-mbps", type=click.FloatRange(min=1), default=None, help="Rate limit of the S3 link (netns).")
 @click.option("--s3-latency-ms", type=click.FloatRange(min=0), default=None, help="Added S3 per-request latency.")
 @cluster_option
-def cluster_up(n: int, mode: str, vm_mbps: float | None, s3_mbps: float | None, s3_latency_ms: float | None,
-               cluster_path: Path) -> None:
-    """Start an emulated cluster of N VMs on this machine."""
+def cluster_up(n: int | None, mode: str | None, vm_mbps: float | None, s3_mbps: float | None,
+               s3_latency_ms: float | None, cluster_path: Path) -> None:
+    """Start an emulated cluster of N VMs here (--local N), or agents on the VMs a cluster file lists."""
     from sonic.cluster import commands
 
+    if n is None:
+        given = [flag for flag, value in (("--mode", mode), ("--vm-mbps", vm_mbps), ("--s3-mbps", s3_mbps),
+                                          ("--s3-latency-ms", s3_latency_ms)) if value is not None]
+        if given:
+            raise UserInputError(f"{given[0]} applies to local clusters only; add --local N or drop it")
+        if not cluster_path.exists():
+            raise UserInputError(f"no cluster file at {cluster_path}: list your VMs in one (see docs/own-vms.md) "
+                                 "and pass --cluster FILE, or start a local cluster with --local N")
+        listed = commands.up_listed(cluster_path, echo=click.echo)
+        click.echo(f"cluster of {len(listed.vms)} VMs is up; cluster file: {cluster_path}")
+        return
+    mode = mode or "loopback"
     spec = commands.up(n, mode, cluster_path, vm_mbps, s3_mbps, s3_latency_ms)
     click.echo(f"cluster of {len(spec.vms)} VMs ({mode}) is up; cluster file: {cluster_path}")
 
@@ -224,7 +238,7 @@ def cluster_down(cluster_path: Path) -> None:
     """Stop the agents and everything the harness started; remove the secret."""
     from sonic.cluster import commands
 
-    commands.down(cluster_path)
+    commands.down(cluster_path, echo=click.echo)
     click.echo("cluster is down")
 
 

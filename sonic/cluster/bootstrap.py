@@ -371,6 +371,7 @@ class AgentLaunch:
     s3_region: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     ready_timeout_s: float | None = None
+    check_python: bool = False         # probe the VM's Python and the agent's packages first
 
 
 def _prepare(session: Session, data_dir: str, bundle: CodeBundle) -> tuple[str, bool]:
@@ -401,6 +402,49 @@ def _upload_code(session: Session, code_dir: str, bundle: CodeBundle) -> None:
         f"rm -rf {q(tmp)} && mkdir -p {q(tmp)} && tar -xzf {q(archive)} -C {q(tmp)} && touch {q(tmp)}/.complete "
         f"&& rm -rf {q(code_dir)} && mv {q(tmp)} {q(code_dir)} && rm -f {q(archive)}"
     )
+
+
+#: Modules the agent and its workers import (import name -> pip name), checked before start.
+AGENT_REQUIREMENTS: Mapping[str, str] = {
+    "boto3": "boto3", "msgpack": "msgpack", "networkx": "networkx", "xxhash": "xxhash", "yaml": "PyYAML",
+    "packaging": "packaging",
+}
+MIN_PYTHON = (3, 11)
+_PROBE = (
+    "import importlib.util, json, sys; "
+    "print(json.dumps({'version': list(sys.version_info[:3]), 'executable': sys.executable, "
+    "'missing': [m for m in %r if importlib.util.find_spec(m) is None]}))"
+)
+
+
+def check_remote_python(session: Session, python: str) -> dict[str, Any]:
+    """Is ``python`` on the VM new enough and does it have what the agent imports? One line
+    naming what is missing and how to fix it otherwise."""
+    t = session.target
+    where = f"VM {t.name} ({t.where})"
+    status, out, err = session.run(f"{shlex.quote(python)} -c {shlex.quote(_PROBE % (sorted(AGENT_REQUIREMENTS),))}")
+    if status == 127 or (status != 0 and "not found" in err):
+        raise TransportError(
+            f"{where} has no Python at {python!r}; install Python >= {MIN_PYTHON[0]}.{MIN_PYTHON[1]} there "
+            "or set python: /path/to/python3 for this VM in the cluster file"
+        )
+    try:
+        facts = dict(json.loads(out.strip().splitlines()[-1]))
+    except (ValueError, IndexError):
+        raise TransportError(f"{where}: {python} -c ... failed (status {status}): {(err or out).strip()[-200:]}") from None
+    version = tuple(int(v) for v in facts["version"])
+    if version[:2] < MIN_PYTHON:
+        raise TransportError(
+            f"{where}: {python} is Python {'.'.join(map(str, version))}, Sonic needs >= "
+            f"{MIN_PYTHON[0]}.{MIN_PYTHON[1]}; install a newer Python there and set python: to it in the cluster file"
+        )
+    missing = [AGENT_REQUIREMENTS[m] for m in facts.get("missing", [])]
+    if missing:
+        raise TransportError(
+            f"{where}: {python} lacks {', '.join(missing)}, which the Sonic agent needs; install them there: "
+            f"{python} -m pip install {' '.join(missing)}"
+        )
+    return facts
 
 
 def _remote_alive(session: Session, pid: int) -> bool:
@@ -452,12 +496,17 @@ def deploy_agent(
     with open_session(target, timeouts, retry) as session:
         data_dir = _remote_data_dir(session, vm)
         _stop_remote_agent(session, data_dir)  # a leftover agent would hold the port
+        prefix = launch.program.argv_prefix
+        if vm.python:  # the VM's own interpreter (a real VM rarely has this machine's path)
+            prefix = (vm.python, *prefix[1:])
+        if launch.check_python:
+            check_remote_python(session, prefix[0])
         code_dir, cached = _prepare(session, data_dir, launch.bundle)
         if not cached:
             _upload_code(session, code_dir, launch.bundle)
         secret_file = posixpath.join(data_dir, "secret")
         session.write_private(secret_file, launch.secret.hex().encode() + b"\n")
-        argv = [*launch.program.argv_prefix, *agent_args(
+        argv = [*prefix, *agent_args(
             vm.name,
             launch.bind or target.hostname,
             vm.agent_port if launch.port is None else launch.port,
@@ -547,13 +596,29 @@ class BootstrapError(TransportError):
         self.done = done
 
 
+#: Called once per VM as soon as its job ends: (VM name, result, or the error it failed with).
+DoneFn = Callable[[str, Any, SonicError | None], None]
+
+
 def _run_all(
-    vms: Sequence[VMSpec], job: Callable[[VMSpec], Any], max_workers: int, verb: str
+    vms: Sequence[VMSpec], job: Callable[[VMSpec], Any], max_workers: int, verb: str, on_done: DoneFn | None = None
 ) -> dict[str, Any]:
     results: dict[str, Any] = {}
     failures: dict[str, SonicError] = {}
+
+    def tracked(vm: VMSpec) -> Any:
+        try:
+            result = job(vm)
+        except SonicError as exc:
+            if on_done is not None:
+                on_done(vm.name, None, exc)
+            raise
+        if on_done is not None:
+            on_done(vm.name, result, None)
+        return result
+
     with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(vms))), thread_name_prefix="sonic-ssh") as pool:
-        futures = {vm.name: pool.submit(job, vm) for vm in vms}
+        futures = {vm.name: pool.submit(tracked, vm) for vm in vms}
         for name, future in futures.items():
             try:
                 results[name] = future.result()
@@ -578,8 +643,10 @@ def deploy_all(
     timeouts: SSHTimeouts = SSHTimeouts(),
     retry: RetryPolicy = RetryPolicy(),
     on_launched: Callable[[str, int], None] | None = None,
+    on_done: DoneFn | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Bootstrap every VM with at most ``max_workers`` SSH sessions at a time."""
+    """Bootstrap every VM with at most ``max_workers`` SSH sessions at a time; ``on_done``
+    reports each VM as it finishes (progress)."""
     return _run_all(
         vms,
         lambda vm: deploy_agent(
@@ -587,6 +654,7 @@ def deploy_all(
         ),
         max_workers,
         "agent bootstrap",
+        on_done,
     )
 
 
@@ -597,10 +665,12 @@ def stop_all(
     ssh_config_path: Path | None = DEFAULT_SSH_CONFIG,
     timeouts: SSHTimeouts = SSHTimeouts(),
     retry: RetryPolicy = RetryPolicy(),
+    on_done: DoneFn | None = None,
 ) -> dict[str, bool]:
     return _run_all(
         vms,
         lambda vm: stop_agent(vm, ssh_config_path=ssh_config_path, timeouts=timeouts, retry=retry),
         max_workers,
         "agent stop",
+        on_done,
     )

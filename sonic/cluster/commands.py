@@ -6,10 +6,11 @@ raises only :class:`sonic.errors.SonicError` subclasses, whose one-line messages
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sonic.cluster import bootstrap
+from sonic.cluster import listed
 from sonic.cluster.local import HarnessOptions, cluster_down, cluster_status, cluster_up, load_cluster_file
 from sonic.cluster.spec import DEFAULT_CLUSTER_FILE, ClusterSpec, load_cluster
 
@@ -33,6 +34,14 @@ def up(
     )
 
 
+def up_listed(cluster_path: Path | str, *, echo: Callable[[str], None], options: HarnessOptions = HarnessOptions()
+              ) -> ClusterSpec:
+    """``sonic cluster up --cluster FILE`` (no --local): bootstrap an agent on every VM the
+    file lists, over SSH; all or nothing (see :mod:`sonic.cluster.listed`)."""
+    return listed.up_listed(Path(cluster_path), echo=echo, max_workers=options.ssh_max_workers,
+                            ssh_config_path=options.ssh_config_path)
+
+
 def status(cluster_path: Path | str = DEFAULT_CLUSTER_FILE, **kwargs: Any) -> list[dict[str, Any]]:
     """``sonic cluster status``: one row per VM (name, host, port, state, pid for local)."""
     path = Path(cluster_path)
@@ -42,7 +51,8 @@ def status(cluster_path: Path | str = DEFAULT_CLUSTER_FILE, **kwargs: Any) -> li
     return cluster_status(spec, **kwargs)
 
 
-def down(cluster_path: Path | str = DEFAULT_CLUSTER_FILE, *, options: HarnessOptions = HarnessOptions()) -> None:
+def down(cluster_path: Path | str = DEFAULT_CLUSTER_FILE, *, options: HarnessOptions = HarnessOptions(),
+         echo: Callable[[str], None] | None = None) -> None:
     """``sonic cluster down``: stop everything and remove the secret and agent data.
 
     Idempotent: no cluster file means nothing to do; a stale file whose processes are gone is
@@ -55,4 +65,5 @@ def down(cluster_path: Path | str = DEFAULT_CLUSTER_FILE, *, options: HarnessOpt
     if spec.local is not None:
         cluster_down(spec, path, options=options)
         return
-    bootstrap.stop_all(spec.vms, max_workers=options.ssh_max_workers, ssh_config_path=options.ssh_config_path)
+    listed.down_listed(path, echo=echo or (lambda line: None), max_workers=options.ssh_max_workers,
+                       ssh_config_path=options.ssh_config_path)

@@ -40,6 +40,7 @@ class VMSpec:
     data_dir: str = "/tmp/sonic-agent"
     ssh: SSHSpec | None = None
     netns: str | None = None             # local netns clusters: the namespace of this VM
+    python: str | None = None            # interpreter on the VM (None: this one's path; python3 for listed VMs)
 
 
 @dataclass
@@ -49,6 +50,9 @@ class RemoteStorageSpec:
     endpoint_url: str | None = None
     region: str = "us-east-1"
     multipart_threshold_mb: int = 16
+    # Hand the driver's boto3 credentials to the agents when they start (in their environment,
+    # never on disk); off by default: on EC2 an instance profile is the better source.
+    forward_credentials: bool = False
 
 
 @dataclass
@@ -128,6 +132,8 @@ class ClusterSpec:
                 del vm["ssh"]
             if vm["netns"] is None:
                 del vm["netns"]
+            if vm["python"] is None:
+                del vm["python"]
         if doc["local"] is None:
             del doc["local"]
         return doc
