@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,16 @@ from sonic.app import App
 from sonic.errors import PlanError
 
 OBJECTIVES = ("latency", "cost", "perf-per-dollar")
+MAX_INSTANCES = 100_000          # per stage: far beyond any real fanout; more is a typo
+MAX_INPUT_BYTES = 10**15         # 1 PB, as sonic.sizes
+MAX_MEMORY_MB = 16 * 1024 * 1024  # 16 TiB
+MAX_PLAN_CHARS = 64 * 1024 * 1024
+
+
+def _number(value: Any, *, low: float = 0.0, high: float = 1e12) -> bool:
+    """A real (not bool), finite number in [low, high]."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and low <= value <= high)
 STRATEGIES = ("sonic", "remote", "vm", "direct", "oracle")
 
 
@@ -116,37 +127,47 @@ class Plan:
                 raise PlanError(f"{where} must be an object with instances and placement")
             placement = sdoc.get("placement", {})
             if not isinstance(placement, dict) or not all(
-                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in placement.values()
+                isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_INSTANCES for v in placement.values()
             ):
-                raise PlanError(f"{where}: placement must map VM names to non-negative integers")
+                raise PlanError(f"{where}: placement must map VM names to integers from 0 to {MAX_INSTANCES}")
             instances = sdoc.get("instances", sum(placement.values()))
-            if not isinstance(instances, int) or isinstance(instances, bool) or instances < 0:
-                raise PlanError(f"{where}: instances must be a non-negative integer")
+            if not isinstance(instances, int) or isinstance(instances, bool) or not 1 <= instances <= MAX_INSTANCES:
+                shown = str(instances) if len(str(instances)) <= 20 else str(instances)[:17] + "..."
+                raise PlanError(f"{where}: instances must be an integer from 1 to {MAX_INSTANCES}, got {shown}")
+            if placement and sum(placement.values()) != instances:
+                raise PlanError(f"{where}: placement puts {sum(placement.values())} instances on VMs but the stage has "
+                                f"{instances}; make the placement counts add up to instances")
             memory = sdoc.get("memory_mb", 0.0)
-            if not isinstance(memory, (int, float)) or isinstance(memory, bool) or memory < 0:
-                raise PlanError(f"{where}: memory_mb must be a non-negative number")
+            if not _number(memory, high=MAX_MEMORY_MB):
+                raise PlanError(f"{where}: memory_mb must be a finite number from 0 to {MAX_MEMORY_MB}")
             stages[name] = StagePlan(instances, {str(k): v for k, v in placement.items()}, float(memory))
         if not isinstance(doc["edges"], list):
             raise PlanError(f"{source}: \"edges\" must be a list of {{src, dst, method}} objects")
         edges: list[EdgePlan] = []
+        seen: set[tuple[str, str]] = set()
         for i, edoc in enumerate(doc["edges"]):
             if not isinstance(edoc, dict) or not {"src", "dst", "method"} <= set(edoc):
                 raise PlanError(f"{source}: edge #{i} must be an object with src, dst and method")
+            if not isinstance(edoc["src"], str) or not isinstance(edoc["dst"], str):
+                raise PlanError(f"{source}: edge #{i}: src and dst must be stage names")
             where = f"{source}: edge {edoc['src']} -> {edoc['dst']}"
+            if (edoc["src"], edoc["dst"]) in seen:
+                raise PlanError(f"{where} is listed twice; keep one entry per edge")
+            seen.add((edoc["src"], edoc["dst"]))
             predicted = edoc.get("predicted_s", {})
-            if not isinstance(predicted, dict) or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in predicted.values()
-            ):
-                raise PlanError(f"{where}: predicted_s must map methods to numbers of seconds")
+            if not isinstance(predicted, dict) or not all(_number(v) for v in predicted.values()):
+                raise PlanError(f"{where}: predicted_s must map methods to finite, non-negative seconds")
             edges.append(EdgePlan(str(edoc["src"]), str(edoc["dst"]), str(edoc.get("pattern", "")),
                                   PassingMethod.parse(edoc["method"], where=where),
                                   {str(k): float(v) for k, v in predicted.items()}))
         input_bytes = doc.get("input_bytes", 0)
-        if not isinstance(input_bytes, int) or isinstance(input_bytes, bool) or input_bytes < 0:
-            raise PlanError(f"{source}: input_bytes must be a non-negative integer")
+        if not isinstance(input_bytes, int) or isinstance(input_bytes, bool) or not 0 <= input_bytes <= MAX_INPUT_BYTES:
+            raise PlanError(f"{source}: input_bytes must be an integer from 0 to {MAX_INPUT_BYTES} (1 PB)")
         predicted_tot = doc.get("predicted", {})
-        if not isinstance(predicted_tot, dict):
-            raise PlanError(f"{source}: predicted must be an object")
+        if not isinstance(predicted_tot, dict) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                for v in predicted_tot.values()):
+            raise PlanError(f"{source}: predicted must be an object of finite numbers")
         notes = doc.get("notes", [])
         if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
             raise PlanError(f"{source}: notes must be a list of strings")
@@ -160,10 +181,16 @@ class Plan:
             raise PlanError(f"cannot read plan file {path}: {exc.strerror}") from None
         except UnicodeDecodeError:
             raise PlanError(f"plan file {path} is not text; give the JSON written by `sonic plan APP --json`") from None
+        if len(text) > MAX_PLAN_CHARS:
+            raise PlanError(f"plan file {path} is {len(text)} characters, more than any plan; "
+                            "give the JSON written by `sonic plan APP --json`")
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as exc:
             raise PlanError(f"plan file {path} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
+        except RecursionError:
+            raise PlanError(f"plan file {path} is nested too deeply to be a plan; "
+                            "give the JSON written by `sonic plan APP --json`") from None
         return cls.from_json(doc, source=str(path))
 
     def check(self, app: App, vm_names: list[str] | None = None) -> Plan:
@@ -199,6 +226,6 @@ def fixed_plan(app: App, method: PassingMethod, vm_names: list[str], *, input_by
     Used before a planner exists for a cluster and by tests; the planner's baselines
     (``--strategy remote|vm|direct``) replace it once predictions are available.
     """
-    stages = {name: StagePlan(0, {vm: 1 for vm in vm_names}) for name in app.topological_order()}
+    stages = {name: StagePlan(len(vm_names), {vm: 1 for vm in vm_names}) for name in app.topological_order()}
     edges = [EdgePlan(e.src, e.dst, e.pattern.value, method) for e in app.edges()]
     return Plan(app.name, input_bytes, "latency", method.value, stages, edges)

@@ -31,7 +31,13 @@ def input_refs(input_path: Path) -> tuple[list[ObjectRef], dict[str, Path]]:
     """ObjectRefs and paths of the application input (a file, or every file of a directory)."""
     if not input_path.exists():
         raise UserInputError(f"input {input_path} does not exist; generate one with `sonic workloads gen APP --size 50MB -o PATH`")
-    files = [input_path] if input_path.is_file() else sorted(p for p in input_path.iterdir() if p.is_file())
+    if not input_path.is_file() and not input_path.is_dir():
+        raise UserInputError(f"input {input_path} is neither a regular file nor a directory (a device, pipe or "
+                             "socket cannot be staged); pass a file or a directory of files")
+    try:
+        files = [input_path] if input_path.is_file() else sorted(p for p in input_path.iterdir() if p.is_file())
+    except OSError as exc:
+        raise UserInputError(f"cannot read input directory {input_path}: {exc.strerror}; check its permissions") from None
     if not files:
         raise UserInputError(f"input directory {input_path} holds no files")
     refs = [ObjectRef(APP_INPUT, 0, f.name, f.stat().st_size) for f in files]

@@ -12,7 +12,9 @@ _UNITS = {
     "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "TIB": 1024**4,
     "K": 1024, "M": 1024**2, "G": 1024**3,
 }
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
+# ASCII digits only: str.isdigit/\d accept full-width and other scripts' digits ('５MB').
+_SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*$", re.ASCII)
+MAX_SIZE = 10**15   # 1 PB: far beyond any input Sonic plans for; larger is a typo
 
 
 def parse_size(text: str | int) -> int:
@@ -24,15 +26,21 @@ def parse_size(text: str | int) -> int:
     if isinstance(text, int):
         if text < 0:
             raise SizeFormatError(f"size must not be negative, got {text}")
+        if text > MAX_SIZE:
+            raise SizeFormatError(f"size {text} is larger than 1PB; give a realistic size such as 64MB")
         return text
-    match = _SIZE_RE.match(text)
+    match = _SIZE_RE.match(text) if len(text) <= 64 else None
     if not match:
-        raise SizeFormatError(f"cannot read size {text!r}: write a number with an optional unit, e.g. 50MB or 1GiB")
+        shown = text if len(text) <= 40 else text[:37] + "..."
+        raise SizeFormatError(f"cannot read size {shown!r}: write a number with an optional unit, e.g. 50MB or 1GiB")
     number, unit = match.groups()
     factor = _UNITS.get(unit.upper())
     if factor is None:
         raise SizeFormatError(f"unknown size unit {unit!r} in {text!r}: use B, KB, MB, GB, KiB, MiB or GiB")
-    return int(float(number) * factor)
+    value = float(number) * factor
+    if not value <= MAX_SIZE:  # also catches inf from a 400-digit number
+        raise SizeFormatError(f"size {text!r} is larger than 1PB; give a realistic size such as 64MB")
+    return int(value)
 
 
 def parse_size_list(text: str) -> list[int]:
