@@ -22,6 +22,7 @@ import uuid
 import xml.etree.ElementTree as ET
 import zlib
 from collections.abc import AsyncIterator
+from contextlib import ExitStack
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from aiohttp import web
 
 from sonic.cluster.s3auth import AuthError, Credentials, SignedRequest, verify
 from sonic.cluster.s3shaping import SHAPING_CHUNK, Pacer
-from sonic.cluster.s3store import ObjectInfo, ObjectStore, S3Error
+from sonic.cluster.s3store import ObjectInfo, ObjectStore, S3Error, Segment
 
 XMLNS = "http://s3.amazonaws.com/doc/2006-03-01/"
 XML_HEAD = '<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -260,9 +261,9 @@ class S3Api:
                           payload_hash: str) -> web.StreamResponse:
         self.store.bucket(bucket)
         written, size, etag = await self._receive(request, pacer, payload_hash)
-        info = ObjectInfo(key, size, etag, time.time(), written,
+        info = ObjectInfo(key, size, etag, time.time(), [Segment(written, size)],
                           request.headers.get("content-type", "binary/octet-stream"), self._metadata(request))
-        self.store.commit(bucket, info, written)
+        self.store.commit(bucket, info)
         return web.Response(status=200, headers={"ETag": f'"{etag}"'})
 
     async def _get_object(self, request: web.Request, pacer: Pacer, bucket: str, key: str) -> web.StreamResponse:
@@ -289,10 +290,18 @@ class S3Api:
             await response.prepare(request)
             return response
         # Open now, in the same event-loop step as the lookup: a concurrent overwrite or delete
-        # then only unlinks a file we already hold.
-        with open(info.path, "rb") as body:
+        # then only unlinks files we already hold.
+        with ExitStack() as files:
+            pieces = []
+            base = 0
+            for segment in info.segments:
+                lo, hi = max(start, base), min(start + count, base + segment.size)
+                if lo < hi:
+                    pieces.append((files.enter_context(open(segment.path, "rb")), lo - base, hi - lo))
+                base += segment.size
             await response.prepare(request)
-            await self._send(request, response, pacer, body, start, count)
+            for body, offset, length in pieces:
+                await self._send(request, response, pacer, body, offset, length)
         await response.write_eof()
         return response
 
@@ -418,12 +427,11 @@ class S3Api:
                 raise S3Error(400, "MalformedXML", "Part needs PartNumber and ETag")
             listed.append((int(number), etag))
         numbers = self.store.check_completion(upload, listed)
-        # Concatenating gigabytes takes a while: off the event loop, so other requests go on.
-        written, size, etag = await asyncio.get_running_loop().run_in_executor(
-            None, self.store.assemble, upload, numbers)
-        info = ObjectInfo(key, size, etag, time.time(), written, upload.content_type, upload.metadata)
+        segments, etag = self.store.assemble(upload, numbers)
+        info = ObjectInfo(key, sum(s.size for s in segments), etag, time.time(), segments,
+                          upload.content_type, upload.metadata)
         try:
-            self.store.commit(bucket, info, written)
+            self.store.commit(bucket, info)
         finally:
             self.store.finish_upload(upload)
         return xml_response(f'<CompleteMultipartUploadResult xmlns="{XMLNS}"><Location>/{_x(bucket)}/{_x(key)}'

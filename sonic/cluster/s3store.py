@@ -3,12 +3,16 @@
 Bodies never live in the server's memory: a PUT streams into a fresh file, a GET streams (or
 ``sendfile``s) out of one. Each PUT writes a new file and swaps the index entry, so a reader that
 already opened the old file keeps reading a consistent object while a writer replaces it, as S3's
-read-after-write semantics promise. The index (key -> size, ETag, metadata, file) costs a few
+read-after-write semantics promise. The index (key -> size, ETag, metadata, files) costs a few
 hundred bytes per object, whatever the object's size; keys are kept sorted for listings.
+
+A multipart object is stored as its part files, renamed into place on completion and read back
+one after the other: completing a 1 GB upload copies nothing (a concatenation would write every
+byte a second time, and on this machine disk writes are what runs out first).
 
 The store is ephemeral like the cloud emulation it replaces: it lives in a run directory that
 ``close()`` removes. Called from one event-loop thread; the heavy file work of completing a
-multipart upload runs in a worker thread but touches only files the index does not yet name.
+multipart upload only renames files.
 """
 
 from __future__ import annotations
@@ -44,13 +48,19 @@ def no_such_bucket(name: str) -> S3Error:
     return S3Error(404, "NoSuchBucket", f"The specified bucket does not exist: {name}")
 
 
+@dataclass(frozen=True)
+class Segment:
+    path: Path
+    size: int
+
+
 @dataclass
 class ObjectInfo:
     key: str
     size: int
     etag: str                  # without quotes
     last_modified: float       # epoch seconds
-    path: Path
+    segments: list[Segment]    # the body is these files, in order (one unless multipart)
     content_type: str = "binary/octet-stream"
     metadata: dict[str, str] = field(default_factory=dict)     # x-amz-meta-* without the prefix
     checksums: dict[str, str] = field(default_factory=dict)    # x-amz-checksum-* header -> value
@@ -132,20 +142,26 @@ class ObjectStore:
         directory.mkdir(exist_ok=True)
         return directory / name
 
-    def commit(self, bucket_name: str, info: ObjectInfo, written: Path) -> ObjectInfo:
-        """Make the file ``written`` the body of ``info.key``; replaces any previous version."""
+    def commit(self, bucket_name: str, info: ObjectInfo) -> ObjectInfo:
+        """Move ``info.segments`` (files written elsewhere in the store) into the bucket and make
+        them the body of ``info.key``; replaces any previous version."""
         bucket = self.bucket(bucket_name)
         if len(info.key.encode()) > MAX_KEY_BYTES or not info.key:
-            written.unlink(missing_ok=True)
+            for segment in info.segments:
+                segment.path.unlink(missing_ok=True)
             raise S3Error(400, "KeyTooLongError" if info.key else "InvalidArgument", "bad object key")
-        info.path = self._object_path(bucket_name)
-        os.replace(written, info.path)
+        placed = []
+        for segment in info.segments:
+            target = self._object_path(bucket_name)
+            os.replace(segment.path, target)
+            placed.append(Segment(target, segment.size))
+        info.segments = placed
         old = bucket.objects.get(info.key)
         bucket.objects[info.key] = info
         if old is None:
             bisect.insort(bucket.keys, info.key)
         else:
-            old.path.unlink(missing_ok=True)
+            _unlink(old)
         return info
 
     def get(self, bucket_name: str, key: str) -> ObjectInfo:
@@ -161,7 +177,7 @@ class ObjectStore:
             return                                  # S3 deletes are idempotent
         index = bisect.bisect_left(bucket.keys, key)
         del bucket.keys[index]
-        info.path.unlink(missing_ok=True)
+        _unlink(info)
 
     def list(self, bucket_name: str, prefix: str, after: str, delimiter: str, max_keys: int) -> Listing:
         """Keys under ``prefix`` strictly after ``after``, with common prefixes rolled up."""
@@ -232,26 +248,23 @@ class ObjectStore:
                 raise S3Error(400, "EntityTooSmall", "Your proposed upload is smaller than the minimum allowed size")
         return numbers
 
-    def assemble(self, upload: Upload, numbers: list[int]) -> tuple[Path, int, str]:
-        """Concatenate the parts into one temp file (kernel-side copies; for a worker thread).
-        Returns (file, size, multipart ETag)."""
-        target = self.new_temp_file()
+    def assemble(self, upload: Upload, numbers: list[int]) -> tuple[list[Segment], str]:
+        """The listed parts as the segments of one object, and its multipart ETag (S3's
+        formula: MD5 of the parts' binary ETags, dash, part count)."""
         digest = hashlib.md5(usedforsecurity=False)
-        size = 0
-        with open(target, "wb") as out:
-            for number in numbers:
-                etag, part_size = upload.parts[number]
-                digest.update(bytes.fromhex(etag))
-                with open(upload.directory / str(number), "rb") as part:
-                    copied = 0
-                    while copied < part_size:
-                        n = os.copy_file_range(part.fileno(), out.fileno(), part_size - copied)
-                        if n == 0:
-                            raise S3Error(500, "InternalError", f"part {number} is shorter than recorded")
-                        copied += n
-                size += part_size
-        return target, size, f"{digest.hexdigest()}-{len(numbers)}"
+        segments = []
+        for number in numbers:
+            etag, part_size = upload.parts[number]
+            digest.update(bytes.fromhex(etag))
+            segments.append(Segment(upload.directory / str(number), part_size))
+        return segments, f"{digest.hexdigest()}-{len(numbers)}"
 
     def finish_upload(self, upload: Upload) -> None:
+        """Forget the upload and remove whatever parts were not moved into an object."""
         self.uploads.pop(upload.upload_id, None)
         shutil.rmtree(upload.directory, ignore_errors=True)
+
+
+def _unlink(info: ObjectInfo) -> None:
+    for segment in info.segments:
+        segment.path.unlink(missing_ok=True)
