@@ -104,8 +104,8 @@ def workloads_gen(app_spec: str, size: str, output: Path, seed: int) -> None:
               help="Plan with this strategy instead of a plan file.")
 @click.option("--objective", type=click.Choice(["latency", "cost", "perf-per-dollar"]), default="latency",
               show_default=True)
-@click.option("--keep", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Keep outputs in this directory (reference executor).")
+@click.option("-o", "--keep", "keep", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Collect the final outputs into this new or empty directory (any executor).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
 @click.option("--no-learn", is_flag=True, help="Do not record this run or refit the models from it.")
 @root_option
@@ -116,27 +116,33 @@ def run(app_spec: str, input_path: Path, local_reference: bool, plan_path: Path 
     """Run APP on an input (reference executor, or a cluster with a plan)."""
     from sonic.app import load_app
 
-    app = load_app(app_spec)
-    if local_reference:
-        if plan_path or strategy:
-            raise UserInputError("--local-reference runs everything in one process; drop --plan/--strategy")
-        result = _run_reference(app, input_path, keep, as_json)
-    else:
-        from sonic.runtime.session import run_on_cluster
+    from sonic.outputs import describe, output_target
 
-        result = run_on_cluster(app, input_path, cluster_path=cluster_path, plan_path=plan_path,
-                                strategy=strategy, objective=objective, app_spec=app_spec,
-                                progress=progress_enabled(as_json), echo=click.echo, root=resolved_root(root),
-                                learn=not no_learn)
-    if as_json:
-        emit_json(result.to_json())
-    else:
-        _print_run(result)
+    app = load_app(app_spec)
+    if local_reference and (plan_path or strategy):
+        raise UserInputError("--local-reference runs everything in one process; drop --plan/--strategy")
+    with output_target(keep) as target:  # final outputs land here (a temporary dir without -o)
+        if local_reference:
+            result = _run_reference(app, input_path, target.directory, as_json)
+        else:
+            from sonic.runtime.session import run_on_cluster
+
+            result = run_on_cluster(app, input_path, cluster_path=cluster_path, plan_path=plan_path,
+                                    strategy=strategy, objective=objective, app_spec=app_spec,
+                                    progress=progress_enabled(as_json), echo=click.echo, root=resolved_root(root),
+                                    learn=not no_learn, output_dir=target.directory)
+        if as_json:
+            emit_json(result.to_json())
+        else:
+            _print_run(result)
+            for line in describe(result.outputs, target):
+                click.echo(line)
     if not result.output_ok:
         raise SonicError(f"output of {app.name} failed validation: {result.output_detail}")
 
 
-def _run_reference(app: Any, input_path: Path, keep: Path | None, as_json: bool) -> Any:
+def _run_reference(app: Any, input_path: Path, target: Path, as_json: bool) -> Any:
+    from sonic.outputs import collect_reference_outputs
     from sonic.reference import ReferenceExecutor
 
     show = progress_enabled(as_json)
@@ -144,9 +150,11 @@ def _run_reference(app: Any, input_path: Path, keep: Path | None, as_json: bool)
     def progress(stage: str, done: int, total: int) -> None:
         click.echo(f"\r{stage}: {done}/{total} instances", nl=done == total, err=True)
 
-    executor = ReferenceExecutor(app, workdir=keep, progress=progress if show else None)
+    executor = ReferenceExecutor(app, progress=progress if show else None)
     try:
-        return executor.run(input_path)
+        result = executor.run(input_path)
+        result.outputs = [str(p) for p in collect_reference_outputs(result.outputs, executor.workdir, target)]
+        return result
     finally:
         executor.cleanup()
 

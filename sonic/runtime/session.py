@@ -44,7 +44,7 @@ def open_coordinator(cluster: ClusterSpec, *, progress: bool = False, echo: Echo
 
 def run_on_cluster(app: App, input_path: Path, *, cluster_path: Path, plan_path: Path | None, strategy: str | None,
                    objective: str, progress: bool, echo: Echo, root: Path, app_spec: str | None = None,
-                   learn: bool = True) -> RunResult:
+                   learn: bool = True, output_dir: Path | None = None) -> RunResult:
     """Plan (or load a plan), execute, then learn from the run (unless ``learn`` is false).
 
     ``--strategy oracle`` plans from the measured parameters of an earlier run of the same
@@ -78,7 +78,7 @@ def run_on_cluster(app: App, input_path: Path, *, cluster_path: Path, plan_path:
             echo_err(f"note: {note}")
         for warning in prediction.warnings:
             echo_err(f"warning: {warning}")
-    result = _execute(app, spec, input_path, cluster, plan, progress)
+    result = _execute(app, spec, input_path, cluster, plan, progress, output_dir)
     if prediction is not None:
         result.predicted_vs_actual = compare(plan, prediction, result)
     _remember(root, digest, result)
@@ -97,10 +97,11 @@ def echo_err(line: str) -> None:
     click.echo(line, err=True)
 
 
-def _execute(app: App, spec: str, input_path: Path, cluster: ClusterSpec, plan: Plan, progress: bool) -> RunResult:
+def _execute(app: App, spec: str, input_path: Path, cluster: ClusterSpec, plan: Plan, progress: bool,
+             output_dir: Path | None = None) -> RunResult:
     coordinator = open_coordinator(cluster, progress=progress)
     try:
-        return coordinator.execute(app, spec, input_path, plan)
+        return coordinator.execute(app, spec, input_path, plan, output_dir=output_dir)
     finally:
         coordinator.close()
 
