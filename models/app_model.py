@@ -79,6 +79,15 @@ class StageModel:
     total_output: MetricModel | None = None
     #: (min, max) instance input bytes seen in training.
     input_range: tuple[float, float] = (0.0, 0.0)
+    #: Whether ``total_output`` predicted held-out totals better than the per-instance model.
+    total_output_preferred: bool = False
+
+    def uses_total_output(self, with_features: bool) -> bool:
+        """Predict output from the total model: preferred, or the per-instance model needs
+        features that were not given."""
+        if self.total_output is None:
+            return False
+        return self.total_output_preferred or (self.metrics["output_bytes"].uses_features_ and not with_features)
 
 
 class AppModel:
@@ -189,7 +198,8 @@ class AppModel:
             y = warm[column].to_numpy(dtype=float)
             scores[metric] = holdout_score(model, X, y, g, r)
             metrics[metric] = model.fit(X, y, groups=g, runs=r)
-        total_output, scores["output_bytes"] = self._fit_total_output(warm, fcols, feats, scores["output_bytes"])
+        total_output, scores["output_bytes"], total_preferred = self._fit_total_output(
+            warm, fcols, feats, scores["output_bytes"])
         per_run = rows.drop_duplicates("run_id")
         Xf = per_run[["app_input_bytes", *fcols]].to_numpy(dtype=float)
         yf = per_run["instances"].to_numpy(dtype=float)
@@ -202,7 +212,7 @@ class AppModel:
         inputs = warm["input_bytes"].to_numpy(dtype=float)
         return StageModel(stage, metrics, scores, feats, n_sizes, not reason,
                           self._cold_start(rows, metrics["time"], fcols), reason, total_output,
-                          (float(inputs.min()), float(inputs.max())))
+                          (float(inputs.min()), float(inputs.max())), total_preferred)
 
     def _untrusted_reason(self, n_sizes: int, all_cold: bool, scores: dict[str, HoldoutScore]) -> str:
         """Empty if the stage is trusted, else the first reason it is not, in words."""
@@ -219,7 +229,7 @@ class AppModel:
         return ""
 
     def _fit_total_output(self, warm: pd.DataFrame, fcols: list[str], feats: list[str],
-                          per_instance: HoldoutScore) -> tuple[MetricModel | None, HoldoutScore]:
+                          per_instance: HoldoutScore) -> tuple[MetricModel | None, HoldoutScore, bool]:
         """A model of the stage's total output per run, if it predicts held-out totals
         better than the per-instance model does per instance (returns it and its score)."""
         runs = warm.groupby("run_id", sort=False).agg(
@@ -227,15 +237,19 @@ class AppModel:
             instances=("instance", "count"), app_input_bytes=("app_input_bytes", "first"),
             _group=("_group", "first"), **{c: (c, "first") for c in fcols})
         if runs["instances"].max() <= 1 or runs["_group"].nunique() < self.min_sizes:
-            return None, per_instance  # one instance per run: the two models are the same
+            return None, per_instance, False  # one instance per run: the two models are the same
         X = runs[["total_in", "app_input_bytes", *fcols]].to_numpy(dtype=float)
         y = runs["total_out"].to_numpy(dtype=float)
         g = runs["_group"].to_numpy(dtype=float)
         model = MetricModel(quantile=self.quantile, feature_names=["app_input_bytes", *feats], free_features=(1,))
         score = holdout_score(model, X, y, g)
-        if not (math.isfinite(score.mape) and (not math.isfinite(per_instance.mape) or score.mape < per_instance.mape)):
-            return None, per_instance
-        return model.fit(X, y, groups=g), score
+        if not math.isfinite(score.mape):
+            return None, per_instance, False
+        model.fit(X, y, groups=g)
+        # Chosen when it predicts held-out totals better; kept in any case as the size-only
+        # answer for a per-instance model that needs the app's features when none are given.
+        preferred = not math.isfinite(per_instance.mape) or score.mape < per_instance.mape
+        return model, (score if preferred else per_instance), preferred
 
     @staticmethod
     def _cold_start(rows: pd.DataFrame, time_model: MetricModel, fcols: list[str]) -> float | None:
@@ -307,7 +321,7 @@ class AppModel:
                         x += src.total_output_bytes
             m = sm.metrics
             extra = (x_app, *fvec) if fvec else (x_app,)
-            if sm.total_output is not None:  # total output, shared out over the instances
+            if sm.uses_total_output(fvec is not None):  # total output, shared out over the instances
                 total = sm.total_output.predict_estimate(x * n, extra)
                 output_bytes = Estimate(total.mean / n, total.hi / n)
             else:
@@ -355,7 +369,7 @@ class AppModel:
             for metric in METRICS:
                 model, score = sm.metrics[metric], sm.scores[metric]
                 name = model.model_name_
-                if metric == "output_bytes" and sm.total_output is not None:
+                if metric == "output_bytes" and sm.total_output is not None and sm.total_output_preferred:
                     model, name = sm.total_output, f"total:{sm.total_output.model_name_}"
                 rows.append({
                     "stage": stage, "metric": metric, "model": name,
