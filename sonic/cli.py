@@ -9,6 +9,7 @@ Every error reaches the user as one line on stderr: exit code 2 for bad input
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -45,6 +46,18 @@ def resolved_root(root: Path | None) -> Path:
     from sonic.home import store_root
 
     return store_root(root)
+
+
+class FiniteFloat(click.FloatRange):
+    """A float range that also refuses nan and inf (click's FloatRange lets both through)."""
+
+    name = "finite float"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if number is not None and not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 def emit_json(doc: Any) -> None:
@@ -184,9 +197,9 @@ def cluster() -> None:
               help="Number of local VMs to emulate. Without it, bootstrap the VMs listed in the --cluster file.")
 @click.option("--mode", type=click.Choice(["loopback", "ssh", "netns"]), default=None,
               help="Local cluster mode [default: loopback].")
-@click.option("--vm-mbps", type=click.FloatRange(min=1), default=None, help="Rate limit of each VM link (netns).")
-@click.option("--s3-mbps", type=click.FloatRange(min=1), default=None, help="Rate limit of the S3 link (netns).")
-@click.option("--s3-latency-ms", type=click.FloatRange(min=0), default=None, help="Added S3 per-request latency.")
+@click.option("--vm-mbps", type=FiniteFloat(min=1, max=1e7), default=None, help="Rate limit of each VM link (netns).")
+@click.option("--s3-mbps", type=FiniteFloat(min=1, max=1e7), default=None, help="Rate limit of the S3 link (netns).")
+@click.option("--s3-latency-ms", type=FiniteFloat(min=0, max=60000), default=None, help="Added S3 per-request latency.")
 @cluster_option
 def cluster_up(n: int | None, mode: str | None, vm_mbps: float | None, s3_mbps: float | None,
                s3_latency_ms: float | None, cluster_path: Path) -> None:
@@ -292,8 +305,8 @@ def models(app_spec: str, root: Path | None, as_json: bool, plot: Path | None) -
 @click.option("--input-size", default=None, help="Plan for an input of this size, e.g. 64MB.")
 @click.option("--objective", type=click.Choice(["latency", "cost", "perf-per-dollar"]), default="latency",
               show_default=True)
-@click.option("--budget", type=click.FloatRange(min=0), default=None, help="Max dollars per run.")
-@click.option("--deadline", type=click.FloatRange(min=0), default=None, help="Max seconds per run.")
+@click.option("--budget", type=FiniteFloat(min=0), default=None, help="Max dollars per run.")
+@click.option("--deadline", type=FiniteFloat(min=0), default=None, help="Max seconds per run.")
 @click.option("--strategy", type=click.Choice(["sonic", "remote", "vm", "direct", "oracle"]), default="sonic",
               show_default=True)
 @root_option

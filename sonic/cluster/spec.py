@@ -7,7 +7,10 @@ figures until ``sonic cluster calibrate`` measures the real cluster.
 
 from __future__ import annotations
 
+import math
 import os
+import re
+import urllib.parse
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -149,6 +152,34 @@ class ClusterSpec:
 
 T = TypeVar("T")
 
+# Plausible ranges of numeric keys: anything outside is a typo (10**30 cores, a negative
+# price, 1e308 MB), refused with the range in the message. (low, high), both inclusive.
+RANGES: dict[tuple[str, str], tuple[float, float]] = {
+    ("VMSpec", "cores"): (-math.inf, 4096),              # below 1: "must be positive", checked later
+    ("VMSpec", "memory_mb"): (-math.inf, 16 * 1024 * 1024),
+    ("VMSpec", "price_per_hour"): (0, 10_000),
+    ("SSHSpec", "connect_timeout_s"): (0.1, 3600),
+    ("RemoteStorageSpec", "multipart_threshold_mb"): (5, 5 * 1024),
+    ("Prices", "*"): (0, 1_000_000),
+    ("Calibration", "*"): (0, 1e15),
+    ("LocalClusterInfo", "vm_mbps"): (1, 1e7),
+    ("LocalClusterInfo", "s3_mbps"): (1, 1e7),
+    ("LocalClusterInfo", "s3_latency_ms"): (0, 60_000),
+}
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$", re.ASCII)
+BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", re.ASCII)
+HOST_RE = re.compile(r"^[A-Za-z0-9_.:%-]{1,253}$", re.ASCII)
+
+
+def _check_range(cls: type, key: str, value: Any, where: str) -> None:
+    bounds = RANGES.get((cls.__name__, key)) or RANGES.get((cls.__name__, "*"))
+    if bounds is None or value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    low, high = bounds
+    if not low <= value <= high:
+        shown = repr(value) if len(repr(value)) <= 24 else repr(value)[:21] + "..."
+        raise ClusterFileError(f"{where} is {shown}; it must be between {low:g} and {high:g}")
+
 
 def _build(cls: type[T], doc: Any, where: str) -> T:
     if not isinstance(doc, dict):
@@ -161,6 +192,7 @@ def _build(cls: type[T], doc: Any, where: str) -> T:
     hints = {f.name: f.type for f in fields(cls)}  # type: ignore[arg-type]
     for key, value in doc.items():
         kwargs[key] = _coerce(value, str(hints[key]), f"{where}.{key}")
+        _check_range(cls, key, kwargs[key], f"{where}.{key}")
     try:
         return cls(**kwargs)
     except TypeError as exc:  # a required key is missing
@@ -186,7 +218,13 @@ def _coerce(value: Any, hint: str, where: str) -> Any:
     if base == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ClusterFileError(f"{where} must be a number, got {value!r}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise ClusterFileError(f"{where} must be a finite number, got {value!r}")
+        return number
     if base == "str":
         if not isinstance(value, str):
             raise ClusterFileError(f"{where} must be a string, got {value!r}")
@@ -222,6 +260,11 @@ def parse_cluster(doc: Any, *, source: str = "cluster file", check_paths: bool =
                 key = Path(os.path.expanduser(vm.ssh.key))
                 if not key.is_file():
                     raise ClusterFileError(f"{where}.ssh.key: no key file at {key}; fix the path or create the key")
+        if not NAME_RE.match(vm.name):
+            raise ClusterFileError(f"{where}: VM name {vm.name!r} must be 1-64 ASCII letters, digits, '_' or '-', "
+                                   "starting with a letter or '_'")
+        if not HOST_RE.match(vm.host):
+            raise ClusterFileError(f"{where}: host {vm.host!r} is not a host name or IP address")
         if vm.cores < 1 or vm.memory_mb < 1:
             raise ClusterFileError(f"{where}: cores and memory_mb must be positive")
         if not 0 < vm.agent_port < 65536:
@@ -231,6 +274,16 @@ def parse_cluster(doc: Any, *, source: str = "cluster file", check_paths: bool =
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ClusterFileError(f"{source}: VM name {dupes[0]!r} is used twice; VM names must be unique")
+    endpoints: dict[tuple[str, int], str] = {}
+    local_doc = doc.get("local")
+    starting = isinstance(local_doc, dict) and local_doc.get("state") == "starting"
+    for vm in vms if not starting else []:  # a harness file mid-start has no agent ports yet
+        endpoint = (vm.host.lower(), vm.agent_port)
+        if endpoint in endpoints:
+            raise ClusterFileError(f"{source}: VMs {endpoints[endpoint]!r} and {vm.name!r} both have agent "
+                                   f"{vm.host}:{vm.agent_port}; one agent cannot be two VMs, give each its own "
+                                   "host or agent_port")
+        endpoints[endpoint] = vm.name
     spec = ClusterSpec(
         vms=vms,
         remote_storage=_build(RemoteStorageSpec, doc.get("remote_storage") or {}, f"{source}: remote_storage"),
@@ -241,7 +294,25 @@ def parse_cluster(doc: Any, *, source: str = "cluster file", check_paths: bool =
     )
     if spec.remote_storage.kind != "s3":
         raise ClusterFileError(f"{source}: remote_storage.kind {spec.remote_storage.kind!r} is not supported; use s3")
+    _check_storage(spec.remote_storage, f"{source}: remote_storage")
     return spec
+
+
+def _check_storage(rs: RemoteStorageSpec, where: str) -> None:
+    if not BUCKET_RE.match(rs.bucket) or ".." in rs.bucket:
+        raise ClusterFileError(f"{where}.bucket {rs.bucket!r} is not an S3 bucket name; use 3-63 lower-case letters, "
+                               "digits, '.' or '-', e.g. sonic-scratch")
+    if not rs.region or not NAME_RE.match(rs.region.replace("-", "_")):
+        raise ClusterFileError(f"{where}.region {rs.region!r} is not a region name, e.g. us-east-1")
+    if rs.endpoint_url is not None:
+        try:
+            url = urllib.parse.urlsplit(rs.endpoint_url)
+            port = url.port
+        except ValueError:
+            url, port = None, None
+        if url is None or url.scheme not in ("http", "https") or not url.hostname or (port is not None and port < 1):
+            raise ClusterFileError(f"{where}.endpoint_url {rs.endpoint_url!r} is not a URL; write it as "
+                                   "http(s)://HOST[:PORT], or drop it to use AWS S3")
 
 
 def load_cluster(path: Path | str = DEFAULT_CLUSTER_FILE) -> ClusterSpec:
@@ -256,6 +327,8 @@ def load_cluster(path: Path | str = DEFAULT_CLUSTER_FILE) -> ClusterSpec:
         raise ClusterFileError(f"cannot read cluster file {path}: {exc.strerror}; pass a YAML file with --cluster") from None
     except UnicodeDecodeError:
         raise ClusterFileError(f"cluster file {path} is not text; it must be YAML") from None
+    except RecursionError:
+        raise ClusterFileError(f"cluster file {path} is nested too deeply to be a cluster file; fix the YAML") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" (line {mark.line + 1})" if mark else ""
