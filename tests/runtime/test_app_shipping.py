@@ -243,3 +243,15 @@ def test_unsatisfiable_requirement_is_one_line(user_dir: tuple[Path, dict[str, s
     assert len(errors) == 1, run.stderr
     assert "cannot install app.requirements no-such-package-sonic-test==1.0" in errors[0]
     assert "pip install" in errors[0]
+
+
+def test_readme_wordcount_example_runs_on_a_cluster_as_written(user_dir: tuple[Path, dict[str, str]]) -> None:
+    where, env = user_dir
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("Your own application"):]
+    code = section[section.index("```python\n") + len("```python\n"):]
+    (where / "mymodule.py").write_text(code[: code.index("```")])
+    (where / "notes.txt").write_text("one two three\n\nfour five\n\nsix\n")
+    run = sonic_cli(["run", "mymodule:app", "--input", "notes.txt"], where, env)
+    assert run.returncode == 0, run.stderr
+    assert "outputs:\n  total/0/total: 6" in run.stdout
