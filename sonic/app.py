@@ -91,10 +91,6 @@ class Edge:
         """Does an output file called ``name`` travel over this edge?"""
         return self.select is None or fnmatch.fnmatchcase(name, self.select)
 
-    @property
-    def label(self) -> str:
-        return f"{self.src} -> {self.dst}" + (f" [{self.select}]" if self.select else "")
-
 
 @dataclass(frozen=True)
 class Stage:
