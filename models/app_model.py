@@ -278,8 +278,15 @@ class AppModel:
         if not hasattr(self, "stages_"):
             raise NotFittedError(f"models of app {self.app_name!r} are not fitted; {fix_hint(self.app_name)}")
 
-    def predict(self, app: App, input_bytes: float, features: Mapping[str, float] | None = None) -> AppPrediction:
+    def predict(self, app: App, input_bytes: float, features: Mapping[str, float] | None = None, *,
+                observed: Mapping[str, StagePrediction] | None = None,
+                observed_instances: Mapping[str, int] | None = None) -> AppPrediction:
         """Predict every stage of ``app`` for an input of ``input_bytes`` (and ``features``).
+
+        ``observed``: stages that already ran in this job, with what they measured; they are
+        taken as they are and what flows out of them is predicted from them.
+        ``observed_instances``: instance counts already known (a consumer routed from
+        finished producers), used instead of the fanout model. Mid-job re-planning uses both.
 
         Instance input bytes flow along the DAG: a source instance reads the app input; a
         consumer instance reads, summed over its in-edges, the producer's total output
@@ -296,12 +303,18 @@ class AppModel:
         x_app = float(input_bytes)
         out: dict[str, StagePrediction] = {}
         warnings: list[str] = []
+        observed, observed_instances = observed or {}, observed_instances or {}
         for name, in_edges in _structure(app):
+            if name in observed:
+                out[name] = observed[name]
+                continue
             sm = self.stages_.get(name)
             if sm is None:
                 raise NotFittedError(f"stage {name!r} of app {app.name!r} has no measurements; {fix_hint(app.name)}")
             driving = next((e for e in in_edges if e.pattern in (Pattern.SCATTER, Pattern.ONE_TO_ONE)), None)
-            if driving is None:
+            if name in observed_instances:
+                n = max(1, int(observed_instances[name]))
+            elif driving is None:
                 n = app.stages[name].instances
             elif driving.pattern is Pattern.ONE_TO_ONE:
                 n = out[driving.src].instances

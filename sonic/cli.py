@@ -121,10 +121,15 @@ def workloads_gen(app_spec: str, size: str, output: Path, seed: int) -> None:
               help="Collect the final outputs into this new or empty directory (any executor).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
 @click.option("--no-learn", is_flag=True, help="Do not record this run or refit the models from it.")
+@click.option("--replan-threshold", type=click.FloatRange(min=0, min_open=True, max=1000), default=0.5,
+              show_default=True, help="Re-plan the rest of the job when a finished stage's output bytes or a "
+              "consumer's fanout is off its prediction by more than this (0.5 = 1.5x either way).")
+@click.option("--no-replan", is_flag=True, help="Never re-plan mid-job.")
 @root_option
 @cluster_option
 def run(app_spec: str, input_path: Path, local_reference: bool, plan_path: Path | None, strategy: str | None,
-        objective: str, keep: Path | None, as_json: bool, no_learn: bool, root: Path | None,
+        objective: str, keep: Path | None, as_json: bool, no_learn: bool, replan_threshold: float,
+        no_replan: bool, root: Path | None,
         cluster_path: Path) -> None:
     """Run APP on an input (reference executor, or a cluster with a plan)."""
     from sonic.app import load_app
@@ -143,7 +148,8 @@ def run(app_spec: str, input_path: Path, local_reference: bool, plan_path: Path 
             result = run_on_cluster(app, input_path, cluster_path=cluster_path, plan_path=plan_path,
                                     strategy=strategy, objective=objective, app_spec=app_spec,
                                     progress=progress_enabled(as_json), echo=click.echo, root=resolved_root(root),
-                                    learn=not no_learn, output_dir=target.directory)
+                                    learn=not no_learn, output_dir=target.directory,
+                                    replan_threshold=None if no_replan else replan_threshold)
         if as_json:
             emit_json(result.to_json())
         else:

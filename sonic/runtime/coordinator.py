@@ -46,6 +46,7 @@ from sonic.runtime.client import AgentClient, RemoteCallError, Timeouts
 from sonic.runtime.heartbeat import Heartbeat, HeartbeatSettings, Target, probe
 from sonic.runtime.lease import LeaseKeeper
 from sonic.runtime.objects import file_checksum
+from sonic.runtime.replan import ModelReplanner
 from sonic.runtime.remote import RemoteSettings, RemoteStore
 from sonic.runtime.scheduler import (
     Dispatch,
@@ -163,7 +164,9 @@ class Coordinator:
         return app.stages[stage].timeout_s or self.timeouts.stage_s
 
     def execute(self, app: App, app_spec: str, input_path: Path, plan: Plan, *,
-                output_dir: Path | None = None, warm: bool = True) -> RunResult:
+                output_dir: Path | None = None, warm: bool = True, replanner: ModelReplanner | None = None) -> RunResult:
+        """Run ``plan``; a ``replanner`` may re-plan stages not started yet (:mod:`sonic.runtime.replan`),
+        and its records become the report's ``replans``."""
         plan.check(app, list(self.agents))
         job = uuid.uuid4().hex[:16]
         refs, paths = input_refs(Path(input_path))
@@ -186,13 +189,16 @@ class Coordinator:
                 self.remote.upload(paths[ref.key], f"{job}/{ref.key}", ref.checksum)
             if warm:
                 self.warm(app_spec, exclude=lost)
-            state, log, latency = self._drive(app, app_spec, job, plan, refs, lost, events)
+            state, log, latency = self._drive(app, app_spec, job, plan, refs, lost, events, replanner)
             final = self._collect(app, state, job, out_dir)
             verdict = app.check_output(Path(input_path), final)
             ok, detail = verdict.ok, verdict.detail
             features = app.features_of(Path(input_path))
             failed = False
-            return self._report(app, plan, state, log, latency, refs, ok, detail, final, features)
+            # The plan as executed: a re-plan may have changed edges of stages started later.
+            result = self._report(app, state.plan, state, log, latency, refs, ok, detail, final, features)
+            result.replans = list(replanner.records) if replanner is not None else []
+            return result
         finally:
             lease.stop()
             self._cleanup(job, skip=lost, reason="its run failed" if failed else "its run finished")
@@ -200,10 +206,11 @@ class Coordinator:
                 shutil.rmtree(out_dir, ignore_errors=True)
 
     def _drive(self, app: App, app_spec: str, job: str, plan: Plan, refs: list[ObjectRef],
-               lost: set[str], events: queue.Queue[Event]) -> tuple[JobState, _RunLog, float]:
+               lost: set[str], events: queue.Queue[Event],
+               replanner: ModelReplanner | None = None) -> tuple[JobState, _RunLog, float]:
         """Run the job; ``lost`` holds VMs left out at the start and grows with VMs lost during it."""
         state = JobState(app, plan, {n: a.slots for n, a in self.agents.items() if n not in lost}, refs,
-                         max_attempts=self.max_attempts)
+                         max_attempts=self.max_attempts, replanner=replanner)
         log = _RunLog()
         limits = {stage: self.stage_timeout(app, stage) for stage in app.topological_order()}
         quiet_s = self.timeouts.run_deadline(max(limits.values())) + self.timeouts.control_s

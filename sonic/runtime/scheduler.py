@@ -31,13 +31,19 @@ Rules:
   inputs are being regenerated wait (they are not dispatched).
 - A job that can make no progress (nothing running, nothing dispatchable) fails with the
   instances it waits for, rather than hanging.
+- Re-planning: when a stage is done for the first time, and before any consumer is routed,
+  a ``replanner`` (if given) sees what it measured and the instance counts of the consumers
+  it now determines (:class:`StageObservation`); a plan it returns replaces the edges and
+  placement of every stage not started yet. Started stages keep theirs (an upload already
+  decided stays; a changed edge whose object was not uploaded falls back to ``direct``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
@@ -109,6 +115,22 @@ class JobFailed:
 Action = Dispatch | JobFinished | JobFailed
 
 
+@dataclass(frozen=True)
+class StageObservation:
+    """What a stage measured when it finished, for mid-job re-planning."""
+
+    stage: str
+    instances: int
+    output_bytes: int                     # all instances together
+    wall_s: float                         # mean per instance
+    memory_mb: float                      # largest instance peak
+    input_bytes: float                    # mean per instance
+    consumer_instances: Mapping[str, int]  # consumers now routable -> their instance count
+
+
+Replanner = Callable[[StageObservation], Plan | None]
+
+
 class Status(enum.Enum):
     WAITING = "waiting"
     ACTIVE = "active"
@@ -125,6 +147,7 @@ class _Instance:
     failures: int = 0                 # failures counted against max_attempts
     failed_on: set[str] = field(default_factory=set)
     outputs: list[ObjectRef] = field(default_factory=list)
+    metrics: Mapping[str, Any] = field(default_factory=dict)   # of the attempt that succeeded
 
 
 @dataclass
@@ -142,8 +165,10 @@ class JobState:
     """Pure scheduling state of one job. Call :meth:`start`, then :meth:`handle` per event."""
 
     def __init__(self, app: App, plan: Plan, slots: Mapping[str, int], app_inputs: Sequence[ObjectRef],
-                 *, max_attempts: int = 3) -> None:
+                 *, max_attempts: int = 3, replanner: Replanner | None = None) -> None:
         self.app = app.validate()
+        self.replanner = replanner
+        self._observed: set[str] = set()
         self.plan = plan
         self.slots = dict(slots)
         self.alive = set(slots)
@@ -196,6 +221,7 @@ class JobState:
         if inst.done:
             return  # a duplicate report (e.g. after a retry raced a slow success)
         inst.done = True
+        inst.metrics = ev.metrics
         inst.outputs = [ObjectRef(ev.stage, ev.index, name, size, checksum) for name, size, checksum in ev.outputs]
         for ref in inst.outputs:
             self.locations[ref.key] = _Location(ev.vm, ev.uploaded, ref)
@@ -330,6 +356,7 @@ class JobState:
             for stage in self.order:
                 if self.status[stage] is Status.ACTIVE and all(i.done for i in self.instances[stage]):
                     self.status[stage] = Status.DONE
+                    self._observe(stage)
                     progressed = True
                 elif self.status[stage] is Status.WAITING and self._producers_done(stage):
                     self._activate(stage)
@@ -357,12 +384,41 @@ class JobState:
                    if waiting else "nothing is left to dispatch")
                 + f"; alive VMs: {', '.join(sorted(self.alive))}")
 
+    def _observe(self, stage: str) -> None:
+        """Offer a stage's first completion to the replanner; adopt the plan it returns."""
+        if self.replanner is None or stage in self._observed:
+            return
+        self._observed.add(stage)
+        insts = self.instances[stage]
+        consumers: dict[str, int] = {}
+        for e in self.app.out_edges(stage):
+            if self.status[e.dst] is Status.WAITING and self._producers_done(e.dst) and e.dst not in consumers:
+                consumers[e.dst] = len(route_instances(self.app, e.dst, self._produced(e.dst), self.app_inputs))
+        n = max(len(insts), 1)
+        observation = StageObservation(
+            stage=stage, instances=len(insts), output_bytes=sum(r.size for i in insts for r in i.outputs),
+            wall_s=sum(float(i.metrics.get("wall_s", 0.0)) for i in insts) / n,
+            memory_mb=max((float(i.metrics.get("peak_memory_mb", 0.0)) for i in insts), default=0.0),
+            input_bytes=sum(i.spec.input_bytes for i in insts) / n, consumer_instances=consumers)
+        new = self.replanner(observation)
+        if new is not None:
+            self._adopt(new)
+
+    def _adopt(self, new: Plan) -> None:
+        """Take ``new``'s placement and in-edges for every stage that has not started."""
+        waiting = {s for s in self.order if self.status[s] is Status.WAITING}
+        stages = {s: (new.stages[s] if s in waiting else p) for s, p in self.plan.stages.items()}
+        edges = [new.edge(e.src, e.dst) if e.dst in waiting else e for e in self.plan.edges]
+        self.plan = dataclasses.replace(self.plan, stages=stages, edges=edges)
+
+    def _produced(self, stage: str) -> dict[str, list[list[ObjectRef]]]:
+        return {e.src: [i.outputs for i in self.instances[e.src]] for e in self.app.in_edges(stage)}
+
     def _producers_done(self, stage: str) -> bool:
         return all(self.status[e.src] is Status.DONE for e in self.app.in_edges(stage))
 
     def _activate(self, stage: str) -> None:
-        produced = {e.src: [i.outputs for i in self.instances[e.src]] for e in self.app.in_edges(stage)}
-        specs = route_instances(self.app, stage, produced, self.app_inputs)
+        specs = route_instances(self.app, stage, self._produced(stage), self.app_inputs)
         insts = [_Instance(spec) for spec in specs]
         self.instances[stage] = insts
         self.status[stage] = Status.ACTIVE

@@ -6,7 +6,7 @@ the objective, execute, append the measurements to the profile and refit the mod
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import click
@@ -14,16 +14,20 @@ import click
 from sonic.app import App
 from sonic.cluster.spec import ClusterSpec, load_cluster
 from sonic.errors import AuthenticationError, ClusterFileError
+from models.app_model import AppModel
+from models.app_model import AppModel
 from models.refit import learn as learn_from
 from sonic.comparison import compare
 from sonic.measured import input_digest, load_measured, save_measured
 from sonic.metrics import RunResult
 from sonic.plan import Plan
+from sonic.planner import make_plan
 from sonic.planning import plan_for
-from sonic.prediction import AppPrediction
+from sonic.prediction import AppPrediction, StagePrediction
 from sonic.reference import input_refs
 from sonic.runtime.coordinator import Coordinator
 from sonic.runtime.protocol import read_secret
+from sonic.runtime.replan import DEFAULT_THRESHOLD, ModelReplanner
 
 Echo = Callable[[str], None]
 
@@ -44,12 +48,15 @@ def open_coordinator(cluster: ClusterSpec, *, progress: bool = False, echo: Echo
 
 def run_on_cluster(app: App, input_path: Path, *, cluster_path: Path, plan_path: Path | None, strategy: str | None,
                    objective: str, progress: bool, echo: Echo, root: Path, app_spec: str | None = None,
-                   learn: bool = True, output_dir: Path | None = None) -> RunResult:
+                   learn: bool = True, output_dir: Path | None = None,
+                   replan_threshold: float | None = DEFAULT_THRESHOLD) -> RunResult:
     """Plan (or load a plan), execute, then learn from the run (unless ``learn`` is false).
 
     ``--strategy oracle`` plans from the measured parameters of an earlier run of the same
     input (:mod:`sonic.measured`); without one it first runs the input once with the
-    all-remote strategy as a probe, says so, and plans from that.
+    all-remote strategy as a probe, says so, and plans from that. A plan made from the models
+    is re-planned mid-job when a finished stage deviates from its prediction by more than
+    ``replan_threshold`` (None: never), see :mod:`sonic.runtime.replan`.
     """
     cluster = load_cluster(cluster_path)
     refs, _ = input_refs(input_path)
@@ -78,7 +85,18 @@ def run_on_cluster(app: App, input_path: Path, *, cluster_path: Path, plan_path:
             echo_err(f"note: {note}")
         for warning in prediction.warnings:
             echo_err(f"warning: {warning}")
-    result = _execute(app, spec, input_path, cluster, plan, progress, output_dir)
+    replanner = None
+    if prediction is not None and prediction.source == "models" and replan_threshold is not None:
+        replanner = _replanner(app, input_bytes, features, cluster, plan, prediction, strategy or "sonic",
+                               objective, root, replan_threshold)
+    result = _execute(app, spec, input_path, cluster, plan, progress, output_dir, replanner)
+    for record in result.replans:
+        changed = {k: v for k, v in record["methods"].items() if v["old"] != v["new"]}
+        what = ", ".join(f"{k} {v['predicted']:g} predicted vs {v['observed']:g} observed"
+                         for k, v in record["deviations"].items())
+        moved = ", ".join(f"{k} {v['old']}->{v['new']}" for k, v in changed.items())
+        echo_err(f"re-planned after stage {record['after_stage']} ({what}); "
+                 + (f"methods changed: {moved}" if changed else "methods unchanged, placement re-apportioned"))
     if prediction is not None:
         result.predicted_vs_actual = compare(plan, prediction, result)
     _remember(root, digest, result)
@@ -97,11 +115,28 @@ def echo_err(line: str) -> None:
     click.echo(line, err=True)
 
 
+def _replanner(app: App, input_bytes: int, features: dict[str, float] | None, cluster: ClusterSpec, plan: Plan,
+               prediction: AppPrediction, strategy: str, objective: str, root: Path,
+               threshold: float) -> ModelReplanner | None:
+    try:
+        model = AppModel.load(app.name, root)
+    except FileNotFoundError:
+        return None
+
+    def repredict(observed: Mapping[str, StagePrediction], instances: Mapping[str, int]) -> AppPrediction:
+        return model.predict(app, input_bytes, features, observed=observed, observed_instances=instances)
+
+    def replan(new: AppPrediction) -> Plan:
+        return make_plan(app, new, cluster, objective=objective, strategy=strategy, warm=cluster.vm_names)
+
+    return ModelReplanner(prediction, plan, repredict, replan, threshold)
+
+
 def _execute(app: App, spec: str, input_path: Path, cluster: ClusterSpec, plan: Plan, progress: bool,
-             output_dir: Path | None = None) -> RunResult:
+             output_dir: Path | None = None, replanner: ModelReplanner | None = None) -> RunResult:
     coordinator = open_coordinator(cluster, progress=progress)
     try:
-        return coordinator.execute(app, spec, input_path, plan, output_dir=output_dir)
+        return coordinator.execute(app, spec, input_path, plan, output_dir=output_dir, replanner=replanner)
     finally:
         coordinator.close()
 

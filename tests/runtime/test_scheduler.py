@@ -161,3 +161,34 @@ def test_placement_follows_plan_proportions() -> None:
     (split,) = state.start()
     work = state.handle(finish(split, [f"part-{i}" for i in range(8)]))
     assert sorted(d.vm for d in work).count("vm1") == 6
+
+
+def test_a_replanner_sees_each_finished_stage_and_its_plan_reaches_stages_not_started() -> None:
+    """Mid-job re-planning: after split, the replanner learns work's real fanout (4) before
+    work is routed; the plan it returns changes split->work and work->join, and work's
+    instances are dispatched by the new plan (remote: they upload for join)."""
+    import dataclasses
+
+    from sonic.runtime.scheduler import StageObservation
+
+    app = make_app()
+    plan = fixed_plan(app, PassingMethod.DIRECT, ["vm0", "vm1"])
+    seen: list[StageObservation] = []
+
+    def replanner(obs: StageObservation):  # type: ignore[no-untyped-def]
+        seen.append(obs)
+        if obs.stage != "split":
+            return None
+        edges = [dataclasses.replace(e, method=PassingMethod.REMOTE) for e in plan.edges]
+        return dataclasses.replace(plan, edges=edges)
+
+    state = JobState(app, plan, {"vm0": 2, "vm1": 2}, INPUT, replanner=replanner)
+    dispatches, done = run_to_end(state, state.start(), fanout=4)
+    assert done
+    assert [o.stage for o in seen] == ["split", "work", "join"]
+    assert seen[0].consumer_instances == {"work": 4} and seen[0].output_bytes == 40
+    work = [d for d in dispatches if d.spec.stage == "work"]
+    assert len(work) == 4 and all(d.upload for d in work)
+    assert state.plan.edge("work", "join").method is PassingMethod.REMOTE
+    # split had started (it was done) when the plan changed: its upload decision stood.
+    assert not next(d for d in dispatches if d.spec.stage == "split").upload
