@@ -138,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--object-mb", type=int, default=16)
     parser.add_argument("--objects-per-client", type=int, default=2)
     parser.add_argument("--store-mb", type=int, default=256, help="volume stored before the memory reading")
+    parser.add_argument("--store-object-kb", type=int, default=1024,
+                        help="object size of the stored volume (shuffles make many small objects)")
     parser.add_argument("--servers", default="sonic,moto,s3rver,file")
     parser.add_argument("--s3rver-dir", type=Path, default=Path(tempfile.gettempdir()) / "sonic-s3rver")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -148,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         source = work / "object.bin"
         write_blob(source, args.object_mb * 1024 * 1024)
+        small = work / "small.bin"
+        write_blob(small, args.store_object_kb * 1024)
         scratch = work / "scratch"
         scratch.mkdir()
         with ExitStack() as stack:
@@ -162,16 +166,21 @@ def main(argv: list[str] | None = None) -> int:
                 for name in [*servers, *(["file"] if "file" in wanted else [])]:
                     t0 = time.perf_counter()
                     cpu0 = cpu_seconds(servers[name][1]) if name in servers else 0.0
+                    own0 = os.times()
                     if name == "file":
                         got: Throughput = file_aggregate(source, scratch, clients=args.clients,
                                                          objects_per_client=args.objects_per_client)
                     else:
                         got = s3_aggregate(servers[name][0], source, scratch, clients=args.clients,
                                            objects_per_client=args.objects_per_client)
+                    own1 = os.times()
+                    client_cpu = (own1.user - own0.user) + (own1.system - own0.system)
                     row: dict[str, object] = {"round": round_no, "server": name, "clients": args.clients,
                                               "object_bytes": source.stat().st_size, "total_bytes": got.total_bytes,
                                               "put_MBps": round(got.put_MBps, 1), "get_MBps": round(got.get_MBps, 1),
-                                              "seconds": round(time.perf_counter() - t0, 2)}
+                                              "seconds": round(time.perf_counter() - t0, 2),
+                                              # The clients' CPU (this process) per GB moved.
+                                              "client_cpu_s_per_GB": round(client_cpu / (2 * got.total_bytes / 1e9), 2)}
                     if name in servers:
                         # Server CPU per GB moved (put + get): what "not the bottleneck" costs.
                         row["server_cpu_s_per_GB"] = round(
@@ -185,12 +194,12 @@ def main(argv: list[str] | None = None) -> int:
                 stored = 0
                 n = 0
                 while stored < args.store_mb * 1024 * 1024:
-                    with open(source, "rb") as body:
+                    with open(small, "rb") as body:
                         client.put_object(Bucket=BUCKET, Key=f"stored/{n}", Body=body)
-                    stored += source.stat().st_size
+                    stored += small.stat().st_size
                     n += 1
                 after = memory_kb(pid)
-                row = {"round": "store", "server": name, "total_bytes": stored,
+                row = {"round": "store", "server": name, "total_bytes": stored, "object_bytes": small.stat().st_size,
                        "rss_MB_before_store": round(before / 1024, 1), "rss_MB_after_store": round(after["VmRSS"] / 1024, 1),
                        "peak_rss_MB": round(after["VmHWM"] / 1024, 1)}
                 rows.append(row)
@@ -205,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         writer.writerows(rows)
     print(f"\n{args.clients} concurrent clients, {args.object_mb} MB objects, median (min-max) of {args.rounds} "
           "interleaved rounds, MB/s aggregate")
-    print(f"{'server':8} {'put':>20} {'get':>20} {'CPU s/GB':>9} {'RSS after storing':>22}")
+    print(f"{'server':8} {'put':>20} {'get':>20} {'server CPU s/GB':>15} {'client CPU s/GB':>15} "
+          f"{'RSS after storing':>22}")
     for name in dict.fromkeys(str(r["server"]) for r in rows):
         mine = [r for r in rows if r["server"] == name and r["round"] != "store"]
         store = next((r for r in rows if r["server"] == name and r["round"] == "store"), None)
@@ -213,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         cpu = [float(r["server_cpu_s_per_GB"]) for r in mine if "server_cpu_s_per_GB" in r]
         print(f"{name:8} {_summary([float(r['put_MBps']) for r in mine]):>20} "
               f"{_summary([float(r['get_MBps']) for r in mine]):>20} "
-              f"{statistics.median(cpu) if cpu else float('nan'):9.2f} {rss:>22}")
+              f"{statistics.median(cpu) if cpu else float('nan'):15.2f} "
+              f"{statistics.median(float(r['client_cpu_s_per_GB']) for r in mine):15.2f} {rss:>22}")
     return 0
 
 
