@@ -178,7 +178,8 @@ def _check_range(cls: type, key: str, value: Any, where: str) -> None:
     low, high = bounds
     if not low <= value <= high:
         shown = repr(value) if len(repr(value)) <= 24 else repr(value)[:21] + "..."
-        raise ClusterFileError(f"{where} is {shown}; it must be between {low:g} and {high:g}")
+        allowed = f"at most {high:g}" if low == -math.inf else f"between {low:g} and {high:g}"
+        raise ClusterFileError(f"{where} is {shown}; it must be {allowed}")
 
 
 def _build(cls: type[T], doc: Any, where: str) -> T:

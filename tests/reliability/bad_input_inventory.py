@@ -43,6 +43,7 @@ RULES: list[tuple[str, str]] = [
     ("CLI flag", r"tests/sonic/test_cli.py::TestMain::test_(click_usage_error|unknown_verb)"),
     ("CLI flag", r"tests/sonic/test_sizes.py::test_(parse_size_errors|parse_size_list_empty|parse_size_list_bad_item)"),
     ("CLI flag", r"tests/reliability/test_bad_inputs.py::test_bad_input_gets_one_clear_line\[flag-"),
+    ("bad app at run time", r"tests/reliability/test_bad_inputs.py::test_bad_input_gets_one_clear_line\[runtime-"),
     ("raw agent message", r"tests/reliability/test_agent_security.py::test_(garbage_before_auth|requests_without_the_secret"
                           r"|wrong_secret|replayed_handshake|silent_peer|truncated_frame|malformed_authenticated"
                           r"|path_escape_keys|symlink_escape|oversized_frame_after_auth|put_with_a_wrong_checksum"

@@ -15,7 +15,7 @@ Modes (applied to instance ``target`` of stage ``work``):
   timeout must kill it long before).
 - ``raise-always``: every attempt raises (the job must fail with a precise message).
 - ``hang-always``: every attempt blocks for ``hang_s`` (a stage that never returns).
-- ``empty``: writes no output (its consumer ``join`` needs one).
+- ``empty``: no ``work`` instance writes an output (its consumer ``join`` needs them).
 """
 
 from __future__ import annotations
@@ -76,13 +76,13 @@ def work(ctx: Context) -> None:
     doc = json.loads(raw[4:4 + size])
     body = raw[4 + size:]
     control, mode = Path(doc["control"]), doc["mode"]
+    if mode == "empty":
+        return
     if ctx.instance == int(doc["target"]) and mode != "none":
         if mode == "raise-always":
             raise RuntimeError(f"injected failure in work instance {ctx.instance}")
         if mode == "hang-always":
             threading.Event().wait(float(doc["hang_s"]))
-        if mode == "empty":
-            return
         if _first_attempt(control, f"work-{ctx.instance}"):
             if mode == "raise-once":
                 raise RuntimeError(f"injected first-attempt failure in work instance {ctx.instance}")

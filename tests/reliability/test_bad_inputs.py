@@ -26,7 +26,8 @@ from typing import Any
 
 import pytest
 import yaml
-from reliability_helpers import assert_gone
+from faultapps import control_doc, write_input
+from reliability_helpers import FAULTY_SPEC, assert_gone
 
 from sonic.app import load_app
 from sonic.cluster.procs import pid_alive
@@ -116,23 +117,35 @@ def _secret_copy(mode: int, random: bool = False) -> Callable[[dict[str, Any], W
 def _closed_ports(doc: dict[str, Any], world: World) -> None:
     import socket
 
-    with socket.socket() as probe:          # a port nobody listens on: bind, note, release
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    for vm in doc["vms"]:
-        vm["agent_port"] = port
+    probes = [socket.socket() for _ in doc["vms"]]   # ports nobody listens on: bind all, note, release
+    try:
+        for vm, probe in zip(doc["vms"], probes):
+            probe.bind(("127.0.0.1", 0))
+            vm["agent_port"] = probe.getsockname()[1]
+    finally:
+        for probe in probes:
+            probe.close()
 
 
 PLAN_CASES: list[tuple[str, Callable[[dict[str, Any]], Any], str]] = [
     ("plan-method-not-allowed", lambda d: _set(d, ["edges", 0, "method"], "teleport"), "teleport"),
     ("plan-stage-missing", lambda d: _del(d, ["stages", "map"]), "map"),
-    ("plan-placement-unknown-vm", lambda d: _set(d, ["stages", "map", "placement"], {"vm9": 1}), "vm9"),
+    ("plan-placement-unknown-vm", lambda d: _set(d, ["stages", "map", "placement"], {"vm9": 2}), "vm9"),
     ("plan-other-app", lambda d: _set(d, ["app"], "video"), "video"),
     ("plan-not-json", lambda d: "{ this is not json", "JSON"),
     ("plan-missing-edge", lambda d: _set(d, ["edges"], d["edges"][:1]), "edge"),
     ("plan-negative-instances", lambda d: _set(d, ["stages", "map", "instances"], -3), "instances"),
     ("plan-a-list", lambda d: "[]", "plan"),
     ("plan-placement-negative", lambda d: _set(d, ["stages", "reduce", "placement"], {"vm0": -1}), "placement"),
+    ("plan-zero-instances", lambda d: _set(d, ["stages", "map", "instances"], 0), "instances"),
+    ("plan-placement-over-instances", lambda d: _set(d, ["stages", "map", "placement"], {"vm0": 5, "vm1": 5}),
+     "add up"),
+    ("plan-400-digit-instances", lambda d: _set(d, ["stages", "map", "instances"], 10**400), "instances"),
+    ("plan-duplicate-conflicting-edge", lambda d: d["edges"].append({**d["edges"][0], "method": "remote"}),
+     "listed twice"),
+    ("plan-deep-json", lambda d: "[" * 200_000, "nested too deeply"),
+    ("plan-memory-inf", lambda d: "{" + json.dumps(d)[1:].replace('"memory_mb": 0.0', '"memory_mb": Infinity', 1),
+     "memory_mb"),
 ]
 
 CLUSTER_CASES: list[tuple[str, Callable[[dict[str, Any], World], Any], int, str]] = [
@@ -147,6 +160,20 @@ CLUSTER_CASES: list[tuple[str, Callable[[dict[str, Any], World], Any], int, str]
     ("cluster-secret-missing", lambda d, w: _set(d, ["secret_file"], "/nonexistent/secret"), 2, "cannot read"),
     ("cluster-wrong-secret", _secret_copy(0o600, random=True), 1, "refused our credentials"),
     ("cluster-no-agent-listens", _closed_ports, 1, "no agent of the cluster answers"),
+    ("cluster-duplicate-endpoint", lambda d, w: d["vms"][1].update(host=d["vms"][0]["host"],
+                                                                   agent_port=d["vms"][0]["agent_port"]),
+     2, "one agent cannot be two VMs"),
+    ("cluster-absurd-cores", lambda d, w: _set(d, ["vms", 0, "cores"], 10**30), 2, "cores"),
+    ("cluster-negative-price", lambda d, w: _set(d, ["vms", 0, "price_per_hour"], -1), 2, "price_per_hour"),
+    ("cluster-memory-nan", lambda d, w: _set(d, ["vms", 0, "memory_mb"], float("nan")), 2, "memory_mb"),
+    ("cluster-memory-1e308", lambda d, w: _set(d, ["vms", 0, "memory_mb"], 1e308), 2, "memory_mb"),
+    ("cluster-calibration-inf", lambda d, w: _set(d, ["calibration", "vm_bandwidth_Bps"], float("inf")), 2,
+     "finite"),
+    ("cluster-vm-name-not-identifier", lambda d, w: _set(d, ["vms", 0, "name"], "vm/../\u00e9"), 2, "VM name"),
+    ("cluster-endpoint-not-url", lambda d, w: _set(d, ["remote_storage", "endpoint_url"], "not a url"), 2,
+     "not a URL"),
+    ("cluster-bucket-empty", lambda d, w: _set(d, ["remote_storage", "bucket"], ""), 2, "bucket"),
+    ("cluster-deep-yaml", lambda d, w: "[" * 200_000, 2, "cluster file"),
 ]
 
 
@@ -196,8 +223,47 @@ def build_cases(world: World) -> list[Case]:
              with_plan),
         Case("app-bad-pattern-on-cluster", lambda d: ["run", "bad_pattern_app:APP", "--input", str(world.input),
                                                       "--cluster", str(world.cluster)], 2, "fanout"),
+        Case("app-raises-at-import", lambda d: ["run", "import_raises_app:APP", "--input", str(world.input),
+                                                "--plan", str(d / "plan.json"), "--cluster", str(world.cluster)], 2,
+             "raised RuntimeError: configuration missing", with_plan),
+        Case("flag-fullwidth-digit-size", lambda d: ["plan", "sort", "--input-size", "\uff15MB", "--cluster",
+                                                     str(world.cluster)], 2, "cannot read size"),
+        Case("flag-absurd-size", lambda d: ["plan", "sort", "--input-size", "99999999999999999999TB", "--cluster",
+                                            str(world.cluster)], 2, "larger than 1PB"),
+        Case("flag-s3-latency-nan", lambda d: ["cluster", "up", "--local", "1", "--s3-latency-ms", "nan",
+                                               "--cluster", str(d / "c.yaml")], 2, "not a finite number"),
+        Case("flag-s3-latency-inf", lambda d: ["cluster", "up", "--local", "1", "--s3-latency-ms", "inf",
+                                               "--cluster", str(d / "c.yaml")], 2, "--s3-latency-ms"),
+        Case("flag-input-dev-null", lambda d: ["run", "sort", "--input", "/dev/null", "--plan", str(d / "plan.json"),
+                                               "--cluster", str(world.cluster)], 2, "neither a regular file",
+             with_plan),
+        Case("flag-down-missing-cluster", lambda d: ["cluster", "down", "--cluster", str(d / "none.yaml")], 2,
+             "no cluster file"),
+        Case("runtime-sort-input-wrong-format", lambda d: ["run", "sort", "--input", str(d / "odd.bin"), "--plan",
+                                                          str(d / "plan.json"), "--cluster", str(world.cluster)], 2,
+             "not a whole number", {**with_plan, "odd.bin": lambda p: p.write_bytes(b"x" * 150)}),
+        Case("runtime-stage-writes-nothing", lambda d: ["run", FAULTY_SPEC, "--input", str(d / "control.json"),
+                                                        "--plan", str(d / "faulty-plan.json"), "--cluster",
+                                                        str(world.cluster)], 1, "wrote no output",
+             {"faulty-plan.json": _faulty_plan(world), "control.json": _faulty_input("empty")}),
     ]
     return cases
+
+
+def _faulty_plan(world: World) -> Callable[[Path], None]:
+    def write(path: Path) -> None:
+        app = load_app(FAULTY_SPEC)
+        path.write_text(json.dumps(fixed_plan(app, PassingMethod.DIRECT, [vm["name"] for vm in world.spec["vms"]])
+                                   .to_json()))
+    return write
+
+
+def _faulty_input(mode: str) -> Callable[[Path], None]:
+    def write(path: Path) -> None:
+        control = path.parent / "control"
+        control.mkdir()
+        write_input(path, control_doc(control, 4, mode, 1))
+    return write
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -250,7 +316,10 @@ CASE_IDS = ([c[0] for c in PLAN_CASES] + ["plan-is-a-directory", "plan-file-miss
             + ["flag-input-missing", "flag-unknown-strategy", "flag-unknown-objective", "flag-unknown-app",
                "flag-reference-with-plan", "flag-cluster-file-missing", "flag-up-zero-vms", "flag-up-bad-mode",
                "flag-up-vm-mbps-loopback", "flag-plan-bad-size", "flag-gen-negative-size",
-               "flag-status-missing-cluster", "app-cyclic-on-cluster", "app-bad-pattern-on-cluster"])
+               "flag-status-missing-cluster", "app-cyclic-on-cluster", "app-bad-pattern-on-cluster",
+               "app-raises-at-import", "flag-fullwidth-digit-size", "flag-absurd-size", "flag-s3-latency-nan",
+               "flag-s3-latency-inf", "flag-input-dev-null", "flag-down-missing-cluster",
+               "runtime-sort-input-wrong-format", "runtime-stage-writes-nothing"])
 
 
 @pytest.mark.parametrize("case_id", CASE_IDS)
