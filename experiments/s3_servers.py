@@ -137,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--object-mb", type=int, default=16)
     parser.add_argument("--objects-per-client", type=int, default=2)
+    parser.add_argument("--small-kb", type=int, default=64, help="object size of the small-object phase")
+    parser.add_argument("--small-per-client", type=int, default=100, help="objects per client, small-object phase")
     parser.add_argument("--store-mb", type=int, default=256, help="volume stored before the memory reading")
     parser.add_argument("--store-object-kb", type=int, default=1024,
                         help="object size of the stored volume (shuffles make many small objects)")
@@ -152,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         write_blob(source, args.object_mb * 1024 * 1024)
         small = work / "small.bin"
         write_blob(small, args.store_object_kb * 1024)
+        tiny = work / "tiny.bin"
+        write_blob(tiny, args.small_kb * 1024)
         scratch = work / "scratch"
         scratch.mkdir()
         with ExitStack() as stack:
@@ -162,22 +166,27 @@ def main(argv: list[str] | None = None) -> int:
                 servers["moto"] = stack.enter_context(moto_server(work))
             if "s3rver" in wanted:
                 servers["s3rver"] = stack.enter_context(s3rver_server(work, args.s3rver_dir))
+            phases = [("large", source, args.objects_per_client), ("small", tiny, args.small_per_client)]
             for round_no in range(args.rounds):
-                for name in [*servers, *(["file"] if "file" in wanted else [])]:
+                for (phase, body, per_client), name in [(ph, n) for ph in phases
+                                                        for n in [*servers, *(["file"] if "file" in wanted else [])]]:
                     t0 = time.perf_counter()
                     cpu0 = cpu_seconds(servers[name][1]) if name in servers else 0.0
                     own0 = os.times()
                     if name == "file":
-                        got: Throughput = file_aggregate(source, scratch, clients=args.clients,
-                                                         objects_per_client=args.objects_per_client)
+                        got: Throughput = file_aggregate(body, scratch, clients=args.clients,
+                                                         objects_per_client=per_client)
                     else:
-                        got = s3_aggregate(servers[name][0], source, scratch, clients=args.clients,
-                                           objects_per_client=args.objects_per_client)
+                        got = s3_aggregate(servers[name][0], body, scratch, clients=args.clients,
+                                           objects_per_client=per_client)
                     own1 = os.times()
                     client_cpu = (own1.user - own0.user) + (own1.system - own0.system)
-                    row: dict[str, object] = {"round": round_no, "server": name, "clients": args.clients,
-                                              "object_bytes": source.stat().st_size, "total_bytes": got.total_bytes,
+                    size = body.stat().st_size
+                    row: dict[str, object] = {"round": round_no, "phase": phase, "server": name,
+                                              "clients": args.clients, "object_bytes": size, "total_bytes": got.total_bytes,
                                               "put_MBps": round(got.put_MBps, 1), "get_MBps": round(got.get_MBps, 1),
+                                              "put_per_s": round(got.put_MBps * 1e6 / size, 1),
+                                              "get_per_s": round(got.get_MBps * 1e6 / size, 1),
                                               "seconds": round(time.perf_counter() - t0, 2),
                                               # The clients' CPU (this process) per GB moved.
                                               "client_cpu_s_per_GB": round(client_cpu / (2 * got.total_bytes / 1e9), 2)}
@@ -199,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                     stored += small.stat().st_size
                     n += 1
                 after = memory_kb(pid)
-                row = {"round": "store", "server": name, "total_bytes": stored, "object_bytes": small.stat().st_size,
+                row = {"round": "store", "phase": "store", "server": name, "total_bytes": stored, "object_bytes": small.stat().st_size,
                        "rss_MB_before_store": round(before / 1024, 1), "rss_MB_after_store": round(after["VmRSS"] / 1024, 1),
                        "peak_rss_MB": round(after["VmHWM"] / 1024, 1)}
                 rows.append(row)
@@ -214,10 +223,11 @@ def main(argv: list[str] | None = None) -> int:
         writer.writerows(rows)
     print(f"\n{args.clients} concurrent clients, {args.object_mb} MB objects, median (min-max) of {args.rounds} "
           "interleaved rounds, MB/s aggregate")
+    small_rows = [r for r in rows if r.get("phase") == "small"]
     print(f"{'server':8} {'put':>20} {'get':>20} {'server CPU s/GB':>15} {'client CPU s/GB':>15} "
           f"{'RSS after storing':>22}")
     for name in dict.fromkeys(str(r["server"]) for r in rows):
-        mine = [r for r in rows if r["server"] == name and r["round"] != "store"]
+        mine = [r for r in rows if r["server"] == name and r.get("phase") == "large"]
         store = next((r for r in rows if r["server"] == name and r["round"] == "store"), None)
         rss = f"{store['rss_MB_before_store']}->{store['rss_MB_after_store']} MB" if store else "-"
         cpu = [float(r["server_cpu_s_per_GB"]) for r in mine if "server_cpu_s_per_GB" in r]
@@ -225,6 +235,17 @@ def main(argv: list[str] | None = None) -> int:
               f"{_summary([float(r['get_MBps']) for r in mine]):>20} "
               f"{statistics.median(cpu) if cpu else float('nan'):15.2f} "
               f"{statistics.median(float(r['client_cpu_s_per_GB']) for r in mine):15.2f} {rss:>22}")
+    print(f"\n{args.clients} concurrent clients, {args.small_kb} KB objects, {args.small_per_client} each, "
+          "requests/s aggregate")
+    print(f"{'server':8} {'put/s':>20} {'get/s':>20} {'server CPU ms/req':>18} {'client CPU ms/req':>18}")
+    for name in dict.fromkeys(str(r["server"]) for r in small_rows):
+        mine = [r for r in small_rows if r["server"] == name]
+        per_req = 1e9 / (args.small_kb * 1024)                        # requests per GB moved
+        cpu = [float(r["server_cpu_s_per_GB"]) * 1000 / per_req for r in mine if "server_cpu_s_per_GB" in r]
+        own = [float(r["client_cpu_s_per_GB"]) * 1000 / per_req for r in mine]
+        print(f"{name:8} {_summary([float(r['put_per_s']) for r in mine]):>20} "
+              f"{_summary([float(r['get_per_s']) for r in mine]):>20} "
+              f"{statistics.median(cpu) if cpu else float('nan'):18.2f} {statistics.median(own):18.2f}")
     return 0
 
 
