@@ -9,28 +9,42 @@ from sonic.plan import Plan
 from sonic.prediction import AppPrediction
 
 
+def _pair(predicted: float | None, actual: float) -> dict[str, float | None]:
+    """Predicted and actual, and the residual actual/predicted - 1 (None if not defined)."""
+    residual = actual / predicted - 1.0 if predicted else None
+    return {"predicted": predicted, "actual": actual,
+            "residual": round(residual, 4) if residual is not None else None}
+
+
 def compare(plan: Plan, prediction: AppPrediction, result: RunResult) -> dict[str, Any]:
-    """Per stage (instances, seconds per instance, peak memory) and per edge (seconds)."""
+    """Per stage (instances, seconds per instance, memory) and per edge (seconds), each with
+    its residual, so a misfit of one part of the model is visible.
+
+    Memory is compared in the models' semantics (docs/architecture.md, Measurement): the
+    largest instance's own memory plus one worker's resident baseline, against the predicted
+    mean of the same quantity."""
     stages = []
     for stage in result.stages:
         predicted = prediction.stages.get(stage.name)
         rows = [m for m in result.instances if m.stage == stage.name]
         mean_time = sum(m.wall_s for m in rows) / len(rows) if rows else 0.0
+        own = max((m.own_memory_mb for m in rows), default=0.0)
         stages.append({
             "name": stage.name,
             "trusted": bool(predicted and predicted.trusted),
-            "instances": {"predicted": predicted.instances if predicted else None, "actual": stage.instances},
-            "time_per_instance_s": {"predicted": predicted.time_s.mean if predicted else None, "actual": mean_time},
-            "peak_memory_mb": {"predicted": predicted.memory_mb.hi if predicted else None,
-                               "actual": stage.peak_memory_mb},
+            "instances": _pair(predicted.instances if predicted else None, stage.instances),
+            "time_per_instance_s": _pair(predicted.time_s.mean if predicted else None, mean_time),
+            "peak_memory_mb": _pair(predicted.memory_mb.mean if predicted else None,
+                                    own + prediction.worker_memory_mb if prediction.worker_memory_mb
+                                    else stage.peak_memory_mb),
         })
     edges = []
     for edge in result.edges:
         planned = plan.edge(edge.src, edge.dst)
         edges.append({"src": edge.src, "dst": edge.dst, "method": edge.method,
-                      "seconds": {"predicted": planned.predicted_s.get(planned.method.value), "actual": edge.seconds}})
-    return {"latency_s": {"predicted": plan.predicted.get("latency_s"), "actual": result.latency_s},
-            "cost_usd": {"predicted": plan.predicted.get("cost_usd"), "actual": result.cost_usd},
+                      "seconds": _pair(planned.predicted_s.get(planned.method.value), edge.seconds)})
+    return {"latency_s": _pair(plan.predicted.get("latency_s"), result.latency_s),
+            "cost_usd": _pair(plan.predicted.get("cost_usd"), result.cost_usd or 0.0),
             "stages": stages, "edges": edges}
 
 
