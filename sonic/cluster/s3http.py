@@ -22,9 +22,8 @@ import uuid
 import xml.etree.ElementTree as ET
 import zlib
 from collections.abc import AsyncIterator
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from email.utils import formatdate
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 from xml.sax.saxutils import escape
@@ -197,7 +196,7 @@ class S3Api:
 
     # -- bodies --------------------------------------------------------------------
 
-    async def _receive(self, request: web.Request, pacer: Pacer, payload_hash: str) -> tuple[Path, int, str]:
+    async def _receive(self, request: web.Request, pacer: Pacer, payload_hash: str) -> tuple[str, int, str]:
         """Stream the request body into a temp file; return (file, size, ETag hex)."""
         if request.content_length is None:
             raise S3Error(411, "MissingContentLength", "You must provide the Content-Length HTTP header.")
@@ -233,11 +232,12 @@ class S3Api:
                 raise S3Error(400, "BadDigest", "The CRC32 you specified did not match the calculated checksum.")
             self._check_md5(request, target)
         except BaseException:
-            target.unlink(missing_ok=True)
+            with suppress(FileNotFoundError):
+                os.unlink(target)
             raise
         return target, size, etag.hexdigest()
 
-    def _check_md5(self, request: web.Request, target: Path) -> None:
+    def _check_md5(self, request: web.Request, target: str) -> None:
         claimed = request.headers.get("content-md5")
         if not claimed:
             return

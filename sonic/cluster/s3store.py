@@ -26,6 +26,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 # S3's rules (bucket naming, multipart part sizes and counts).
 BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -48,13 +49,13 @@ def no_such_bucket(name: str) -> S3Error:
     return S3Error(404, "NoSuchBucket", f"The specified bucket does not exist: {name}")
 
 
-@dataclass(frozen=True)
-class Segment:
-    path: Path
+class Segment(NamedTuple):
+    # A str, not a Path: the index holds one per object and a PosixPath costs ~4x the memory.
+    path: str
     size: int
 
 
-@dataclass
+@dataclass(slots=True)
 class ObjectInfo:
     key: str
     size: int
@@ -63,7 +64,6 @@ class ObjectInfo:
     segments: list[Segment]    # the body is these files, in order (one unless multipart)
     content_type: str = "binary/octet-stream"
     metadata: dict[str, str] = field(default_factory=dict)     # x-amz-meta-* without the prefix
-    checksums: dict[str, str] = field(default_factory=dict)    # x-amz-checksum-* header -> value
 
 
 @dataclass
@@ -102,6 +102,7 @@ class ObjectStore:
         (self.root / "uploads").mkdir()
         self.buckets: dict[str, Bucket] = {}
         self.uploads: dict[str, Upload] = {}
+        self._made: set[tuple[str, str]] = set()      # object subdirectories already created
 
     def close(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
@@ -127,28 +128,32 @@ class ObjectStore:
         if bucket.keys or any(u.bucket == name for u in self.uploads.values()):
             raise S3Error(409, "BucketNotEmpty", f"The bucket you tried to delete is not empty: {name}")
         shutil.rmtree(self.root / "objects" / name, ignore_errors=True)
+        self._made = {made for made in self._made if made[0] != name}
         del self.buckets[name]
 
     # -- objects -------------------------------------------------------------------
 
-    def new_temp_file(self) -> Path:
-        return self.tmp / uuid.uuid4().hex
+    def new_temp_file(self) -> str:
+        # Strings, not Paths, on the per-request path: pathlib interns every name it parses,
+        # and an interned-string table grown by millions of uuids never shrinks.
+        return f"{self.tmp}/{uuid.uuid4().hex}"
 
-    def _object_path(self, bucket: str) -> Path:
+    def _object_path(self, bucket: str) -> str:
         # Files are named by a fresh id, not by key: keys "a" and "a/b" coexist in S3 but not as
         # paths, and a fresh file per version lets readers of the old version finish undisturbed.
         name = uuid.uuid4().hex
-        directory = self.root / "objects" / bucket / name[:2]
-        directory.mkdir(exist_ok=True)
-        return directory / name
+        directory = f"{self.root}/objects/{bucket}/{name[:2]}"
+        if (bucket, name[:2]) not in self._made:
+            os.makedirs(directory, exist_ok=True)
+            self._made.add((bucket, name[:2]))
+        return f"{directory}/{name}"
 
     def commit(self, bucket_name: str, info: ObjectInfo) -> ObjectInfo:
         """Move ``info.segments`` (files written elsewhere in the store) into the bucket and make
         them the body of ``info.key``; replaces any previous version."""
         bucket = self.bucket(bucket_name)
         if len(info.key.encode()) > MAX_KEY_BYTES or not info.key:
-            for segment in info.segments:
-                segment.path.unlink(missing_ok=True)
+            _unlink(info)
             raise S3Error(400, "KeyTooLongError" if info.key else "InvalidArgument", "bad object key")
         placed = []
         for segment in info.segments:
@@ -223,12 +228,12 @@ class ObjectStore:
             raise S3Error(404, "NoSuchUpload", "The specified multipart upload does not exist.")
         return upload
 
-    def commit_part(self, upload: Upload, number: int, written: Path, etag: str, size: int) -> None:
+    def commit_part(self, upload: Upload, number: int, written: str, etag: str, size: int) -> None:
         if not 1 <= number <= MAX_PARTS:
-            written.unlink(missing_ok=True)
+            _remove(written)
             raise S3Error(400, "InvalidArgument", f"Part number must be an integer between 1 and {MAX_PARTS}")
         if upload.upload_id not in self.uploads:            # aborted while the part streamed in
-            written.unlink(missing_ok=True)
+            _remove(written)
             raise S3Error(404, "NoSuchUpload", "The specified multipart upload does not exist.")
         os.replace(written, upload.directory / str(number))
         upload.parts[number] = (etag, size)
@@ -256,7 +261,7 @@ class ObjectStore:
         for number in numbers:
             etag, part_size = upload.parts[number]
             digest.update(bytes.fromhex(etag))
-            segments.append(Segment(upload.directory / str(number), part_size))
+            segments.append(Segment(str(upload.directory / str(number)), part_size))
         return segments, f"{digest.hexdigest()}-{len(numbers)}"
 
     def finish_upload(self, upload: Upload) -> None:
@@ -267,4 +272,11 @@ class ObjectStore:
 
 def _unlink(info: ObjectInfo) -> None:
     for segment in info.segments:
-        segment.path.unlink(missing_ok=True)
+        _remove(segment.path)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass                                        # already gone: nothing left to free
