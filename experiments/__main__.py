@@ -9,6 +9,8 @@ results exist):
 - ``prediction``  model error vs profiling runs; predicted vs measured latency (no cluster)
 - ``scale``       concurrent mixed jobs per strategy (netns)
 - ``peer``        sort through Lithops localhost beside Sonic on a loopback cluster
+- ``adaptivity``  per app (built-ins + examples) x 2 sizes: fresh store, profile, then 30 rounds of
+                  sonic/remote/vm/direct (order rotated) through ``sonic run`` with learning on (netns)
 
 ``--quick`` runs a reduced grid (about 10-15 minutes on a 2-core machine); ``report``
 only regenerates report.md from existing results. netns clusters need root; without it the
@@ -26,7 +28,7 @@ from typing import Any
 
 from experiments import common
 
-EXPERIMENTS = ("fanout", "end_to_end", "prediction", "scale", "peer")
+EXPERIMENTS = ("fanout", "end_to_end", "prediction", "scale", "peer", "adaptivity")
 
 
 def _runner(name: str) -> Callable[..., dict[str, Any]]:

@@ -387,6 +387,44 @@ def section_scale() -> str:
     return text
 
 
+def section_adaptivity() -> str:
+    from experiments import adaptivity
+
+    cells = adaptivity.summary_rows()
+    if not cells:
+        return "## Adaptivity (issue 10)\n\n*(not run)*\n"
+    profiles = read_csv(OUT.results / "adaptivity_profiles.csv")
+    text = "## Adaptivity (issue 10): profile, then 30 interleaved rounds with learning on\n\n"
+    text += (f"Cluster: {_settings('adaptivity_calibration.csv')}. Per app a fresh model store, `sonic profile` "
+             "(built-ins: recommended sweep x 4 runs; examples: "
+             f"{adaptivity.EXAMPLE_SWEEP} x {adaptivity.EXAMPLE_RUNS}), then rounds of one `sonic run` per strategy "
+             "(sonic, remote, vm, direct; order rotated per round) with learning on, as a user runs it. "
+             "Input sizes are smaller than end_to_end's largest so that the whole experiment fits in about an hour on "
+             "this machine. Ratio = sonic / fastest fixed strategy *of the same round*. Latency error = "
+             "median over the cell's validated runs of |predicted - measured| / measured. "
+             "Full per-run data: `results/adaptivity.csv`.\n\n")
+    if profiles:
+        text += "Profiling: " + "; ".join(
+            f"{p['app']} {f(p['seconds'], 0)} s (untrusted after profiling: {p['untrusted_after_profile'] or 'none'})"
+            for p in profiles) + ".\n\n"
+    text += figure("adaptivity_ratio.png", "sonic / best fixed strategy of the same round, per round")
+    text += figure("adaptivity_prediction.png", "Predicted vs measured latency per strategy (band: +-15%)")
+    body = []
+    for c in cells:
+        body.append([c["app"], f"{c['input_bytes'] / MB:.0f}", c["rounds"], f(c["worst_sonic_vs_best_fixed"]),
+                     f(c["median_sonic_vs_best_fixed"]), f"{c['rounds_within_1_10']}/{c['rounds']}",
+                     f(c["sonic_first_mean_s"], 3), f(c["sonic_last_mean_s"], 3)]
+                    + [f(100 * c[f"{s}_median_abs_latency_error"], 0) for s in adaptivity.STRATEGIES]
+                    + [c["models_replaced"], c["replans"], c["sonic_plans"], "yes" if c["all_outputs_ok"] else "**no**"])
+    text += table(["app", "MB", "rounds", "worst sonic/best", "median sonic/best", "rounds <= 1.10x",
+                   "sonic mean first 10 (s)", "sonic mean last 10 (s)"]
+                  + [f"{s} latency err %" for s in adaptivity.STRATEGIES]
+                  + ["models replaced (runs)", "re-plans", "distinct sonic plans", "all outputs valid"], body)
+    text += ("\n\"first/last 10\" use min(10, rounds/2) rounds when fewer than 20 ran. \"models replaced\" counts runs "
+             "(of all four strategies) after which the champion/challenger refit replaced the models.\n")
+    return text
+
+
 def section_notes() -> str:
     path = Path(__file__).resolve().parent / "notes.md"
     if not path.exists():
@@ -405,6 +443,6 @@ def write() -> Path:
     targets, _ = section_targets()
     OUT.report.parent.mkdir(parents=True, exist_ok=True)
     parts = [head, targets, SETTINGS, section_fanout(), section_end_to_end(), section_prediction(),
-             section_peer(), section_scale(), section_sensitivity(), section_notes()]
+             section_peer(), section_scale(), section_sensitivity(), section_adaptivity(), section_notes()]
     OUT.report.write_text("\n".join(p.rstrip() + "\n" for p in parts if p))
     return OUT.report

@@ -1,0 +1,319 @@
+"""Adaptivity: does Sonic, learning as a user's runs go by, stay as good as the best fixed strategy?
+
+Per app (the built-ins ``sort``, ``video``, ``lightgbm`` and the examples ``topk``,
+``starjoin``, ``skewed``, which Sonic was not tuned on) and per input size, as a new user would:
+
+1. a fresh model store (a ``SONIC_HOME``-like directory of its own per app, emptied first);
+2. ``sonic profile APP`` (:func:`profiler.cli.run_profile`): the built-ins with their
+   recommended sweep and default runs, the examples with :data:`EXAMPLE_SWEEP` x
+   :data:`EXAMPLE_RUNS`;
+3. R rounds; every round runs ``sonic``, ``remote``, ``vm`` and ``direct`` once each, in an
+   order rotated per round (drift of the shared machine then favours no strategy), every run
+   through :func:`sonic.runtime.session.run_on_cluster` exactly as ``sonic run APP --input X
+   --strategy S`` runs it: planned from the current models, re-planned mid-job when a stage
+   deviates, and **learning on** (every validated run is offered to the champion/challenger
+   refit, whatever strategy ran it).
+
+The two sizes of one app share the app's store and alternate inside each round (size A's four
+runs, then size B's), so the models learn from both sizes as a user's would.
+
+One row per run in ``results/adaptivity.csv``: app, input size, round, strategy, measured and
+predicted latency, output validated, whether the models were replaced after the run (and
+why not), re-plans, the edge methods actually run, stages the models did not trust.
+Figures: ``adaptivity_ratio.png`` (sonic / best fixed strategy of the same round, per round,
+one line per app-size) and ``adaptivity_prediction.png`` (predicted vs measured latency per
+strategy). The cluster is the one ``end_to_end`` uses (netns, loopback without root).
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from experiments.common import MB, OUT, calibrate, calibration_row, cluster, log, matplotlib_pyplot, median, read_csv, write_csv
+from experiments.end_to_end import settings
+
+NAME = "adaptivity"
+STRATEGIES = ("sonic", "remote", "vm", "direct")
+FIXED = ("remote", "vm", "direct")
+BUILTINS = ("sort", "video", "lightgbm")
+EXAMPLES = ("examples.topk:app", "examples.starjoin:app", "examples.skewed:app")
+#: The examples have no recommended sweep; this is what a user would type first
+#: (``sonic profile examples.topk:app --sizes 1MB,2MB,4MB,8MB,16MB --runs 2``).
+EXAMPLE_SWEEP = "1MB,2MB,4MB,8MB,16MB"
+EXAMPLE_RUNS = 2
+#: An ordinary seed (not the skewed app's deliberately mispredicted ``seed % 1000 == 777``).
+INPUT_SEED = 101
+COLUMNS = ["app", "input_bytes", "size_label", "round", "position", "strategy", "latency_s",
+           "predicted_latency_s", "output_ok", "learning_recorded", "models_replaced", "learning_reason",
+           "learning_changes", "replans", "replan_detail", "methods", "untrusted_stages", "wall_s", "error"]
+
+
+def config(quick: bool) -> dict[str, Any]:
+    """Sizes per app and rounds. The full sizes are chosen so the whole run fits in about an
+    hour on a 2-core machine (one round of all apps and sizes was measured first); they are
+    smaller than ``end_to_end``'s largest (see the report)."""
+    if quick:
+        return {"sizes": {"sort": [16 * MB], "examples.topk:app": [4 * MB]}, "rounds": 5}
+    return {"sizes": {"sort": [8 * MB, 32 * MB], "video": [4 * MB, 8 * MB], "lightgbm": [4 * MB, 8 * MB],
+                      "examples.topk:app": [4 * MB, 16 * MB], "examples.starjoin:app": [4 * MB, 16 * MB],
+                      "examples.skewed:app": [4 * MB, 16 * MB]},
+            "rounds": 30}
+
+
+def short_name(app_spec: str) -> str:
+    """``examples.topk:app`` -> ``topk`` (the app's own name; used in file names and tables)."""
+    return app_spec.split(":")[0].rsplit(".", 1)[-1]
+
+
+def profile_args(app_spec: str, quick: bool) -> tuple[str | None, int]:
+    """(sizes, runs) of the ``sonic profile`` call: the recommended sweep for built-ins."""
+    from profiler.cli import DEFAULT_RUNS
+
+    if app_spec in BUILTINS:
+        return None, DEFAULT_RUNS
+    return EXAMPLE_SWEEP, EXAMPLE_RUNS
+
+
+def store_root(app_spec: str) -> Path:
+    return OUT.state / "adaptivity-stores" / short_name(app_spec)
+
+
+def input_for(app_spec: str, size: int) -> Path:
+    from sonic.app import load_app
+    from sonic.inputs import generate_input
+
+    folder = OUT.state / "inputs"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{short_name(app_spec)}-{size}-{INPUT_SEED}.in"
+    if not path.exists():
+        generate_input(load_app(app_spec), path, size, seed=INPUT_SEED)
+    return path
+
+
+def run(quick: bool = False, cfg: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Profile every app into a fresh store, then ``rounds`` interleaved rounds per app.
+    ``cfg`` overrides :func:`config` (tests: ``sizes``, ``rounds``, ``profile`` = {app: (sizes,
+    runs)}, ``vms``, ``mode``)."""
+    cfg = {**config(quick), **(cfg or {})}
+    rows: list[dict[str, Any]] = []
+    profile_rows: list[dict[str, Any]] = []
+    net = settings(cfg.get("vms", 2))
+    if cfg.get("mode"):
+        net = type(net)(net.vms, net.cores_per_vm, net.memory_mb_per_vm, net.vm_mbps, net.s3_mbps,
+                        net.s3_latency_ms, cfg["mode"])
+    with cluster(net, OUT.state / "cluster-adaptivity") as (spec, cluster_file, eff):
+        spec = calibrate(cluster_file, quick=quick)
+        write_csv(OUT.results / "adaptivity_calibration.csv",
+                  [calibration_row(spec, experiment=NAME, settings=eff.describe())])
+        for app_spec, sizes in cfg["sizes"].items():
+            profile_rows.append(_profile(app_spec, quick, cfg.get("profile", {}).get(app_spec)))
+            write_csv(OUT.results / "adaptivity_profiles.csv", profile_rows)
+            inputs = [input_for(app_spec, size) for size in sizes]
+            for r in range(cfg["rounds"]):
+                for path in inputs:
+                    rows += _round(app_spec, path, r, cluster_file)
+                write_csv(OUT.results / "adaptivity.csv", rows, COLUMNS)
+    write_csv(OUT.results / "adaptivity_summary.csv", summary_rows())
+    figures()
+    return {"runs": len(rows)}
+
+
+def _profile(app_spec: str, quick: bool, override: tuple[str, int] | None) -> dict[str, Any]:
+    from profiler.cli import run_profile
+
+    root = store_root(app_spec)
+    if root.exists():
+        shutil.rmtree(root)  # a fresh store: nothing learned before this experiment
+    root.mkdir(parents=True)
+    sizes, runs = override or profile_args(app_spec, quick)
+    t0 = time.perf_counter()
+    summary = run_profile(app_spec, sizes, runs, root, echo=lambda line: None, progress=False)
+    seconds = time.perf_counter() - t0
+    untrusted = sorted({r["stage"] for r in summary.get("report", []) if not r.get("trusted", True)})
+    log(f"profiled {app_spec} ({sizes or 'recommended sweep'} x {runs}) in {seconds:.0f}s into {root}; "
+        f"untrusted after profiling: {', '.join(untrusted) or 'none'}")
+    return {"app": short_name(app_spec), "sizes": sizes or "recommended", "runs": runs, "seconds": seconds,
+            "untrusted_after_profile": " ".join(untrusted)}
+
+
+def _round(app_spec: str, path: Path, round_no: int, cluster_file: Path) -> list[dict[str, Any]]:
+    """One run of every strategy on ``path``, the order rotated by the round number."""
+    from sonic.app import load_app
+    from sonic.runtime.session import run_on_cluster
+
+    app = load_app(app_spec)
+    k = round_no % len(STRATEGIES)
+    order = list(STRATEGIES[k:] + STRATEGIES[:k])
+    input_bytes = path.stat().st_size
+    label = f"{input_bytes / MB:.0f}MB"
+    rows = []
+    notes: list[str] = []
+    for position, strategy in enumerate(order):
+        base = {"app": short_name(app_spec), "input_bytes": input_bytes, "size_label": label, "round": round_no,
+                "position": position, "strategy": strategy}
+        t0 = time.perf_counter()
+        try:
+            result = run_on_cluster(app, path, cluster_path=cluster_file, plan_path=None, strategy=strategy,
+                                    objective="latency", progress=False, echo=notes.append,
+                                    root=store_root(app_spec), app_spec=app_spec, learn=True)
+        except Exception as exc:  # noqa: BLE001 - one failed run must not lose the experiment; it is recorded
+            log(f"  {base['app']} {label} r{round_no} {strategy}: FAILED: {type(exc).__name__}: {exc}")
+            rows.append({**base, "latency_s": math.nan, "output_ok": False, "error": f"{type(exc).__name__}: {exc}"[:300],
+                         "wall_s": time.perf_counter() - t0})
+            continue
+        rows.append({**base, **_record(result), "wall_s": time.perf_counter() - t0})
+        row = rows[-1]
+        log(f"  {base['app']} {label} r{round_no} {strategy:6s}: {result.latency_s:6.2f}s "
+            f"(pred {_num(row['predicted_latency_s'])}s) ok={result.output_ok} "
+            f"replaced={row['models_replaced']} replans={row['replans']} [{row['wall_s']:.1f}s wall] {row['methods']}")
+    return rows
+
+
+def _num(value: Any) -> str:
+    return f"{value:.2f}" if isinstance(value, (int, float)) else "-"
+
+
+def _record(result: Any) -> dict[str, Any]:
+    comparison = result.predicted_vs_actual or {}
+    learning = result.learning or {}
+    replans = result.replans or []
+    return {
+        "latency_s": result.latency_s,
+        "predicted_latency_s": (comparison.get("latency_s") or {}).get("predicted"),
+        "output_ok": result.output_ok,
+        "learning_recorded": learning.get("recorded"),
+        "models_replaced": learning.get("replaced"),
+        "learning_reason": learning.get("reason", ""),
+        "learning_changes": "; ".join(learning.get("changes") or []),
+        "replans": len(replans),
+        "replan_detail": " | ".join(
+            f"after {r.get('after_stage')}: " + ", ".join(f"{k} {v.get('old')}->{v.get('new')}"
+                                                          for k, v in (r.get("methods") or {}).items()
+                                                          if v.get("old") != v.get("new"))
+            for r in replans),
+        "methods": " ".join(f"{e.src}>{e.dst}:{getattr(e.method, 'value', e.method)}" for e in result.edges),
+        "untrusted_stages": " ".join(s["name"] for s in comparison.get("stages", []) if not s.get("trusted")),
+    }
+
+
+# ----------------------------------------------------------------------------- analysis
+def _ok(row: dict[str, str]) -> bool:
+    return row.get("output_ok") == "True" and row.get("latency_s") not in ("", None) \
+        and math.isfinite(float(row["latency_s"]))
+
+
+def cells(rows: list[dict[str, str]]) -> dict[tuple[str, int], list[dict[str, str]]]:
+    out: dict[tuple[str, int], list[dict[str, str]]] = {}
+    for row in rows:
+        out.setdefault((row["app"], int(row["input_bytes"])), []).append(row)
+    return out
+
+
+def ratios(rows: list[dict[str, str]]) -> list[tuple[int, float]]:
+    """(round, sonic latency / best fixed latency of the same round) for one app-size."""
+    by_round: dict[int, dict[str, float]] = {}
+    for row in rows:
+        if _ok(row):
+            by_round.setdefault(int(row["round"]), {})[row["strategy"]] = float(row["latency_s"])
+    out = []
+    for r, lat in sorted(by_round.items()):
+        fixed = [lat[s] for s in FIXED if s in lat]
+        if "sonic" in lat and fixed:
+            out.append((r, lat["sonic"] / min(fixed)))
+    return out
+
+
+def latency_errors(rows: list[dict[str, str]], strategy: str) -> list[float]:
+    """|predicted - measured| / measured of every validated run of ``strategy``."""
+    out = []
+    for row in rows:
+        if row["strategy"] == strategy and _ok(row) and row.get("predicted_latency_s") not in ("", None):
+            measured = float(row["latency_s"])
+            out.append(abs(float(row["predicted_latency_s"]) - measured) / measured)
+    return out
+
+
+def summary_rows(path: Path | None = None) -> list[dict[str, Any]]:
+    """Per app-size: sonic/best-fixed (worst, median), first vs last rounds of sonic, the
+    median absolute latency error per strategy, outputs, model replacements and re-plans."""
+    out = []
+    for (app, size), rows in sorted(cells(read_csv(path or OUT.results / "adaptivity.csv")).items()):
+        rs = [v for _, v in ratios(rows)]
+        sonic = sorted(((int(r["round"]), float(r["latency_s"])) for r in rows if r["strategy"] == "sonic" and _ok(r)))
+        window = min(10, len(sonic) // 2)
+        first = [v for _, v in sonic[:window]]
+        last = [v for _, v in sonic[-window:]] if window else []
+        row: dict[str, Any] = {
+            "app": app, "input_bytes": size, "rounds": len({r["round"] for r in rows}),
+            "worst_sonic_vs_best_fixed": max(rs) if rs else math.nan,
+            "median_sonic_vs_best_fixed": median(rs),
+            "rounds_within_1_10": sum(1 for v in rs if v <= 1.10),
+            "window": window,
+            "sonic_first_mean_s": sum(first) / len(first) if first else math.nan,
+            "sonic_last_mean_s": sum(last) / len(last) if last else math.nan,
+            "all_outputs_ok": all(r.get("output_ok") == "True" for r in rows),
+            "runs": len(rows),
+            "models_replaced": sum(1 for r in rows if r.get("models_replaced") == "True"),
+            "replans": sum(int(r["replans"]) for r in rows if r.get("replans") not in ("", None)),
+            "sonic_plans": len({r["methods"] for r in rows if r["strategy"] == "sonic" and r.get("methods")}),
+        }
+        for s in STRATEGIES:
+            row[f"{s}_median_abs_latency_error"] = median(latency_errors(rows, s))
+            row[f"{s}_median_latency_s"] = median([float(r["latency_s"]) for r in rows if r["strategy"] == s and _ok(r)])
+        out.append(row)
+    return out
+
+
+def figures() -> list[Path]:
+    rows = read_csv(OUT.results / "adaptivity.csv")
+    if not rows:
+        return []
+    plt = matplotlib_pyplot()
+    OUT.figures.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(9, 4.8))
+    for (app, size), cell in sorted(cells(rows).items()):
+        pts = ratios(cell)
+        if pts:
+            ax.plot([r for r, _ in pts], [v for _, v in pts], marker=".", label=f"{app} {size / MB:.0f} MB")
+    ax.axhline(1.0, color="gray", lw=0.8)
+    ax.axhline(1.10, color="tab:red", lw=0.8, ls="--", label="1.10x")
+    ax.set_xlabel("round (one run of every strategy)")
+    ax.set_ylabel("sonic / best fixed strategy of the round")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    ratio_png = OUT.figures / "adaptivity_ratio.png"
+    fig.savefig(ratio_png, dpi=110)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, len(STRATEGIES), figsize=(4.2 * len(STRATEGIES), 4.2), squeeze=False)
+    for ax, strategy in zip(axes[0], STRATEGIES):
+        pts = [(float(r["latency_s"]), float(r["predicted_latency_s"])) for r in rows
+               if r["strategy"] == strategy and _ok(r) and r.get("predicted_latency_s") not in ("", None)]
+        for (app, size), cell in sorted(cells(rows).items()):
+            xs = [(float(r["latency_s"]), float(r["predicted_latency_s"])) for r in cell
+                  if r["strategy"] == strategy and _ok(r) and r.get("predicted_latency_s") not in ("", None)]
+            if xs:
+                ax.scatter([m for m, _ in xs], [p for _, p in xs], s=8, label=f"{app} {size / MB:.0f} MB")
+        if pts:
+            lo = min(min(p) for p in pts) * 0.8
+            hi = max(max(p) for p in pts) * 1.25
+            ax.plot([lo, hi], [lo, hi], color="gray", lw=0.8)
+            ax.fill_between([lo, hi], [lo * 0.85, hi * 0.85], [lo * 1.15, hi * 1.15], color="gray", alpha=0.12)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+        ax.set_title(strategy)
+        ax.set_xlabel("measured latency (s)")
+        ax.set_ylabel("predicted latency (s)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=6)
+    fig.tight_layout()
+    pred_png = OUT.figures / "adaptivity_prediction.png"
+    fig.savefig(pred_png, dpi=110)
+    plt.close(fig)
+    return [ratio_png, pred_png]
