@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import os
 import sys
 from collections.abc import Callable
@@ -125,12 +126,20 @@ def workloads_gen(app_spec: str, size: str, output: Path, seed: int) -> None:
               show_default=True, help="Re-plan the rest of the job when a finished stage's output bytes or a "
               "consumer's fanout is off its prediction by more than this (0.5 = 1.5x either way).")
 @click.option("--no-replan", is_flag=True, help="Never re-plan mid-job.")
+@click.option("--stage-timeout", "stage_timeout_s", type=FiniteFloat(min=0, min_open=True, max=7 * 86400),
+              default=None, help="Seconds any stage instance may run before it is killed (overrides every stage's "
+              "timeout_s; default: the stage's own, else 900).")
+@click.option("--lease", "lease_s", type=FiniteFloat(min=1, max=86400), default=None,
+              help="Job lease in seconds: the agents drop the job's work and data if this coordinator stops "
+              "renewing it for this long (default 120).")
+@click.option("--resume", "resume", default=None, metavar="JOB",
+              help="Finish job JOB whose `sonic run` crashed, re-running only what its journal does not list as done.")
 @root_option
 @cluster_option
 def run(app_spec: str, input_path: Path, local_reference: bool, plan_path: Path | None, strategy: str | None,
         objective: str, keep: Path | None, as_json: bool, no_learn: bool, replan_threshold: float,
-        no_replan: bool, root: Path | None,
-        cluster_path: Path) -> None:
+        no_replan: bool, stage_timeout_s: float | None, lease_s: float | None, resume: str | None,
+        root: Path | None, cluster_path: Path) -> None:
     """Run APP on an input (reference executor, or a cluster with a plan)."""
     from sonic.app import load_app
 
@@ -139,6 +148,10 @@ def run(app_spec: str, input_path: Path, local_reference: bool, plan_path: Path 
     app = load_app(app_spec)
     if local_reference and (plan_path or strategy):
         raise UserInputError("--local-reference runs everything in one process; drop --plan/--strategy")
+    if resume is not None and (local_reference or plan_path or strategy):
+        raise UserInputError("--resume runs the plan of the crashed job again; drop --plan/--strategy/--local-reference")
+    if resume is not None and not re.fullmatch(r"[0-9a-f]{16}", resume):
+        raise UserInputError(f"--resume {resume!r} is not a job id (16 hex digits, as in ROOT/jobs/JOB.jsonl)")
     with output_target(keep) as target:  # final outputs land here (a temporary dir without -o)
         if local_reference:
             result = _run_reference(app, input_path, target.directory, as_json)
@@ -149,7 +162,8 @@ def run(app_spec: str, input_path: Path, local_reference: bool, plan_path: Path 
                                     strategy=strategy, objective=objective, app_spec=app_spec,
                                     progress=progress_enabled(as_json), echo=click.echo, root=resolved_root(root),
                                     learn=not no_learn, output_dir=target.directory,
-                                    replan_threshold=None if no_replan else replan_threshold)
+                                    replan_threshold=None if no_replan else replan_threshold,
+                                    stage_timeout_s=stage_timeout_s, lease_s=lease_s, resume=resume)
         if as_json:
             emit_json(result.to_json())
         else:

@@ -49,7 +49,7 @@ class Timeouts:
     warm_s: float = 300.0
     stage_s: float = DEFAULT_STAGE_TIMEOUT_S
     run_slack_s: float = 600.0
-    lease_s: float = 60.0
+    lease_s: float = 120.0
     pool_idle_s: float = 60.0
 
     def __post_init__(self) -> None:

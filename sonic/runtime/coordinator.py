@@ -44,6 +44,7 @@ from sonic.routing import ObjectRef, edge_bytes
 from sonic.runtime.appship import ship_app
 from sonic.runtime.client import AgentClient, RemoteCallError, Timeouts
 from sonic.runtime.heartbeat import Heartbeat, HeartbeatSettings, Target, probe
+from sonic.runtime.journal import Journal, JournalError, JournalHeader, replay
 from sonic.runtime.lease import LeaseKeeper
 from sonic.runtime.objects import file_checksum
 from sonic.runtime.replan import ModelReplanner
@@ -164,13 +165,30 @@ class Coordinator:
         return app.stages[stage].timeout_s or self.timeouts.stage_s
 
     def execute(self, app: App, app_spec: str, input_path: Path, plan: Plan, *,
-                output_dir: Path | None = None, warm: bool = True, replanner: ModelReplanner | None = None) -> RunResult:
+                output_dir: Path | None = None, warm: bool = True, replanner: ModelReplanner | None = None,
+                journal_dir: Path | None = None, resume: str | None = None) -> RunResult:
         """Run ``plan``; a ``replanner`` may re-plan stages not started yet (:mod:`sonic.runtime.replan`),
-        and its records become the report's ``replans``."""
+        and its records become the report's ``replans``. With ``journal_dir`` every finished
+        instance is journaled there (:mod:`sonic.runtime.journal`); ``resume`` names a job whose
+        coordinator crashed: its journaled plan is run again, re-executing only what is not done."""
         plan.check(app, list(self.agents))
         job = uuid.uuid4().hex[:16]
         refs, paths = input_refs(Path(input_path))
         refs = [ObjectRef(r.stage, r.instance, r.name, r.size, file_checksum(paths[r.key])) for r in refs]
+        journal: Journal | None = None
+        replayed: list[InstanceFinished] = []
+        if resume is not None:
+            if journal_dir is None:
+                raise JournalError("--resume needs the directory of job journals (the --root of the crashed run)")
+            job, journal = resume, Journal(journal_dir, resume)
+            header, replayed = journal.read()
+            if header.app != app.name:
+                raise JournalError(f"job {job} ran app {header.app!r}, not {app.name!r}; resume it with that app")
+            if header.inputs != {r.key: r.checksum for r in refs}:
+                raise JournalError(f"the input differs from the one job {job} ran on; pass the same --input")
+            plan = Plan.from_json(header.plan, source=f"journal of job {job}").check(app, list(self.agents))
+        elif journal_dir is not None:
+            journal = Journal(journal_dir, job)
         lost = set(self.agents) - set(self.reachable_agents())
         # The user's own module:attr code goes to every VM first (content-hashed; versioned spec).
         app_spec = ship_app({n: a.client for n, a in self.agents.items()}, app, app_spec, exclude=lost).app_spec
@@ -184,12 +202,20 @@ class Coordinator:
             # Inside the try: a job that fails from here on (even while staging its input)
             # leaves nothing behind, neither its input in S3 nor work on any agent.
             lease.start()
+            if resume is not None and lease.ended:
+                raise JournalError(f"job {job} can no longer be resumed: its lease ran out on "
+                                   f"{', '.join(sorted(lease.ended))} and the agents dropped its data; run it "
+                                   "again without --resume")
+            if journal is not None:
+                journal.create(JournalHeader(job, app.name, app_spec, {r.key: r.checksum for r in refs},
+                                             plan.to_json()))
             self.remote.ensure_bucket()
             for ref in refs:
                 self.remote.upload(paths[ref.key], f"{job}/{ref.key}", ref.checksum)
             if warm:
                 self.warm(app_spec, exclude=lost)
-            state, log, latency = self._drive(app, app_spec, job, plan, refs, lost, events, replanner)
+            state, log, latency = self._drive(app, app_spec, job, plan, refs, lost, events, replanner,
+                                              journal, replayed)
             final = self._collect(app, state, job, out_dir)
             verdict = app.check_output(Path(input_path), final)
             ok, detail = verdict.ok, verdict.detail
@@ -202,12 +228,15 @@ class Coordinator:
         finally:
             lease.stop()
             self._cleanup(job, skip=lost, reason="its run failed" if failed else "its run finished")
+            if journal is not None:
+                journal.remove()  # the job ended (either way) on every agent: nothing left to resume
             if not keep_dir:
                 shutil.rmtree(out_dir, ignore_errors=True)
 
     def _drive(self, app: App, app_spec: str, job: str, plan: Plan, refs: list[ObjectRef],
                lost: set[str], events: queue.Queue[Event],
-               replanner: ModelReplanner | None = None) -> tuple[JobState, _RunLog, float]:
+               replanner: ModelReplanner | None = None, journal: Journal | None = None,
+               replayed: list[InstanceFinished] | None = None) -> tuple[JobState, _RunLog, float]:
         """Run the job; ``lost`` holds VMs left out at the start and grows with VMs lost during it."""
         state = JobState(app, plan, {n: a.slots for n, a in self.agents.items() if n not in lost}, refs,
                          max_attempts=self.max_attempts, replanner=replanner)
@@ -225,7 +254,13 @@ class Coordinator:
         t0 = time.perf_counter()
         try:
             with ThreadPoolExecutor(max_workers=total_slots, thread_name_prefix="sonic-dispatch") as pool:
-                actions = state.start()
+                if replayed:
+                    actions, taken = replay(state, replayed)
+                    logger.info("job %s resumed: %d instance(s) done according to its journal", job, taken)
+                    for done in replayed:
+                        produced[done.stage] = produced.get(done.stage, 0) + len(done.outputs)
+                else:
+                    actions = state.start()
                 while True:
                     for action in actions:
                         if isinstance(action, JobFinished):
@@ -254,6 +289,8 @@ class Coordinator:
                         # ignored by the scheduler (the VM is no longer alive).
                         self.agents[event.vm].client.abort()
                     if isinstance(event, InstanceFinished) and event.vm in state.alive:
+                        if journal is not None:
+                            journal.record(event)
                         done_count[event.stage] = done_count.get(event.stage, 0) + 1
                         if self.progress:
                             self.progress(event.stage, done_count[event.stage], len(state.stage_specs(event.stage)))

@@ -38,6 +38,11 @@ class LeaseKeeper:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"sonic-lease-{job}", daemon=True)
 
+    @property
+    def ended(self) -> set[str]:
+        """VMs that refused a renewal because they had already ended the job."""
+        return set(self._ended)
+
     def start(self) -> LeaseKeeper:
         self.renew_all()
         self._thread.start()

@@ -7,6 +7,7 @@ the objective, execute, append the measurements to the profile and refit the mod
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -25,14 +26,17 @@ from sonic.planner import make_plan
 from sonic.planning import plan_for
 from sonic.prediction import AppPrediction, StagePrediction
 from sonic.reference import input_refs
+from sonic.runtime.client import Timeouts
 from sonic.runtime.coordinator import Coordinator
+from sonic.runtime.journal import Journal
 from sonic.runtime.protocol import read_secret
 from sonic.runtime.replan import DEFAULT_THRESHOLD, ModelReplanner
 
 Echo = Callable[[str], None]
 
 
-def open_coordinator(cluster: ClusterSpec, *, progress: bool = False, echo: Echo = click.echo) -> Coordinator:
+def open_coordinator(cluster: ClusterSpec, *, progress: bool = False, echo: Echo = click.echo,
+                     stage_timeout_s: float | None = None, lease_s: float | None = None) -> Coordinator:
     if not cluster.secret_file:
         raise ClusterFileError("cluster file has no secret_file; agents cannot be authenticated without one")
 
@@ -43,13 +47,16 @@ def open_coordinator(cluster: ClusterSpec, *, progress: bool = False, echo: Echo
         secret = read_secret(cluster.secret_file)
     except AuthenticationError as exc:  # missing, unreadable or world-readable: the user's file to fix
         raise ClusterFileError(str(exc)) from None
-    return Coordinator(cluster, secret, progress=show if progress else None)
+    timeouts = Timeouts(lease_s=lease_s) if lease_s is not None else Timeouts()
+    return Coordinator(cluster, secret, progress=show if progress else None, instance_timeout_s=stage_timeout_s,
+                       timeouts=timeouts)
 
 
 def run_on_cluster(app: App, input_path: Path, *, cluster_path: Path, plan_path: Path | None, strategy: str | None,
                    objective: str, progress: bool, echo: Echo, root: Path, app_spec: str | None = None,
                    learn: bool = True, output_dir: Path | None = None,
-                   replan_threshold: float | None = DEFAULT_THRESHOLD) -> RunResult:
+                   replan_threshold: float | None = DEFAULT_THRESHOLD, stage_timeout_s: float | None = None,
+                   lease_s: float | None = None, resume: str | None = None) -> RunResult:
     """Plan (or load a plan), execute, then learn from the run (unless ``learn`` is false).
 
     ``--strategy oracle`` plans from the measured parameters of an earlier run of the same
@@ -65,7 +72,10 @@ def run_on_cluster(app: App, input_path: Path, *, cluster_path: Path, plan_path:
     spec = app_spec or app.name
     digest = input_digest(input_path)
     prediction = None
-    if plan_path is not None:
+    run = RunOptions(stage_timeout_s, lease_s, resume, root / "jobs")
+    if resume is not None:  # the plan the crashed run executed, from its journal
+        plan = Journal(run.journal_dir, resume).read()[0].plan_object(app, cluster.vm_names)
+    elif plan_path is not None:
         plan = Plan.load(plan_path).check(app, cluster.vm_names)
     else:
         measured = None
@@ -89,7 +99,7 @@ def run_on_cluster(app: App, input_path: Path, *, cluster_path: Path, plan_path:
     if prediction is not None and prediction.source == "models" and replan_threshold is not None:
         replanner = _replanner(app, input_bytes, features, cluster, plan, prediction, strategy or "sonic",
                                objective, root, replan_threshold)
-    result = _execute(app, spec, input_path, cluster, plan, progress, output_dir, replanner)
+    result = _execute(app, spec, input_path, cluster, plan, progress, output_dir, replanner, run)
     for record in result.replans:
         changed = {k: v for k, v in record["methods"].items() if v["old"] != v["new"]}
         what = ", ".join(f"{k} {v['predicted']:g} predicted vs {v['observed']:g} observed"
@@ -132,11 +142,24 @@ def _replanner(app: App, input_bytes: int, features: dict[str, float] | None, cl
     return ModelReplanner(prediction, plan, repredict, replan, threshold)
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """Reliability settings of one `sonic run` (see docs/reliability.md)."""
+
+    stage_timeout_s: float | None = None   # overrides every stage's timeout
+    lease_s: float | None = None           # job lease on the agents (None: the default)
+    resume: str | None = None              # job id of a crashed run to finish
+    journal_dir: Path | None = None        # where job journals live
+
+
 def _execute(app: App, spec: str, input_path: Path, cluster: ClusterSpec, plan: Plan, progress: bool,
-             output_dir: Path | None = None, replanner: ModelReplanner | None = None) -> RunResult:
-    coordinator = open_coordinator(cluster, progress=progress)
+             output_dir: Path | None = None, replanner: ModelReplanner | None = None,
+             run: RunOptions = RunOptions()) -> RunResult:
+    coordinator = open_coordinator(cluster, progress=progress, stage_timeout_s=run.stage_timeout_s,
+                                   lease_s=run.lease_s)
     try:
-        return coordinator.execute(app, spec, input_path, plan, output_dir=output_dir, replanner=replanner)
+        return coordinator.execute(app, spec, input_path, plan, output_dir=output_dir, replanner=replanner,
+                                   journal_dir=run.journal_dir, resume=run.resume)
     finally:
         coordinator.close()
 
