@@ -394,13 +394,13 @@ def section_adaptivity() -> str:
     if not cells:
         return "## Adaptivity (issue 10)\n\n*(not run)*\n"
     profiles = read_csv(OUT.results / "adaptivity_profiles.csv")
-    text = "## Adaptivity (issue 10): profile, then 30 interleaved rounds with learning on\n\n"
+    text = "## Adaptivity (issue 10): profile, then interleaved rounds with learning on\n\n"
     text += (f"Cluster: {_settings('adaptivity_calibration.csv')}. Per app a fresh model store, `sonic profile` "
              "(built-ins: recommended sweep x 4 runs; examples: "
              f"{adaptivity.EXAMPLE_SWEEP} x {adaptivity.EXAMPLE_RUNS}), then rounds of one `sonic run` per strategy "
              "(sonic, remote, vm, direct; order rotated per round) with learning on, as a user runs it. "
-             "Input sizes are smaller than end_to_end's largest so that the whole experiment fits in about an hour on "
-             "this machine. Ratio = sonic / fastest fixed strategy *of the same round*. Latency error = "
+             "Rounds (10, not the issue's 30) and input sizes (smaller than end_to_end's largest) are cut so that the "
+             "whole experiment fits in about 75 minutes on this machine (see `experiments/adaptivity.py` `config`). Ratio = sonic / fastest fixed strategy *of the same round*. Latency error = "
              "median over the cell's validated runs of |predicted - measured| / measured. "
              "Full per-run data: `results/adaptivity.csv`.\n\n")
     if profiles:
