@@ -58,3 +58,39 @@ def test_tiny_adaptivity_run(experiments) -> None:  # type: ignore[no-untyped-de
     text = report.write().read_text()
     assert "## Adaptivity (issue 10)" in text and "figures/adaptivity_ratio.png" in text
     assert "| topk | 2 | 2 |" in text
+
+
+def test_summary_of_a_hand_made_csv(experiments) -> None:  # type: ignore[no-untyped-def]
+    """The analysis alone (no cluster): ratios per round against the best fixed strategy of the
+    same round, first vs last rounds, latency error per strategy, failed runs excluded."""
+    from experiments import adaptivity
+    from experiments.common import OUT, write_csv
+
+    latencies = {"sonic": [2.0, 1.1, 1.0, 1.0], "remote": [3.0, 3.0, 3.0, 3.0], "vm": [1.0, 1.0, 2.0, 1.0],
+                 "direct": [1.5, 1.5, 1.25, 1.0]}
+    rows = []
+    for r in range(4):
+        for s, lat in latencies.items():
+            rows.append({"app": "topk", "input_bytes": 2_000_000, "round": r, "strategy": s, "latency_s": lat[r],
+                         "predicted_latency_s": lat[r] * (1.2 if s == "sonic" else 1.0), "output_ok": True,
+                         "models_replaced": r == 0, "replans": 1 if (s == "sonic" and r == 3) else 0,
+                         "methods": f"a>b:{'remote' if r == 0 else 'vm'}"})
+    # a failed run of the best fixed strategy does not count as the round's best
+    rows.append({"app": "topk", "input_bytes": 2_000_000, "round": 4, "strategy": "vm", "latency_s": 0.1,
+                 "output_ok": False})
+    rows.append({"app": "topk", "input_bytes": 2_000_000, "round": 4, "strategy": "sonic", "latency_s": 1.0,
+                 "predicted_latency_s": 1.0, "output_ok": True})
+    rows.append({"app": "topk", "input_bytes": 2_000_000, "round": 4, "strategy": "remote", "latency_s": 2.0,
+                 "output_ok": True})
+    path = write_csv(OUT.results / "adaptivity.csv", rows, adaptivity.COLUMNS)
+    assert adaptivity.ratios(adaptivity.read_csv(path)) == [(0, 2.0), (1, 1.1), (2, 0.8), (3, 1.0), (4, 0.5)]
+    (cell,) = adaptivity.summary_rows(path)
+    assert cell["worst_sonic_vs_best_fixed"] == 2.0
+    assert cell["median_sonic_vs_best_fixed"] == 1.0
+    assert cell["rounds_within_1_10"] == 4
+    assert cell["window"] == 2
+    assert cell["sonic_first_mean_s"] == (2.0 + 1.1) / 2 and cell["sonic_last_mean_s"] == 1.0
+    assert abs(cell["sonic_median_abs_latency_error"] - 0.2) < 1e-9
+    assert cell["remote_median_abs_latency_error"] == 0.0
+    assert cell["all_outputs_ok"] is False
+    assert cell["models_replaced"] == 4 and cell["replans"] == 1 and cell["sonic_plans"] == 2
