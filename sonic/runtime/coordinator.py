@@ -413,15 +413,28 @@ class Coordinator:
         return final
 
     def _cleanup(self, job: str, skip: set[str] | frozenset[str] = frozenset(), reason: str = "its run ended") -> None:
-        for name, agent in self.agents.items():
+        def end(name: str) -> None:
             if name in skip:
-                continue  # lost during the job: its lease runs out there and the agent drops the job itself
+                # Declared lost: it may be back (a stopped process, a healed link), so tell it
+                # too, with the heartbeat's short deadline so a still-hung VM costs seconds.
+                deadline = (self.heartbeat or HeartbeatSettings()).timeout_s
+                agent = self.agents[name]
+                client = AgentClient(agent.host, agent.port, self.secret, name,
+                                     Timeouts(connect_s=deadline, control_s=deadline))
+            else:
+                client = self.agents[name].client
             try:
-                agent.client.cancel(job, reason)
+                client.cancel(job, reason)
             except SonicError as exc:
                 # Unreachable now: no renewal reaches it either, so its lease expires and it
                 # drops the job's work and objects on its own.
                 logger.warning("could not end job %s on %s (its lease will): %s", job, name, exc)
+            finally:
+                if name in skip:
+                    client.close()
+
+        with ThreadPoolExecutor(max_workers=max(1, len(self.agents)), thread_name_prefix="sonic-cleanup") as pool:
+            list(pool.map(end, self.agents))
         try:
             self.remote.delete_prefix(f"{job}/")
         except TransportError:
