@@ -87,6 +87,9 @@ class Calibration:
     invoke_overhead_s: float = 0.002
     cold_start_s: float = 0.5
     measured: bool = False
+    #: Seconds per object an instance writes or reads in place beyond its bytes: creating or
+    #: opening the file, checksumming and registering it with the agent.
+    object_overhead_s: float = 0.0005
 
 
 @dataclass

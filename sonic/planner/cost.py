@@ -30,12 +30,17 @@ by every instance in every wave. Likewise every source instance receives the who
 application input, downloaded once per VM::
 
     T_s      = max_v ( W_v * tau_v + in_v + sum_{e shared} fetch_e(v) )
-    tau_v    = o_inv + q_v (r_s / B_dr + o_s / B_dw) + t_s + sum_{e not shared} fetch_e(v) + [upload] up_v
+    tau_v    = o_inv + q_v (r_s / B_dr + o_s / B_dw) + t_s + o_obj (f_s + sum_e k_e)
+               + sum_{e not shared} fetch_e(v) + [upload] up_v
     finish_s = max( max_P finish_P , [cold_s] T_cold ) + T_s
     latency  = max over sinks of finish_s
 
 ``r_s`` is everything the instance reads from local disk (its inputs, read in place for
 VM-Storage, from the fetched copy otherwise); ``q_v`` concurrent instances share the disk.
+``o_obj`` (calibrated: a warm worker writing many 1 KB outputs) is the cost of one object
+beyond its bytes - creating or opening the file, checksumming, registering it - paid for
+each of the ``f_s`` outputs and ``k_e`` inputs of an instance, whatever the method: a
+shuffle of ``M x R`` objects pays it ``2 M R`` times.
 Source stages download the application input (``i_s`` bytes) once per VM of their placement,
 ``V_s`` VMs at once: ``in_v = l_s3 + i_s / min(B_conn, min(B_net, B_dw), B_agg / V_s)``
 (``in_v = 0`` for other stages).
@@ -224,6 +229,9 @@ class CostModel:
         once: list[float] = []
         total_q = sum(min(c, self.cores[v]) for v, c in p.items)
         source = not self.problem.in_edges[stage]
+        # Objects the instance writes and reads (in place or from its fetched copies): each
+        # costs a file, a checksum and a registration beyond its bytes.
+        objects = s.files_per_instance + sum(e.objects_per_consumer for e in self.problem.in_edges[stage])
         # Every source instance receives the whole application input: one download per VM.
         in_rate = min(cal.s3_conn_Bps, self._net_in, cal.s3_aggregate_Bps / len(p.items))
         for v, c in p.items:
@@ -231,7 +239,7 @@ class CostModel:
             waves.append(-(-c // self.cores[v]))
             once.append(cal.s3_latency_s + s.source_input_bytes / in_rate if source else 0.0)
             local = q * (s.read_bytes / cal.disk_read_Bps + s.output_bytes / cal.disk_write_Bps)
-            base.append(cal.invoke_overhead_s + local + s.time_s)
+            base.append(cal.invoke_overhead_s + local + s.time_s + cal.object_overhead_s * objects)
             rate_up = min(cal.s3_conn_Bps, self._net_out / q, cal.s3_aggregate_Bps / total_q)
             up.append(cal.s3_latency_s * s.files_per_instance + s.output_bytes / rate_up)
         found = (tuple(waves), tuple(base), tuple(up), tuple(once))

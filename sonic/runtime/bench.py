@@ -215,6 +215,51 @@ def format_dataplane_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def object_overhead_s(agent: AgentClient, files: int = 200, repeats: int = 3) -> float:
+    """Seconds per output object an instance writes (create, checksum, register) beyond the
+    bytes, from a warm worker: (run writing ``files`` 1 KB objects - empty run) / ``files``."""
+    app = "sonic.runtime.benchapp:files"
+    agent.warm(app)
+    job = "bench-files-" + uuid.uuid4().hex[:8]
+
+    def timed(n: int, index: int) -> float:
+        request = {"job": job, "app": app, "stage": "write_files", "index": index, "num_instances": 1,
+                   "key": str(n), "inputs": [], "upload": False}
+        t0 = time.perf_counter()
+        agent.run(request)
+        return time.perf_counter() - t0
+
+    try:
+        timed(0, 0)
+        empty = [timed(0, 1 + i) for i in range(repeats)]
+        full = [timed(files, 100 + i) for i in range(repeats)]
+    finally:
+        agent.drop(job)
+    return max(statistics.median(full) - statistics.median(empty), 0.0) / files
+
+
+def direct_object_latency_s(puller: AgentClient, holder: AgentClient, holder_vm: Any, n: int = 20) -> float:
+    """Seconds a direct pull of one small object costs (request, file, checksum): what the
+    cost model charges per object of a Direct-Passing edge beyond its bytes."""
+    job = "bench-direct-" + uuid.uuid4().hex[:8]
+    tmp = Path(tempfile.mkdtemp(prefix="sonic-calib-"))
+    seconds: list[float] = []
+    try:
+        blob = tmp / "small"
+        write_blob(blob, 1024)
+        checksum = file_checksum(blob)
+        for i in range(n):
+            holder.put_file(job, f"calib/0/o{i}", blob, checksum)
+            item = {"stage": "calib", "instance": 0, "name": f"o{i}", "size": 1024, "checksum": checksum,
+                    "method": "direct", "vm": holder_vm.name, "host": holder_vm.host, "port": holder_vm.agent_port}
+            seconds.append(puller.call("fetch", job=job, item=item)["seconds"])
+    finally:
+        puller.drop(job)
+        holder.drop(job)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return statistics.median(seconds)
+
+
 def invocation_overhead(agent: AgentClient, n: int) -> dict[str, float]:
     """Round trip of an empty function on a warm worker, as the coordinator sees it."""
     app = "sonic.runtime.benchapp:noop"

@@ -22,7 +22,7 @@ from typing import Any
 
 from sonic.cluster.spec import Calibration, load_cluster
 from sonic.errors import ClusterFileError
-from sonic.runtime.bench import invocation_overhead, write_blob
+from sonic.runtime.bench import direct_object_latency_s, invocation_overhead, object_overhead_s, write_blob
 from sonic.runtime.client import AgentClient
 from sonic.runtime.objects import file_checksum
 from sonic.runtime.protocol import read_secret
@@ -71,15 +71,20 @@ def calibrate_cluster(cluster_path: Path, *, progress: bool = False, echo: Echo 
             t0 = time.perf_counter()
             list(pool.map(lambda ic: _s3_roundtrip(ic[1], job, s3_bytes, 200 + ic[0]), enumerate(clients)))
             aggregate_s = time.perf_counter() - t0
-        say("invocation overhead and cold start ...")
+        say("invocation overhead, per-object overhead and cold start ...")
         overhead = invocation_overhead(a, 30)
+        per_object = object_overhead_s(a)
+        # What a direct pull costs per object beyond its bytes (request, file, checksum); a
+        # ping round trip alone under-counts it by two orders of magnitude.
+        direct_latency = (direct_object_latency_s(b, a, cluster.vms[0]) if len(clients) > 1
+                          else statistics.median(pings) / 2)
         cold = statistics.median(a.call("coldstart", app="sonic.runtime.benchapp:noop", timeout=None)["seconds"]
                                  for _ in range(2))
         latency_s3 = statistics.median(s3_small) / 2  # one round trip each way
         per_conn = s3_bytes / max(statistics.median(s3_big) - 2 * latency_s3, 1e-6) * 2
         calibration = Calibration(
             vm_bandwidth_Bps=statistics.median(bw),
-            vm_latency_s=statistics.median(pings) / 2,
+            vm_latency_s=direct_latency,
             disk_write_Bps=disk_bytes / statistics.median(d["write_s"] for d in disk),
             disk_read_Bps=disk_bytes / statistics.median(d["read_s"] for d in disk),
             s3_latency_s=latency_s3,
@@ -88,6 +93,7 @@ def calibrate_cluster(cluster_path: Path, *, progress: bool = False, echo: Echo 
             invoke_overhead_s=overhead["median_ms"] / 1000,
             cold_start_s=cold,
             measured=True,
+            object_overhead_s=per_object,
         )
     finally:
         for c in clients:

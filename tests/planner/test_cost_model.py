@@ -20,7 +20,7 @@ from sonic.planner.samples import _noop, cluster, prediction_for, stage_predicti
 MB = 1_000_000
 CAL = Calibration(vm_bandwidth_Bps=100e6, vm_latency_s=0.0, disk_write_Bps=200e6, disk_read_Bps=400e6,
                   s3_latency_s=0.01, s3_conn_Bps=50e6, s3_aggregate_Bps=80e6, invoke_overhead_s=0.0,
-                  cold_start_s=1.0)
+                  cold_start_s=1.0, object_overhead_s=0.0)
 GET, PUT = 0.0004 / 1000, 0.005 / 1000
 
 
@@ -143,3 +143,25 @@ def test_application_input_is_downloaded_once_per_vm() -> None:
     ev = model.evaluate(Assignment({"s": space.intern((4, 0))}, {}))
     assert ev.stage_s["s"] == pytest.approx(2 * 2.2 + 0.81)
     assert ev.cost_usd == pytest.approx(0.1 * ev.latency_s / 3600 + GET)
+
+
+def test_every_object_written_and_read_costs_the_calibrated_overhead() -> None:
+    """A shuffle of M x R objects pays o_obj per object on both sides (docstring, tau_v)."""
+    app = App("shuffle")
+    app.add_stage(_noop, name="m", instances=4)
+    app.add_stage(_noop, name="r", after="m", pattern="scatter")
+    pred = prediction_for(app, 0, {"m": stage_prediction("m", 4, 0.0, 100, 0),
+                                   "r": stage_prediction("r", 8, 0.0, 100, 0)})
+    seconds = {}
+    for overhead in (0.0, 0.01):
+        cal = Calibration(vm_bandwidth_Bps=100e6, vm_latency_s=0.0, disk_write_Bps=200e6, disk_read_Bps=400e6,
+                          s3_latency_s=0.01, s3_conn_Bps=50e6, s3_aggregate_Bps=80e6, invoke_overhead_s=0.0,
+                          cold_start_s=0.0, object_overhead_s=overhead)
+        problem = build_problem(app, pred, cluster(1, cores=4, calibration=cal), None)
+        space = PlacementSpace(problem.vms)
+        ev = CostModel(problem, space).evaluate(Assignment({"m": space.intern((4,)), "r": space.intern((8,))},
+                                                           {("m", "r"): PassingMethod.VM}))
+        seconds[overhead] = ev.stage_s
+    # m: 1 wave, 8 outputs per instance; r: 2 waves of 4, 4 inputs (one per mapper) and 1 output each.
+    assert seconds[0.01]["m"] - seconds[0.0]["m"] == pytest.approx(8 * 0.01)
+    assert seconds[0.01]["r"] - seconds[0.0]["r"] == pytest.approx(2 * (4 + 1) * 0.01)
