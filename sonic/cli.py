@@ -273,6 +273,25 @@ def cluster_calibrate(as_json: bool, cluster_path: Path) -> None:
             click.echo(f"{key:20s} {value}")
 
 
+@cluster.command("gc")
+@click.option("--json", "as_json", is_flag=True)
+@cluster_option
+def cluster_gc(as_json: bool, cluster_path: Path) -> None:
+    """Remove the objects (VM disks and bucket) of every job that no longer exists."""
+    from sonic.runtime.gc import collect_garbage
+
+    report = collect_garbage(cluster_path)
+    if as_json:
+        emit_json(report)
+        return
+    for name, row in report["agents"].items():
+        click.echo(f"{name:8s} " + (f"removed {len(row['removed'])} job(s), kept {len(row['kept'])}"
+                                    if "error" not in row else f"not reached: {row['error']}"))
+    bucket = report["bucket"]
+    click.echo(f"bucket   removed {len(bucket['removed'])} job prefix(es)"
+               + (f" (skipped: {bucket['skipped']})" if bucket["skipped"] else ""))
+
+
 @cluster.command("down")
 @cluster_option
 def cluster_down(cluster_path: Path) -> None:

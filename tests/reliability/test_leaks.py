@@ -89,3 +89,44 @@ def _alive(pid: int) -> bool:
         return os.waitpid(pid, os.WNOHANG) == (0, 0)
     except ChildProcessError:
         return True
+
+
+def test_cluster_gc_removes_jobs_that_no_longer_exist(fresh_cluster: ClusterSpec, tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from sonic.cluster.local import client_env
+    from sonic.runtime.client import AgentClient
+    from sonic.runtime.objects import file_checksum
+    from sonic.runtime.protocol import read_secret
+    from sonic.runtime.remote import RemoteSettings, RemoteStore
+
+    spec = fresh_cluster
+    assert spec.secret_file
+    blob = tmp_path / "blob"
+    blob.write_bytes(os.urandom(4096))
+    vm = spec.vms[0]
+    client = AgentClient(vm.host, vm.agent_port, read_secret(spec.secret_file), vm.name)
+    os.environ.update(client_env(spec))
+    remote = RemoteStore(RemoteSettings.for_cluster(spec))
+    remote.ensure_bucket()
+    try:
+        client.lease("livejob", 300.0)
+        for job in ("deadjob", "livejob"):
+            client.put_file(job, "s/0/x", blob, file_checksum(blob))
+            remote.upload(blob, f"{job}/s/0/x")
+        cluster_file = tmp_path / "cluster.yaml"
+        spec.save(cluster_file)
+        gc = subprocess.run([sys.executable, "-m", "sonic.cli", "cluster", "gc", "--json", "--cluster",
+                             str(cluster_file)], capture_output=True, text=True, timeout=120)
+        assert gc.returncode == 0, gc.stderr
+        report = json.loads(gc.stdout)
+        assert report["agents"][vm.name]["removed"] == ["deadjob"] and report["bucket"]["removed"] == ["deadjob"]
+        assert [p.name for p in job_dirs(spec, vm.name)] == ["livejob"]
+        keys = remote.client.list_objects_v2(Bucket=remote.settings.bucket).get("Contents", [])
+        assert [k["Key"] for k in keys] == ["livejob/s/0/x"]
+    finally:
+        client.cancel("livejob", "test over")
+        remote.delete_prefix("livejob/")
+        client.close()
