@@ -6,6 +6,7 @@ raises only :class:`sonic.errors.SonicError` subclasses, whose one-line messages
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,15 +25,25 @@ def up(
     s3_mbps: float | None = None,
     s3_latency_ms: float | None = None,
     *,
+    cores_per_vm: int | None = None,
     options: HarnessOptions = HarnessOptions(),
 ) -> ClusterSpec:
     """``sonic cluster up --local N``: start a local cluster and write ``cluster_path``.
-    Its working files go next to the cluster file (``<dir>/cluster-<id>/``)."""
+    Its working files go next to the cluster file (``<dir>/cluster-<id>/``). ``cores_per_vm``
+    defaults to :func:`fair_cores`."""
     path = Path(cluster_path)
     return cluster_up(
         n, mode, root=path.parent, vm_mbps=vm_mbps, s3_mbps=s3_mbps, s3_latency_ms=s3_latency_ms,
-        cluster_file=path, options=options,
+        cores_per_vm=cores_per_vm or fair_cores(n), cluster_file=path, options=options,
     )
+
+
+def fair_cores(n: int) -> int:
+    """Cores each of ``n`` emulated VMs claims by default: the host's cores shared out (at
+    least 1). Emulated VMs share the host's CPUs; if they claimed more cores than exist, a
+    plan that spreads work over VMs would be slower than the planner predicts (it counts one
+    core per concurrent instance) and a plan packed on one VM would look worse than it is."""
+    return max(1, (os.cpu_count() or 1) // max(1, n))
 
 
 def up_listed(cluster_path: Path | str, *, echo: Callable[[str], None], options: HarnessOptions = HarnessOptions()

@@ -241,3 +241,13 @@ def test_up_with_the_real_agent(cluster_root: Path, mode: str) -> None:
     finally:
         cluster_down(spec, options=opts)
     assert_all_gone(spec, cluster_root / "cluster.yaml")
+
+
+def test_emulated_vms_share_the_host_cores_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`sonic cluster up --local N` claims the host's cores shared out, never more than exist."""
+    from sonic.cluster import commands
+
+    monkeypatch.setattr(commands.os, "cpu_count", lambda: 2)
+    assert [commands.fair_cores(n) for n in (1, 2, 3, 8)] == [2, 1, 1, 1]
+    monkeypatch.setattr(commands.os, "cpu_count", lambda: 16)
+    assert [commands.fair_cores(n) for n in (1, 3, 4)] == [16, 5, 4]
