@@ -7,15 +7,16 @@ Per app (the built-ins ``sort``, ``video``, ``lightgbm`` and the examples ``topk
 2. ``sonic profile APP`` (:func:`profiler.cli.run_profile`): the built-ins with their
    recommended sweep and default runs, the examples with :data:`EXAMPLE_SWEEP` x
    :data:`EXAMPLE_RUNS`;
-3. R rounds (10 in full mode, see :func:`config`); every round runs ``sonic``, ``remote``, ``vm`` and ``direct`` once each, in an
-   order rotated per round (drift of the shared machine then favours no strategy), every run
+3. R rounds (30 in full mode within a 75-minute budget, see :func:`config`); every round
+   runs ``sonic``, ``remote``, ``vm`` and ``direct`` once each, in an order rotated per round (drift of the shared machine then favours no strategy), every run
    through :func:`sonic.runtime.session.run_on_cluster` exactly as ``sonic run APP --input X
    --strategy S`` runs it: planned from the current models, re-planned mid-job when a stage
    deviates, and **learning on** (every validated run is offered to the champion/challenger
    refit, whatever strategy ran it).
 
-The two sizes of one app share the app's store and alternate inside each round (size A's four
-runs, then size B's), so the models learn from both sizes as a user's would.
+Rounds are the outer loop: round r runs every app and size in turn. The two sizes of one app
+share the app's store (size A's four runs, then size B's), so the models learn from both
+sizes as a user's would.
 
 One row per run in ``results/adaptivity.csv``: app, input size, round, strategy, measured and
 predicted latency, output validated, whether the models were replaced after the run (and
@@ -53,21 +54,22 @@ COLUMNS = ["app", "input_bytes", "size_label", "round", "position", "strategy", 
 
 
 def config(quick: bool) -> dict[str, Any]:
-    """Sizes per app and rounds; the unseen examples run first (a cut-short run keeps them).
+    """Sizes per app, rounds and the time budget of the whole experiment.
 
-    Full mode runs 10 rounds, not the issue's 30: measured on this 2-core machine (shared,
-    load 10-13), one `sonic run` costs 4-16 s of wall time beyond its 0.3-3 s latency, mostly
-    the learning step after it (two model fits of ~2.8 s each for the champion/challenger
-    check) plus a coordinator and warm-up per run, so one round of the 12 app-sizes takes about
-    6 minutes and 30 rounds would take about 3 hours. ``cfg={"rounds": 30}`` runs the
-    issue's grid. The sizes are small (2-16 MB, below end_to_end's largest) for the same
-    reason; every size lies inside the app's profiled range."""
+    Full mode plans the issue's 30 rounds but stops starting rounds once another would end
+    after 75 minutes: on this 2-core machine, shared with other work, one `sonic run` costs
+    1-16 s of wall time beyond its 0.1-4 s latency (the learning step after it fits the models
+    twice for the champion/challenger check, ~0.5 s when the machine is idle and ~3 s at load
+    10-13; plus a coordinator and warm-up per run), so 30 rounds of the 12 app-sizes take
+    between about 40 minutes and 3 hours. ``results/adaptivity_run.csv`` says how many rounds
+    ran. The sizes are small (2-16 MB, below end_to_end's largest) for the same reason; every
+    size lies inside the app's profiled range."""
     if quick:
         return {"sizes": {"examples.topk:app": [4 * MB], "sort": [16 * MB]}, "rounds": 5}
     return {"sizes": {"examples.topk:app": [2 * MB, 8 * MB], "examples.starjoin:app": [2 * MB, 8 * MB],
                       "examples.skewed:app": [2 * MB, 8 * MB], "sort": [8 * MB, 16 * MB],
                       "video": [4 * MB, 8 * MB], "lightgbm": [4 * MB, 8 * MB]},
-            "rounds": 10}
+            "rounds": 30, "budget_s": 75 * 60}
 
 
 def short_name(app_spec: str) -> str:
@@ -103,31 +105,49 @@ def input_for(app_spec: str, size: int) -> Path:
 
 
 def run(quick: bool = False, cfg: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Profile every app into a fresh store, then ``rounds`` interleaved rounds per app.
-    ``cfg`` overrides :func:`config` (tests: ``sizes``, ``rounds``, ``profile`` = {app: (sizes,
-    runs)}, ``vms``, ``mode``)."""
+    """Profile every app into a fresh store, then up to ``rounds`` interleaved rounds over all
+    apps and sizes, stopping early when the next round would end after ``budget_s`` seconds
+    from the start (rounds are the outer loop, so a cut-short run still covers every app).
+    ``cfg`` overrides :func:`config` (tests: ``sizes``, ``rounds``, ``budget_s``, ``profile`` =
+    {app: (sizes, runs)}, ``vms``, ``mode``)."""
     cfg = {**config(quick), **(cfg or {})}
+    t0 = time.monotonic()
+    budget = cfg.get("budget_s")
     rows: list[dict[str, Any]] = []
     profile_rows: list[dict[str, Any]] = []
     net = settings(cfg.get("vms", 2))
     if cfg.get("mode"):
         net = type(net)(net.vms, net.cores_per_vm, net.memory_mb_per_vm, net.vm_mbps, net.s3_mbps,
                         net.s3_latency_ms, cfg["mode"])
+    done = 0
     with cluster(net, OUT.state / "cluster-adaptivity") as (spec, cluster_file, eff):
         spec = calibrate(cluster_file, quick=quick)
         write_csv(OUT.results / "adaptivity_calibration.csv",
                   [calibration_row(spec, experiment=NAME, settings=eff.describe())])
-        for app_spec, sizes in cfg["sizes"].items():
+        for app_spec in cfg["sizes"]:
             profile_rows.append(_profile(app_spec, quick, cfg.get("profile", {}).get(app_spec)))
             write_csv(OUT.results / "adaptivity_profiles.csv", profile_rows)
-            inputs = [input_for(app_spec, size) for size in sizes]
-            for r in range(cfg["rounds"]):
-                for path in inputs:
+        inputs = {app_spec: [input_for(app_spec, size) for size in sizes] for app_spec, sizes in cfg["sizes"].items()}
+        t_rounds = time.monotonic()
+        for r in range(cfg["rounds"]):
+            if budget is not None and done and time.monotonic() - t0 + (time.monotonic() - t_rounds) / done > budget:
+                log(f"stopping after {done} round(s): another would end after the {budget / 60:.0f}-minute budget")
+                break
+            for app_spec, paths in inputs.items():
+                for path in paths:
                     rows += _round(app_spec, path, r, cluster_file)
-                write_csv(OUT.results / "adaptivity.csv", rows, COLUMNS)
+            done += 1
+            write_csv(OUT.results / "adaptivity.csv", rows, COLUMNS)
+            _write_meta(cfg, done, budget, time.monotonic() - t0)
+            log(f"round {r} done ({done}/{cfg['rounds']}), {(time.monotonic() - t0) / 60:.1f} min so far")
     write_csv(OUT.results / "adaptivity_summary.csv", summary_rows())
     figures()
-    return {"runs": len(rows)}
+    return {"runs": len(rows), "rounds": done}
+
+
+def _write_meta(cfg: dict[str, Any], done: int, budget: float | None, seconds: float) -> None:
+    write_csv(OUT.results / "adaptivity_run.csv", [{"rounds_planned": cfg["rounds"], "rounds_done": done,
+                                                    "budget_s": budget, "seconds": seconds}])
 
 
 def _profile(app_spec: str, quick: bool, override: tuple[str, int] | None) -> dict[str, Any]:

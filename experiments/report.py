@@ -387,6 +387,16 @@ def section_scale() -> str:
     return text
 
 
+def _adaptivity_rounds() -> str:
+    meta = read_csv(OUT.results / "adaptivity_run.csv")
+    if not meta:
+        return ""
+    m = meta[0]
+    budget = f" within the {float(m['budget_s']) / 60:.0f}-minute budget" if m.get("budget_s") else ""
+    return (f"Rounds: {m['rounds_done']} of {m['rounds_planned']} planned ran{budget} "
+            f"({float(m['seconds']) / 60:.0f} min in all).")
+
+
 def section_adaptivity() -> str:
     from experiments import adaptivity
 
@@ -399,8 +409,8 @@ def section_adaptivity() -> str:
              "(built-ins: recommended sweep x 4 runs; examples: "
              f"{adaptivity.EXAMPLE_SWEEP} x {adaptivity.EXAMPLE_RUNS}), then rounds of one `sonic run` per strategy "
              "(sonic, remote, vm, direct; order rotated per round) with learning on, as a user runs it. "
-             "Rounds (10, not the issue's 30) and input sizes (smaller than end_to_end's largest) are cut so that the "
-             "whole experiment fits in about 75 minutes on this machine (see `experiments/adaptivity.py` `config`). Ratio = sonic / fastest fixed strategy *of the same round*. Latency error = "
+             f"{_adaptivity_rounds()} Input sizes are smaller than end_to_end's largest so that the experiment fits "
+             "in about 75 minutes on this machine (see `experiments/adaptivity.py` `config`). Ratio = sonic / fastest fixed strategy *of the same round*. Latency error = "
              "median over the cell's validated runs of |predicted - measured| / measured. "
              "Full per-run data: `results/adaptivity.csv`.\n\n")
     if profiles:
