@@ -62,10 +62,13 @@ def show_models(app_spec: str, root: Path | str = Path(".sonic"), as_json: bool 
 
 def format_report(rows: list[dict[str, Any]]) -> str:
     """A fixed-width table of report rows."""
-    head = f"{'stage':<16} {'metric':<13} {'model':<17} {'samples':>7} {'mape':>7}  trusted"
+    width = max([22, *(len(str(r["model"])) for r in rows)])
+    head = f"{'stage':<16} {'metric':<13} {'model':<{width}} {'samples':>7} {'mape':>7}  trusted"
     lines = [head, "-" * len(head)]
     for r in rows:
         mape = "n/a" if r["mape"] is None else f"{100 * r['mape']:.1f}%"
-        lines.append(f"{r['stage']:<16} {r['metric']:<13} {r['model']:<17} {r['n_samples']:>7} {mape:>7}  "
+        lines.append(f"{r['stage']:<16} {r['metric']:<13} {r['model']:<{width}} {r['n_samples']:>7} {mape:>7}  "
                      f"{'yes' if r['trusted'] else 'no'}")
+    why = {r["stage"]: r.get("untrusted_reason") for r in rows if not r["trusted"] and r.get("untrusted_reason")}
+    lines += [f"untrusted: {stage}: {reason}" for stage, reason in why.items()]
     return "\n".join(lines)
