@@ -222,15 +222,21 @@ def cluster() -> None:
 @click.option("--s3-latency-ms", type=FiniteFloat(min=0, max=60000), default=None, help="Added S3 per-request latency.")
 @click.option("--vm-cores", type=click.IntRange(1, 1024), default=None,
               help="Cores each emulated VM claims [default: the host's cores shared out over the VMs, at least 1].")
+@click.option("--vm-cpus", type=FiniteFloat(min=0.01, max=1024), default=None,
+              help="CPU limit of each VM in cores, e.g. 0.25 (netns, root: a cgroup per VM).")
+@click.option("--vm-memory-mb", type=click.IntRange(64, 16 * 1024 * 1024), default=None,
+              help="Memory limit of each VM in MB (netns, root: a cgroup per VM).")
 @cluster_option
 def cluster_up(n: int | None, mode: str | None, vm_mbps: float | None, s3_mbps: float | None,
-               s3_latency_ms: float | None, vm_cores: int | None, cluster_path: Path) -> None:
+               s3_latency_ms: float | None, vm_cores: int | None, vm_cpus: float | None, vm_memory_mb: int | None,
+               cluster_path: Path) -> None:
     """Start an emulated cluster of N VMs here (--local N), or agents on the VMs a cluster file lists."""
     from sonic.cluster import commands
 
     if n is None:
         given = [flag for flag, value in (("--mode", mode), ("--vm-mbps", vm_mbps), ("--s3-mbps", s3_mbps),
-                                          ("--s3-latency-ms", s3_latency_ms), ("--vm-cores", vm_cores))
+                                          ("--s3-latency-ms", s3_latency_ms), ("--vm-cores", vm_cores),
+                                          ("--vm-cpus", vm_cpus), ("--vm-memory-mb", vm_memory_mb))
                  if value is not None]
         if given:
             raise UserInputError(f"{given[0]} applies to local clusters only; add --local N or drop it")
@@ -241,7 +247,8 @@ def cluster_up(n: int | None, mode: str | None, vm_mbps: float | None, s3_mbps: 
         click.echo(f"cluster of {len(listed.vms)} VMs is up; cluster file: {cluster_path}")
         return
     mode = mode or "loopback"
-    spec = commands.up(n, mode, cluster_path, vm_mbps, s3_mbps, s3_latency_ms, cores_per_vm=vm_cores)
+    spec = commands.up(n, mode, cluster_path, vm_mbps, s3_mbps, s3_latency_ms, cores_per_vm=vm_cores,
+                       vm_cpus=vm_cpus, vm_memory_mb=vm_memory_mb)
     click.echo(f"cluster of {len(spec.vms)} VMs ({mode}, {spec.vms[0].cores} core(s) each) is up; "
                f"cluster file: {cluster_path}")
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sonic.cluster import listed
+from sonic.cluster.cgroups import VMLimits
 from sonic.cluster.local import HarnessOptions, cluster_down, cluster_status, cluster_up, load_cluster_file
 from sonic.cluster.spec import DEFAULT_CLUSTER_FILE, ClusterSpec, load_cluster
 from sonic.errors import ClusterFileError
@@ -26,6 +27,8 @@ def up(
     s3_latency_ms: float | None = None,
     *,
     cores_per_vm: int | None = None,
+    vm_cpus: float | None = None,
+    vm_memory_mb: int | None = None,
     options: HarnessOptions = HarnessOptions(),
 ) -> ClusterSpec:
     """``sonic cluster up --local N``: start a local cluster and write ``cluster_path``.
@@ -35,6 +38,7 @@ def up(
     return cluster_up(
         n, mode, root=path.parent, vm_mbps=vm_mbps, s3_mbps=s3_mbps, s3_latency_ms=s3_latency_ms,
         cores_per_vm=cores_per_vm or fair_cores(n), cluster_file=path, options=options,
+        limits=VMLimits(vm_cpus, vm_memory_mb),
     )
 
 

@@ -65,6 +65,7 @@ from sonic.cluster.readiness import (
     real_agent_program,
     wait_agent_ready,
 )
+from sonic.cluster import cgroups
 from sonic.cluster.s3server import EMBEDDED_S3_CREDENTIALS
 from sonic.cluster.spec import (
     DEFAULT_CLUSTER_FILE,
@@ -213,8 +214,10 @@ class _Starter:
     def __init__(
         self, n: int, mode: str, root: Path, cluster_file: Path, vm_mbps: float | None, s3_mbps: float | None,
         s3_latency_ms: float | None, cores: int, memory_mb: int, options: HarnessOptions,
+        limits: cgroups.VMLimits = cgroups.VMLimits(),
     ) -> None:
         self.n, self.mode, self.options = n, mode, options
+        self.limits = limits
         self.root = root
         self.cluster_file = cluster_file
         self.program = options.program or real_agent_program()
@@ -232,6 +235,7 @@ class _Starter:
             local=LocalClusterInfo(
                 mode=mode, root=str(self.cdir), vm_mbps=vm_mbps, s3_mbps=s3_mbps, s3_latency_ms=s3_latency_ms,
                 cluster_id=cid, state="starting", cluster_file=str(cluster_file.resolve()),
+                vm_cpus=limits.cpus, vm_memory_mb=limits.memory_mb,
             ),
         )
         self.plan: netns.NetPlan | None = None
@@ -388,11 +392,26 @@ class _Starter:
         assert self.plan is not None
         keys = make_client_keys(self.cdir / "ssh")
         for i, vm in enumerate(self.spec.vms):
+            group = self._vm_group(vm.name)
             server = start_sshd(self.cdir / f"sshd-{vm.name}", keys, vm.host, NETNS_SSH_PORT, netns=self.plan.vm_ns(i))
             self.record_pid(f"sshd-{vm.name}", server.pid)
+            if group:
+                # Before any agent starts: the agent and its workers are born in the VM's group.
+                cgroups.add(group, server.pid)
             vm.ssh = SSHSpec(user=server.user, key=str(keys.key), port=NETNS_SSH_PORT, known_hosts=str(keys.known_hosts))
         self.save()
         self._bootstrap(self._launch(bind=None, port=None))
+
+    def _vm_group(self, vm: str) -> list[str]:
+        """The VM's cgroup with its CPU/memory limits (none asked: none made); recorded first."""
+        if not self.limits.any:
+            return []
+        group = cgroups.planned_dirs(self.local.cluster_id, vm)
+        with self._lock:
+            self.local.cgroups[vm] = group
+        self.save()
+        cgroups.create(group, self.limits)
+        return group
 
 
 def _running(process: subprocess.Popen[bytes]) -> bool:
@@ -463,16 +482,20 @@ def cluster_up(
     *,
     cluster_file: Path | None = None,
     options: HarnessOptions = HarnessOptions(),
+    limits: cgroups.VMLimits = cgroups.VMLimits(),
 ) -> ClusterSpec:
     """Start a local cluster of ``n`` emulated VMs and write its cluster file
     (``root/cluster.yaml`` unless ``cluster_file`` is given). On any failure or interrupt,
     everything already started is torn down before the error propagates."""
     _validate(n, mode, vm_mbps, s3_mbps, s3_latency_ms, cores_per_vm, memory_mb_per_vm)
+    cgroups.check_limits(limits, mode)
+    if limits.memory_mb is not None:
+        memory_mb_per_vm = limits.memory_mb      # what the scheduler may use is what the VM has
     root = Path(root).resolve()
     cluster_file = Path(cluster_file) if cluster_file is not None else root / DEFAULT_CLUSTER_FILE.name
     _refuse_live(cluster_file, options)
     starter = _Starter(n, mode, root, cluster_file, vm_mbps, s3_mbps, s3_latency_ms, cores_per_vm,
-                       memory_mb_per_vm, options)
+                       memory_mb_per_vm, options, limits)
     with _interruptible():
         try:
             return starter.run()
@@ -554,6 +577,8 @@ def cluster_down(spec: ClusterSpec, cluster_file: Path | None = None, *, options
                 problems += netns.destroy_network(local.namespaces, local.links, local.bridge)
         elif local.bridge:
             problems += netns.destroy_network([], local.links, local.bridge)
+        for vm, group in local.cgroups.items():
+            problems += cgroups.remove(group) if os.geteuid() == 0 else [f"cgroup of {vm} needs root to remove"]
         cdir = Path(local.root)
         if local.root and cdir.name.startswith("cluster-") and cdir.is_dir():
             shutil.rmtree(cdir, ignore_errors=False, onerror=lambda fn, path, info: problems.append(f"{path}: {info[1]}"))

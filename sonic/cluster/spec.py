@@ -110,6 +110,9 @@ class LocalClusterInfo:
     subnet: str | None = None            # netns mode: the /24 its bridge owns
     links: list[str] = field(default_factory=list)   # netns mode: root-side veths
     cluster_file: str | None = None      # where this description was written
+    vm_cpus: float | None = None         # netns mode: each VM's CPU limit in cores (cgroups)
+    vm_memory_mb: int | None = None      # netns mode: each VM's memory limit (cgroups)
+    cgroups: dict[str, list[str]] = field(default_factory=dict)   # VM name -> its cgroup directories
 
 
 @dataclass
