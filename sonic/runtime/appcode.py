@@ -114,8 +114,10 @@ def app_sources(app_spec: str, app: App) -> tuple[Path, list[Path]] | None:
     if top in PROJECT_PACKAGES:
         return None
     module = sys.modules.get(top)
-    if module is None:  # load_app imported it; anything else is a caller's bug
-        raise AppDefinitionError(f"app {app_spec!r}: module {top!r} is not loaded; load the app with load_app first")
+    if module is None:
+        # The caller built the App itself and names a module only the agents have (put there
+        # by the caller, as experiments/synthetic.py does): nothing here to ship.
+        return None
     paths = list(getattr(module, "__path__", []) or [])
     if paths:                                   # a package: ship its whole directory
         base = Path(paths[0]).resolve()
