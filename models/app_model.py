@@ -98,10 +98,12 @@ class AppModel:
     app_name : the application whose rows of the profile are used.
     max_mape : a stage is ``trusted`` only if the held-out MAPE of what decides data passing
         (memory, output bytes, fanout) is at most this ...
-    max_time_mape : ... and that of its execution time at most this. Time is looser because a
-        time error moves every passing method's latency alike (compute is the same whichever
-        way the bytes travel), so it seldom changes the choice, while a byte or fanout error
-        does; one noisy stage must not push a whole app onto Remote-Storage.
+    max_time_mape : a stage whose execution-time MAPE is above this comes with a warning
+        that its predicted latency is uncertain, but stays trusted: a time error moves every
+        passing method's latency alike (compute is the same whichever way the bytes travel),
+        so it does not make the choice of method unsafe, while a byte, fanout or memory error
+        does; sending a noisy millisecond-scale stage's edges through Remote-Storage (the
+        untrusted fallback) only ever made runs slower.
     min_sizes : ... and it was profiled on at least this many distinct sizes.
     quantile : quantile of measured/predicted ratios behind ``Estimate.hi``.
     sources : use only rows from these sources (e.g. ``("reference",)``); all by default.
@@ -221,12 +223,20 @@ class AppModel:
         if all_cold:
             return "only cold runs measured"
         for metric, score in scores.items():
-            limit = self.max_time_mape if metric == "time" else self.max_mape
+            if metric == "time":
+                continue  # reported as a warning, see max_time_mape
             if not math.isfinite(score.mape):
                 return f"{metric} has no held-out MAPE (no size above half the largest)"
-            if score.mape > limit:
-                return f"{metric} MAPE {score.mape:.0%} > {limit:.0%}"
+            if score.mape > self.max_mape:
+                return f"{metric} MAPE {score.mape:.0%} > {self.max_mape:.0%}"
         return ""
+
+    def _time_warning(self, stage: str) -> str | None:
+        score = self.stages_[stage].scores["time"]
+        if math.isfinite(score.mape) and score.mape > self.max_time_mape:
+            return (f"stage {stage}: time MAPE {score.mape:.0%} > {self.max_time_mape:.0%} on the profile: its "
+                    "predicted latency is uncertain (the choice of passing method is not affected)")
+        return None
 
     def _fit_total_output(self, warm: pd.DataFrame, fcols: list[str], feats: list[str],
                           per_instance: HoldoutScore) -> tuple[MetricModel | None, HoldoutScore, bool]:
@@ -343,6 +353,8 @@ class AppModel:
             if in_edges and hi > 0 and not lo / EXTRAPOLATION_FACTOR <= x <= hi * EXTRAPOLATION_FACTOR:
                 warnings.append(f"stage {name}: predicted instance input {x:,.0f} B is far outside the "
                                 f"profiled {lo:,.0f}-{hi:,.0f} B")
+            if (time_warning := self._time_warning(name)) is not None:
+                warnings.append(time_warning)
             out[name] = StagePrediction(
                 stage=name, instances=n, input_bytes=x,
                 time_s=m["time"].predict_estimate(x, extra),
