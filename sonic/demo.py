@@ -30,7 +30,7 @@ DEMO_VMS = 3
 PROFILE_SIZES = (4_000_000, 8_000_000, 16_000_000, 32_000_000)
 DEMO_INPUT_BYTES = 48_000_000
 #: S3's first-byte latency is 20-30 ms; the embedded server adds it per request so that
-#: Remote-Storage pays what it pays on AWS (moto itself answers in about a millisecond).
+#: Remote-Storage pays what it pays on AWS (the embedded server itself answers in about a millisecond).
 S3_LATENCY_MS = 25.0
 #: Runs per strategy, interleaved; the demo compares medians (the machine is shared and noisy).
 RUNS = 3

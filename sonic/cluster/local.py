@@ -87,7 +87,7 @@ DEFAULT_CORES_PER_VM = 2
 DEFAULT_MEMORY_MB_PER_VM = 4096
 DEFAULT_BUCKET = "sonic-scratch"
 DEFAULT_REGION = "us-east-1"
-# moto imports ~1-2 s; a cold page cache on CI can make it several times that.
+# The S3 server starts in about a second; a cold page cache on CI can make it several times that.
 S3_READY_TIMEOUT_S = 30.0
 # Fixed ports are fine inside namespaces: every VM has its own network stack.
 NETNS_SSH_PORT = 22
