@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import json
 import os
 import shutil
@@ -147,6 +148,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     wanted = args.servers.split(",")
+    missing = {"moto": "moto is not installed (pip install 'moto[server]')"
+               if importlib.util.find_spec("moto") is None else None,
+               "s3rver": f"no s3rver under {args.s3rver_dir} (npm install --prefix {args.s3rver_dir} s3rver)"
+               if not (args.s3rver_dir / "node_modules" / ".bin" / "s3rver").exists() else None}
+    for name, why in missing.items():
+        if why and name in wanted:
+            print(f"skipping {name}: {why}", file=sys.stderr)
+            wanted.remove(name)
     work = Path(tempfile.mkdtemp(prefix="sonic-s3cmp-"))
     rows: list[dict[str, object]] = []
     try:
