@@ -87,9 +87,9 @@ def test_listed_vms_up_run_change_down(setup: tuple[Path, dict[str, str], SSHSer
         (work / "notes.txt").write_text("one two three\n\nfour five\n\nsix seven\n")
         first = run_json(["run", "mymodule:app", "--input", "notes.txt", "--cluster", str(cluster_file)], work, env)
         assert first["output_ok"], first["output_detail"]
-        write_user_app(work, 3)                                   # the change must be what runs next
+        write_user_app(work, 13)             # the change must be what runs next (another size: no stale .pyc)
         second = run_json(["run", "mymodule:app", "--input", "notes.txt", "--cluster", str(cluster_file)], work, env)
-        assert second["output_ok"] and "total 21" in str(second["output_detail"]), second["output_detail"]
+        assert second["output_ok"] and "total 91" in str(second["output_detail"]), second["output_detail"]
     finally:
         down = sonic_cli(["cluster", "down", "--cluster", str(cluster_file)], work, env)
     assert down.returncode == 0, down.stderr

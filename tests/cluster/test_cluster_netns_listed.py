@@ -88,11 +88,11 @@ def test_hand_written_netns_cluster_profile_plan_run_change(
         first = run_json(["run", "mymodule:app", "--input", "notes.txt", *cf], work, env)
         assert first["output_ok"], first["output_detail"]
 
-        write_user_app(work, 5)                                  # the change is what runs next
+        write_user_app(work, 15)             # the change is what runs next (another size: no stale .pyc)
         second = sonic_cli(["run", "mymodule:app", "--input", "notes.txt", "-o", "out", *cf], work, env)
         assert second.returncode == 0, second.stderr
-        assert "(factor 5)" in second.stdout and "output ok" in second.stdout
-        assert (work / "out" / "total" / "0" / "total").read_text() == str(5 * 6 * 12)
+        assert "(factor 15)" in second.stdout and "output ok" in second.stdout
+        assert (work / "out" / "total" / "0" / "total").read_text() == str(15 * 6 * 12)
         for vm in vms:   # one code directory per version of the app on every VM
             assert len(list((Path(str(vm["data_dir"])) / "apps").iterdir())) == 2
         pids = [json.loads((Path(str(vm["data_dir"])) / "agent.json").read_text())["pid"] for vm in vms]

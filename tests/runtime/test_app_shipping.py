@@ -188,15 +188,16 @@ def test_user_app_runs_then_its_change_runs(user_dir: tuple[Path, dict[str, str]
     assert first.returncode == 0, first.stderr
     report = json.loads(first.stdout)
     assert report["output_ok"] and "factor 1" in report["output_detail"]
-    # The validator of version 2 expects 7 x the words: it passes only if version 2 ran.
-    write_app(where, 7)
+    # The validator of version 2 expects 17 x the words: it passes only if version 2 ran. (The
+    # source changes size too, so this process never reuses a stale .pyc of the same second.)
+    write_app(where, 17)
     second = sonic_cli(["run", "mymodule:app", "--input", "notes.txt", "-o", "out"], where, env)
     assert second.returncode == 0, second.stderr
-    assert "output ok (total 42, expected 42 (factor 7))" in second.stdout
-    assert (where / "out" / "total" / "0" / "total").read_text() == "42"   # collected from the cluster
+    assert "output ok (total 102, expected 102 (factor 17))" in second.stdout
+    assert (where / "out" / "total" / "0" / "total").read_text() == "102"   # collected from the cluster
     again = sonic_cli(["run", "mymodule:app", "--input", "notes.txt"], where, env)
     assert again.returncode == 0, again.stderr
-    assert "outputs:\n  total/0/total: 42" in again.stdout                  # small result shown without -o
+    assert "outputs:\n  total/0/total: 102" in again.stdout                  # small result shown without -o
     vms = sorted((where / ".sonic").glob("cluster-*/vms/vm*"))
     assert len(vms) == 2
     for vm in vms:
