@@ -111,6 +111,13 @@ def up_listed(
             f"cluster up failed on {len(exc.failures)} of {len(spec.vms)} VMs ({', '.join(exc.failures)}); "
             "fix the lines marked FAILED above and run it again"
         ) from exc
+    except BaseException as exc:  # Ctrl-C, or a failure that is not a per-VM error: undo everything
+        echo("cluster up interrupted: stopping whatever agents it started")
+        try:
+            bootstrap.stop_all(spec.vms, max_workers=max_workers, ssh_config_path=ssh_config_path)
+        except TransportError as cleanup:
+            exc.add_note(f"stopping the agents failed on some VMs: {cleanup}")
+        raise
     for vm in spec.vms:
         if int(infos[vm.name]["port"]) != vm.agent_port:
             raise TransportError(f"agent on VM {vm.name} listens on {infos[vm.name]['port']}, not agent_port {vm.agent_port}")
