@@ -22,7 +22,9 @@ SPEC = "tests.adaptivity.measureapp:APP"
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterSpec]:
-    with local_cluster(2, "loopback", tmp_path_factory.mktemp("cluster"),
+    # One VM with one slot: its instances run one at a time, as the profiler's do, so the
+    # comparison is of what is measured, not of how busy the machine's cores are.
+    with local_cluster(1, "loopback", tmp_path_factory.mktemp("cluster"), cores_per_vm=1,
                        options=HarnessOptions(ssh_config_path=None)) as spec:
         yield spec
 
