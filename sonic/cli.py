@@ -309,6 +309,10 @@ def cluster_down(cluster_path: Path) -> None:
     """Stop the agents and everything the harness started; remove the secret."""
     from sonic.cluster import commands
 
+    if not cluster_path.exists():  # a mistyped path must not be reported as "cluster is down"
+        raise UserInputError(f"no cluster file at {cluster_path}: nothing to stop; pass the --cluster file that "
+                             "`sonic cluster up` wrote (a cluster already brought down has none)")
+
     commands.down(cluster_path, echo=click.echo)
     click.echo("cluster is down")
 

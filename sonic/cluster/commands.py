@@ -15,7 +15,6 @@ from sonic.cluster import listed
 from sonic.cluster.cgroups import VMLimits
 from sonic.cluster.local import HarnessOptions, cluster_down, cluster_status, cluster_up, load_cluster_file
 from sonic.cluster.spec import DEFAULT_CLUSTER_FILE, ClusterSpec, load_cluster
-from sonic.errors import ClusterFileError
 
 
 def up(
@@ -71,14 +70,14 @@ def down(cluster_path: Path | str = DEFAULT_CLUSTER_FILE, *, options: HarnessOpt
          echo: Callable[[str], None] | None = None) -> None:
     """``sonic cluster down``: stop everything and remove the secret and agent data.
 
-    No cluster file is an error (exit 2: a mistyped path must not report "cluster is down");
-    a stale file whose processes are gone is cleaned without error. For a cluster of real VMs the agents are stopped over SSH and the
+    Idempotent: no cluster file means nothing to do (the CLI verb refuses a missing file, so a
+    mistyped path is not reported as "cluster is down"); a stale file whose processes are gone
+    is cleaned without error. For a cluster of real VMs the agents are stopped over SSH and the
     file is kept (it is the user's description of their VMs)."""
     path = Path(cluster_path)
     spec = load_cluster_file(path)
     if spec is None:
-        raise ClusterFileError(f"no cluster file at {path}: nothing to stop; pass the --cluster file that "
-                               "`sonic cluster up` wrote (a cluster already brought down has none)")
+        return
     if spec.local is not None:
         cluster_down(spec, path, options=options)
         return

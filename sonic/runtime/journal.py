@@ -72,10 +72,20 @@ class Journal:
     def __init__(self, directory: Path, job: str) -> None:
         self.path = Path(directory) / f"{check_job(job)}.jsonl"
         self._fh: Any = None
+        self._made: list[Path] = []   # directories create() made, removed again if left empty
 
     def create(self, header: JournalHeader) -> Journal:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self.path, "a", encoding="utf-8")
+        for _ in range(10):
+            missing = [d for d in [self.path.parent, *self.path.parent.parents] if not d.exists()]
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._made = missing  # innermost first
+            try:
+                self._fh = open(self.path, "a", encoding="utf-8")
+                break
+            except FileNotFoundError:
+                continue  # a concurrent run removed the (then empty) directory in between: again
+        else:
+            raise JournalError(f"cannot create the journal {self.path}: its directory keeps disappearing")
         if self.path.stat().st_size == 0:
             self._append({"kind": "header", "version": VERSION, "job": header.job, "app": header.app,
                           "app_spec": header.app_spec, "inputs": header.inputs, "plan": header.plan})
@@ -98,6 +108,11 @@ class Journal:
     def remove(self) -> None:
         self.close()
         self.path.unlink(missing_ok=True)
+        for directory in self._made:
+            try:
+                directory.rmdir()
+            except OSError:
+                break  # not empty (another job's journal, the models): keep it and its parents
 
     def read(self) -> tuple[JournalHeader, list[InstanceFinished]]:
         try:

@@ -14,6 +14,14 @@ Authentication (mutual, per connection, before any request is read):
 A recorded handshake cannot be replayed: every connection gets a fresh server nonce. Frames
 before authentication are capped at :data:`MAX_PREAUTH_FRAME` bytes so a peer without the
 secret cannot make the agent buffer much either.
+
+Per-message integrity after the handshake: both sides derive two session keys from the
+secret and both nonces (one per direction) and every later frame carries
+``HMAC-SHA256(key, sequence number | payload)`` after its payload. A frame altered, dropped,
+reordered, replayed or injected by anyone on the path fails the check and the connection is
+closed. Bulk object bytes that follow a header are not MAC'd themselves: the header carries
+their size and checksum (MAC'd), and the receiver verifies the bytes against them. Frames are
+not encrypted (see docs/reliability.md for the trust model).
 """
 
 from __future__ import annotations
@@ -23,6 +31,9 @@ import hmac
 import os
 import socket
 import struct
+import threading
+import weakref
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -33,7 +44,42 @@ from sonic.errors import AuthenticationError, TransportError
 MAX_PREAUTH_FRAME = 1024
 MAX_FRAME = 8 * 1024 * 1024
 NONCE_BYTES = 32
+TAG_BYTES = 32
 _LEN = struct.Struct("!I")
+_SEQ = struct.Struct("!Q")
+
+
+@dataclass
+class _Session:
+    """Keys and sequence numbers of one authenticated connection (one per direction)."""
+
+    send_key: bytes
+    recv_key: bytes
+    send_seq: int = 0
+    recv_seq: int = 0
+
+
+# Authenticated sockets -> their session; entries vanish with their sockets.
+_sessions: weakref.WeakKeyDictionary[socket.socket, _Session] = weakref.WeakKeyDictionary()
+_sessions_lock = threading.Lock()
+
+
+def _session(sock: socket.socket) -> _Session | None:
+    with _sessions_lock:
+        return _sessions.get(sock)
+
+
+def _start_session(sock: socket.socket, secret: bytes, server_nonce: bytes, client_nonce: bytes,
+                   *, server: bool) -> None:
+    base = hmac.new(secret, b"session|" + server_nonce + b"|" + client_nonce, hashlib.sha256).digest()
+    c2s = hmac.new(base, b"client-to-server", hashlib.sha256).digest()
+    s2c = hmac.new(base, b"server-to-client", hashlib.sha256).digest()
+    with _sessions_lock:
+        _sessions[sock] = _Session(send_key=s2c, recv_key=c2s) if server else _Session(send_key=c2s, recv_key=s2c)
+
+
+def _tag(key: bytes, seq: int, payload: bytes) -> bytes:
+    return hmac.new(key, _SEQ.pack(seq) + payload, hashlib.sha256).digest()
 
 
 def mac(secret: bytes, role: bytes, first: bytes, second: bytes) -> bytes:
@@ -52,9 +98,19 @@ def recv_exact(sock: socket.socket, n: int, peer: str) -> bytes:
     return bytes(buf)
 
 
-def send_frame(sock: socket.socket, doc: dict[str, Any]) -> None:
+def sealed_frame(sock: socket.socket, doc: dict[str, Any]) -> bytes:
+    """The bytes of the next frame on ``sock``: MAC'd (and counted) once the connection is
+    authenticated, plain before."""
     payload = msgpack.packb(doc, use_bin_type=True)
-    sock.sendall(_LEN.pack(len(payload)) + payload)
+    session = _session(sock)
+    if session is not None:
+        payload += _tag(session.send_key, session.send_seq, payload)
+        session.send_seq += 1
+    return _LEN.pack(len(payload)) + payload
+
+
+def send_frame(sock: socket.socket, doc: dict[str, Any]) -> None:
+    sock.sendall(sealed_frame(sock, doc))
 
 
 def recv_frame(sock: socket.socket, peer: str, *, limit: int = MAX_FRAME) -> dict[str, Any]:
@@ -62,6 +118,14 @@ def recv_frame(sock: socket.socket, peer: str, *, limit: int = MAX_FRAME) -> dic
     if length > limit:
         raise TransportError(f"{peer} sent a {length}-byte frame, above the {limit}-byte limit; closing")
     raw = recv_exact(sock, length, peer)
+    session = _session(sock)
+    if session is not None:
+        payload, tag = raw[:-TAG_BYTES], raw[-TAG_BYTES:]
+        if length < TAG_BYTES or not hmac.compare_digest(tag, _tag(session.recv_key, session.recv_seq, payload)):
+            raise AuthenticationError(f"{peer} sent a frame that failed its integrity check (altered, replayed or "
+                                      "out of order on the way); closing the connection")
+        session.recv_seq += 1
+        raw = payload
     try:
         doc = msgpack.unpackb(raw, raw=False, strict_map_key=True, max_bin_len=limit, max_str_len=limit)
     except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError) as exc:
@@ -86,6 +150,7 @@ def server_handshake(sock: socket.socket, secret: bytes, name: str, peer: str) -
         send_frame(sock, {"ok": False, "error": "authentication failed"})
         raise AuthenticationError(f"{peer} failed authentication (wrong cluster secret)")
     send_frame(sock, {"ok": True, "mac": mac(secret, b"server", client_nonce, server_nonce)})
+    _start_session(sock, secret, server_nonce, client_nonce, server=True)
 
 
 def client_handshake(sock: socket.socket, secret: bytes, peer: str) -> dict[str, Any]:
@@ -106,6 +171,7 @@ def client_handshake(sock: socket.socket, secret: bytes, peer: str) -> dict[str,
         server_mac, mac(secret, b"server", client_nonce, server_nonce)
     ):
         raise AuthenticationError(f"agent {peer} could not prove it holds the cluster secret; refusing to talk to it")
+    _start_session(sock, secret, server_nonce, client_nonce, server=False)
     return hello
 
 

@@ -159,7 +159,7 @@ def authenticated(agent: Agent) -> socket.socket:
 
 
 def call(sock: socket.socket, doc: dict[str, Any]) -> dict[str, Any]:
-    sock.sendall(frame(doc))
+    protocol.send_frame(sock, doc)   # MAC'd with the session key, as every authenticated frame must be
     return protocol.recv_frame(sock, "agent")
 
 
@@ -305,8 +305,10 @@ def test_path_escape_keys_are_refused(agent: Agent, key: str) -> None:
     sock = authenticated(agent)
     reply = call(sock, {"op": "get", "job": JOB, "key": key})
     assert reply["ok"] is False and ("object key" in reply["error"] or "no object" in reply["error"]), reply
-    sock.sendall(frame({"op": "put", "job": JOB, "key": key, "size": 4, "checksum": "0"}) + b"evil")
-    docs = decode_frames(drain(sock))
+    protocol.send_frame(sock, {"op": "put", "job": JOB, "key": key, "size": 4, "checksum": "0"})
+    sock.sendall(b"evil")
+    docs = [protocol.recv_frame(sock, "agent")]   # its refusal (MAC'd); then "evil" is no frame: closed
+    assert drain(sock) == b""
     sock.close()
     assert docs and docs[0]["ok"] is False
     assert sorted(str(p) for p in agent.root.rglob("*")) == before, "no file may appear anywhere"
@@ -340,7 +342,8 @@ def test_oversized_frame_after_auth_closes_the_connection(agent: Agent) -> None:
 
 def test_put_with_a_wrong_checksum_leaves_nothing(agent: Agent) -> None:
     sock = authenticated(agent)
-    sock.sendall(frame({"op": "put", "job": JOB, "key": "split/0/forged", "size": 4, "checksum": "00"}) + b"evil")
+    protocol.send_frame(sock, {"op": "put", "job": JOB, "key": "split/0/forged", "size": 4, "checksum": "00"})
+    sock.sendall(b"evil")
     reply = protocol.recv_frame(sock, "agent")
     sock.close()
     assert reply["ok"] is False and "checksum mismatch" in reply["error"]
@@ -350,7 +353,8 @@ def test_put_with_a_wrong_checksum_leaves_nothing(agent: Agent) -> None:
 
 def test_put_cut_short_leaves_nothing(agent: Agent) -> None:
     sock = authenticated(agent)
-    sock.sendall(frame({"op": "put", "job": JOB, "key": "split/0/short", "size": 1000, "checksum": "00"}) + b"abc")
+    protocol.send_frame(sock, {"op": "put", "job": JOB, "key": "split/0/short", "size": 1000, "checksum": "00"})
+    sock.sendall(b"abc")
     sock.close()
     store = agent.data_dir / "objects" / JOB / "split" / "0"
     wait_until(lambda: sorted(p.name for p in store.iterdir()) == ["private"], "the partial put to be removed")
@@ -422,3 +426,71 @@ def test_remote_call_error_names_the_problem(agent: Agent) -> None:
         client.call("get_everything")
     client.close()
     assert "unknown op 'get_everything'" in str(info.value)
+
+
+# ----------------------------------------------------------------------------- per-frame integrity
+def _flip_job_byte(sealed: bytes) -> bytes:
+    """Alter one byte of the job id inside a sealed frame (still valid msgpack, still a request)."""
+    at = sealed.index(JOB.encode()) + 2
+    return sealed[:at] + bytes([sealed[at] ^ 0x01]) + sealed[at + 1:]
+
+
+def test_tampered_frame_after_auth_is_rejected(agent: Agent) -> None:
+    before = sorted(str(p) for p in agent.root.rglob("*"))
+    sock = authenticated(agent)
+    tampered = _flip_job_byte(protocol.sealed_frame(sock, {"op": "drop", "job": JOB}))
+    sock.sendall(tampered)
+    assert drain(sock) == b"", "the agent closes a connection whose frame fails its MAC"
+    sock.close()
+    assert sorted(str(p) for p in agent.root.rglob("*")) == before, "the altered request was not carried out"
+
+
+def test_replayed_or_reordered_frame_after_auth_is_rejected(agent: Agent) -> None:
+    sock = authenticated(agent)
+    ping = protocol.sealed_frame(sock, {"op": "ping"})
+    sock.sendall(ping)
+    assert protocol.recv_frame(sock, "agent")["ok"] is True
+    sock.sendall(ping)                      # the same bytes again: its sequence number is used up
+    assert drain(sock) == b""
+    sock.close()
+
+
+def test_unsealed_frame_after_auth_is_rejected(agent: Agent) -> None:
+    sock = authenticated(agent)
+    sock.sendall(frame({"op": "ping"}))     # no MAC at all: what an injecting peer without the keys sends
+    assert drain(sock) == b""
+    sock.close()
+
+
+def test_client_rejects_a_tampered_reply() -> None:
+    import threading
+
+    secret = os.urandom(32)
+    server, client = socket.socketpair()
+    try:
+        def serve() -> None:
+            protocol.server_handshake(server, secret, "fake", "client")
+            protocol.recv_frame(server, "client")
+            server.sendall(_flip_job_byte(protocol.sealed_frame(server, {"ok": True, "job": JOB})))
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        protocol.client_handshake(client, secret, "fake")
+        protocol.send_frame(client, {"op": "ping"})
+        with pytest.raises(AuthenticationError, match="integrity check"):
+            protocol.recv_frame(client, "fake")
+        thread.join(10)
+    finally:
+        server.close()
+        client.close()
+
+
+def test_job_data_is_readable_by_the_agents_user_only(agent: Agent) -> None:
+    objects = agent.data_dir / "objects"
+    entries = [objects, *objects.rglob("*")]
+    assert any(p.is_file() for p in entries)
+    for path in entries:
+        if path.is_symlink():
+            continue
+        mode = path.stat().st_mode & 0o777
+        assert mode == (0o700 if path.is_dir() else 0o600), f"{path} has mode {mode:o}"
