@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import shutil
 import statistics
+from collections.abc import Mapping
 from pathlib import Path
 
 from sonic.app import App
@@ -36,8 +37,9 @@ MAX_RUNS = 5
 class RepeatingReferenceExecutor(ReferenceExecutor):
     """The reference executor with contention-free, best-of-k wall times (module doc)."""
 
-    def __init__(self, app: App, *, budget_s: float = BUDGET_S, max_runs: int = MAX_RUNS) -> None:
-        super().__init__(app)
+    def __init__(self, app: App, *, budget_s: float = BUDGET_S, max_runs: int = MAX_RUNS,
+                 partitions: Mapping[str, int] | None = None) -> None:
+        super().__init__(app, partitions=partitions)
         self.budget_s = budget_s
         self.max_runs = max_runs
 
@@ -63,9 +65,9 @@ class RepeatingReferenceExecutor(ReferenceExecutor):
         return self._fork_instance(spec, inputs, out_dir, scratch)
 
 
-def run_best_of(app: App, input_path: Path) -> RunResult:
-    """The profiler's default executor (module doc)."""
-    executor = RepeatingReferenceExecutor(app)
+def run_best_of(app: App, input_path: Path, partitions: Mapping[str, int] | None = None) -> RunResult:
+    """The profiler's default executor (module doc); ``partitions``: counts of elastic stages."""
+    executor = RepeatingReferenceExecutor(app, partitions=partitions)
     try:
         return executor.run(input_path)
     finally:

@@ -9,6 +9,7 @@ everything measured before it.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -82,13 +83,25 @@ class ProfileSummary:
     seconds: float = 0.0
 
 
-def run_reference(app: App, input_path: Path) -> RunResult:
+def run_reference(app: App, input_path: Path, partitions: Mapping[str, int] | None = None) -> RunResult:
     """The default executor: the local reference executor, cleaned up after the run."""
-    executor = ReferenceExecutor(app)
+    executor = ReferenceExecutor(app, partitions=partitions)
     try:
         return executor.run(input_path)
     finally:
         executor.cleanup()
+
+
+#: Instance counts of elastic stages in successive runs of a size (clipped to each stage's
+#: bounds): the per-instance models must see the bytes per instance vary at a fixed input
+#: size, or they could not predict a count the planner considers but the app never chose.
+PROFILE_COUNTS = (1, 4, 16, 64)
+
+
+def profile_counts(app: App, run: int, counts: Sequence[int] = PROFILE_COUNTS) -> dict[str, int]:
+    """The elastic stages' instance counts for run ``run`` (0-based) of every size."""
+    target = counts[run % len(counts)]
+    return {name: min(max(target, b.min), b.max) for name, b in app.elastic_stages().items()}
 
 
 _STAGE_RE = re.compile(r"stage '([^']+)'")
@@ -131,6 +144,7 @@ def profile_app(
     isolate: bool | None = None,
     priority: int | None = -10,
     samples: Mapping[int, Sequence[Path]] | None = None,
+    elastic_counts: Sequence[int] = PROFILE_COUNTS,
 ) -> ProfileSummary:
     """Profile ``app`` on generated inputs of every size in ``sizes``, ``runs`` times each.
 
@@ -149,12 +163,15 @@ def profile_app(
     :class:`ProfilingError` on the first failing run, after the runs before it were stored.
     ``samples`` (size in bytes -> the user's input files or directories of that size)
     replaces generated inputs: run ``r`` of a size uses its ``r``-th sample (cyclically);
-    ``sizes`` must then be the samples' sizes.
+    ``sizes`` must then be the samples' sizes. Elastic stages run with ``elastic_counts[r]``
+    instances (cyclically, clipped to their bounds) where the executor is a local one.
     """
     app.validate()
     ordered = _validate(app, sizes, runs, cold_runs, generated=samples is None)
     executor_factory = executor_factory or run_best_of
     isolate = executor_factory in _LOCAL_EXECUTORS if isolate is None else isolate
+    # Elastic stages get varied counts (PROFILE_COUNTS) where the executor can take them.
+    elastic = bool(app.elastic_stages()) and executor_factory in _LOCAL_EXECUTORS
     summary = ProfileSummary(app=app.name, sizes=ordered)
     t_sweep = time.perf_counter()
     plan: list[tuple[int, int, bool]] = [(r, s, False) for r in range(runs) for s in ordered]
@@ -173,7 +190,10 @@ def profile_app(
                 progress(ProgressEvent(size, r + 1, total, "start", cold=cold))
             t_run = time.perf_counter()
             sample = samples[size][r % len(samples[size])] if samples is not None else None
-            result = _one_run(app, size, seed + r, workdir, cold_exec if cold else executor_factory,
+            run_exec = cold_exec if cold else executor_factory
+            if elastic and not cold:
+                run_exec = functools.partial(run_exec, partitions=profile_counts(app, r, elastic_counts))
+            result = _one_run(app, size, seed + r, workdir, run_exec,
                               runs_recorded=len(summary.run_ids), isolate=isolate, priority=priority,
                               sample=sample)
             if not result.features and app.feature_extractor is not None:

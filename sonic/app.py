@@ -69,6 +69,46 @@ class Pattern(str, enum.Enum):
 #: Patterns that decide how many instances the consumer stage has.
 DRIVING_PATTERNS = frozenset({Pattern.SCATTER, Pattern.ONE_TO_ONE})
 
+#: Upper bound of a declared parallelism: far beyond any real fanout; more is a typo.
+MAX_PARALLELISM = 100_000
+
+
+@dataclass(frozen=True)
+class Parallelism:
+    """An elastic instance count: the planner chooses it in ``[min, max]`` (see ``App.stage``).
+
+    Only a stage whose count a scatter edge decides can be elastic: its producer writes one
+    output name per consumer instance, and learns the chosen count from
+    :meth:`Context.partitions_for`.
+    """
+
+    min: int
+    max: int
+
+    @classmethod
+    def parse(cls, value: object, *, stage: str) -> Parallelism:
+        """``(lo, hi)`` or a :class:`Parallelism`; one clear error line for anything else."""
+        if isinstance(value, Parallelism):
+            lo, hi = value.min, value.max
+        elif isinstance(value, (tuple, list)) and len(value) == 2:
+            lo, hi = value
+        else:
+            raise AppDefinitionError(f"stage {stage!r}: parallelism must be (min, max) instance counts, "
+                                     f"e.g. parallelism=(2, 64), got {_short(value)}")
+        for what, v in (("min", lo), ("max", hi)):
+            if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= MAX_PARALLELISM:
+                raise AppDefinitionError(f"stage {stage!r}: parallelism {what} must be an integer from 1 to "
+                                         f"{MAX_PARALLELISM}, got {_short(v)}")
+        if lo > hi:
+            raise AppDefinitionError(f"stage {stage!r}: parallelism min {lo} is above max {hi}; "
+                                     f"give (min, max) with min <= max, e.g. ({hi}, {lo})")
+        return cls(lo, hi)
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
 
 class StageFunction(Protocol):
     def __call__(self, ctx: Context, /) -> None: ...
@@ -104,6 +144,8 @@ class Stage:
     fn: StageFunction
     instances: int = 1
     timeout_s: float | None = None   # None: the run's default stage timeout
+    #: Elastic instance count chosen by the planner (``None``: decided by the data as usual).
+    parallelism: Parallelism | None = None
 
     @property
     def qualname(self) -> str:
@@ -128,6 +170,8 @@ class Context:
     scratch_dir: Path
     key: str | None = None
     inputs_by_stage: dict[str, list[Path]] = field(default_factory=dict)
+    #: Elastic consumer stage -> the instance count the plan chose for it (see partitions_for).
+    partitions: dict[str, int] = field(default_factory=dict)
     _outputs: dict[str, Path] = field(default_factory=dict, repr=False)
 
     def output(self, name: str) -> Path:
@@ -148,6 +192,12 @@ class Context:
     def inputs_from(self, stage: str) -> list[Path]:
         """Inputs that came from producer ``stage`` (``[]`` for the app's own input: ``"_input"``)."""
         return list(self.inputs_by_stage.get(stage, []))
+
+    def partitions_for(self, stage: str) -> int | None:
+        """How many instances the plan chose for ``stage``, an elastic scatter consumer of this
+        stage: write that many distinct output names. ``None`` when no count was chosen (no
+        plan, or a plan without models): the function then decides its fanout itself."""
+        return self.partitions.get(stage)
 
     @property
     def declared_outputs(self) -> dict[str, Path]:
@@ -211,6 +261,7 @@ class App:
         instances: int = 1,
         select: str | None = None,
         timeout_s: float | None = None,
+        parallelism: tuple[int, int] | Parallelism | None = None,
     ) -> Callable[[StageFunction], StageFunction]:
         """Register a stage function.
 
@@ -218,11 +269,14 @@ class App:
         ``pattern``), or a mapping ``{producer: pattern}`` for joins with mixed patterns, where
         a value may also be ``(pattern, glob)`` to take only the producer's outputs whose names
         match ``glob``. ``select`` is that glob for every producer named by a string or list.
+        ``parallelism=(min, max)`` makes the instance count of a scatter consumer a plan
+        decision: the planner picks it in that range and the producer reads it with
+        ``ctx.partitions_for(stage)``.
         """
 
         def register(fn: StageFunction) -> StageFunction:
             self.add_stage(fn, name=name, after=after, pattern=pattern, instances=instances, select=select,
-                           timeout_s=timeout_s)
+                           timeout_s=timeout_s, parallelism=parallelism)
             return fn
 
         return register
@@ -237,6 +291,7 @@ class App:
         instances: int = 1,
         select: str | None = None,
         timeout_s: float | None = None,
+        parallelism: tuple[int, int] | Parallelism | None = None,
     ) -> Stage:
         stage_name = name or getattr(fn, "__name__", "")
         if not isinstance(stage_name, str) or not _NAME_RE.match(stage_name):
@@ -278,7 +333,8 @@ class App:
                                       or not 0 < timeout_s <= 7 * 86400):
             raise AppDefinitionError(f"stage {stage_name!r}: timeout_s must be a number of seconds in (0, 604800], "
                                      f"got {timeout_s!r}")
-        stage = Stage(stage_name, fn, instances, float(timeout_s) if timeout_s is not None else None)
+        elastic = None if parallelism is None else Parallelism.parse(parallelism, stage=stage_name)
+        stage = Stage(stage_name, fn, instances, float(timeout_s) if timeout_s is not None else None, elastic)
         self._stages[stage_name] = stage
         self.graph.add_node(stage_name, stage=stage)
         for src, (pat, glob) in producers.items():
@@ -362,6 +418,11 @@ class App:
                     f"stage {name!r} has a gather edge but instances={stage.instances}; "
                     "a gather consumer has exactly one instance, use broadcast for several"
                 )
+            if stage.parallelism is not None and not (driving and driving[0].pattern is Pattern.SCATTER):
+                raise AppDefinitionError(
+                    f"stage {name!r} declares parallelism but no scatter edge decides its instance count; "
+                    "only a scatter consumer can be elastic: use after=PRODUCER, pattern='scatter'"
+                )
             if driving and any(e.pattern is Pattern.GATHER for e in in_edges):
                 raise AppDefinitionError(
                     f"stage {name!r} mixes a gather edge with a {driving[0].pattern.value} edge; "
@@ -394,6 +455,10 @@ class App:
     def out_edges(self, stage: str) -> list[Edge]:
         self.validate()
         return sorted((self.graph.edges[stage, v]["edge"] for v in self.graph.successors(stage)), key=lambda e: e.dst)
+
+    def elastic_stages(self) -> dict[str, Parallelism]:
+        """Stages whose instance count the planner chooses, with their bounds (topological order)."""
+        return {n: p for n in self.topological_order() if (p := self._stages[n].parallelism) is not None}
 
     def sources(self) -> list[str]:
         return [n for n in self.topological_order() if self.graph.in_degree(n) == 0]

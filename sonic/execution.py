@@ -137,6 +137,7 @@ def run_instance(
         scratch_dir=scratch_dir,
         key=spec.key,
         inputs_by_stage=by_stage,
+        partitions=dict(spec.partitions),
     )
     fn = app.stages[spec.stage].fn
     reset_ok = _reset_hwm()

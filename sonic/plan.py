@@ -48,11 +48,61 @@ class PassingMethod(str, enum.Enum):
             raise PlanError(f"{where}: method {value!r} is not allowed; use one of {allowed}") from None
 
 
+@dataclass(frozen=True)
+class CountOption:
+    """The best plan the planner found with an elastic stage at ``instances`` (``None``: none fits)."""
+
+    instances: int
+    latency_s: float | None
+    cost_usd: float | None
+
+
+@dataclass
+class ParallelismChoice:
+    """An elastic stage's chosen instance count, its bounds and the best plan at other counts."""
+
+    min: int
+    max: int
+    chosen: int
+    alternatives: list[CountOption] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"min": self.min, "max": self.max, "chosen": self.chosen,
+                "alternatives": [{"instances": o.instances,
+                                  "latency_s": None if o.latency_s is None else round(o.latency_s, 6),
+                                  "cost_usd": None if o.cost_usd is None else round(o.cost_usd, 9)}
+                                 for o in self.alternatives]}
+
+    @classmethod
+    def from_json(cls, doc: Any, *, where: str) -> ParallelismChoice:
+        def count(value: Any) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_INSTANCES
+
+        if not isinstance(doc, dict) or not all(count(doc.get(k)) for k in ("min", "max", "chosen")):
+            raise PlanError(f"{where}: parallelism must be an object with integer min, max and chosen "
+                            f"from 1 to {MAX_INSTANCES}")
+        if not doc["min"] <= doc["chosen"] <= doc["max"]:
+            raise PlanError(f"{where}: parallelism chosen {doc['chosen']} is outside [{doc['min']}, {doc['max']}]")
+        options: list[CountOption] = []
+        raw = doc.get("alternatives", [])
+        if not isinstance(raw, list):
+            raise PlanError(f"{where}: parallelism alternatives must be a list")
+        for item in raw:
+            if not isinstance(item, dict) or not count(item.get("instances")) or not all(
+                    item.get(k) is None or _number(item.get(k)) for k in ("latency_s", "cost_usd")):
+                raise PlanError(f"{where}: each parallelism alternative needs instances and finite latency_s, "
+                                "cost_usd (or null)")
+            options.append(CountOption(item["instances"], item.get("latency_s"), item.get("cost_usd")))
+        return cls(doc["min"], doc["max"], doc["chosen"], options)
+
+
 @dataclass
 class StagePlan:
     instances: int
     placement: dict[str, int]
     memory_mb: float = 0.0
+    #: Elastic stages only: the instance count the planner chose (the runtime enforces it).
+    parallelism: ParallelismChoice | None = None
 
 
 @dataclass
@@ -81,6 +131,10 @@ class Plan:
                 return e
         raise PlanError(f"plan has no edge {src} -> {dst}; add it to \"edges\"")
 
+    def chosen_counts(self) -> dict[str, int]:
+        """Elastic stage -> the instance count this plan chose for it."""
+        return {name: s.parallelism.chosen for name, s in self.stages.items() if s.parallelism is not None}
+
     def to_json(self) -> dict[str, Any]:
         return {
             "app": self.app,
@@ -88,7 +142,8 @@ class Plan:
             "objective": self.objective,
             "strategy": self.strategy,
             "stages": {
-                name: {"instances": s.instances, "placement": dict(s.placement), "memory_mb": round(s.memory_mb, 1)}
+                name: {"instances": s.instances, "placement": dict(s.placement), "memory_mb": round(s.memory_mb, 1),
+                       **({"parallelism": s.parallelism.to_json()} if s.parallelism is not None else {})}
                 for name, s in self.stages.items()
             },
             "edges": [
@@ -140,7 +195,13 @@ class Plan:
             memory = sdoc.get("memory_mb", 0.0)
             if not _number(memory, high=MAX_MEMORY_MB):
                 raise PlanError(f"{where}: memory_mb must be a finite number from 0 to {MAX_MEMORY_MB}")
-            stages[name] = StagePlan(instances, {str(k): v for k, v in placement.items()}, float(memory))
+            choice = None
+            if sdoc.get("parallelism") is not None:
+                choice = ParallelismChoice.from_json(sdoc["parallelism"], where=where)
+                if choice.chosen != instances:
+                    raise PlanError(f"{where}: parallelism chosen {choice.chosen} differs from instances {instances}; "
+                                    "make them equal")
+            stages[name] = StagePlan(instances, {str(k): v for k, v in placement.items()}, float(memory), choice)
         if not isinstance(doc["edges"], list):
             raise PlanError(f"{source}: \"edges\" must be a list of {{src, dst, method}} objects")
         edges: list[EdgePlan] = []

@@ -7,10 +7,12 @@ through Remote-Storage (what Sonic does before its models are trustworthy) and s
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 from collections.abc import Callable
 from pathlib import Path
 
-from sonic.app import App, load_app
+from sonic.app import App, Parallelism, load_app
 from sonic.cluster.spec import ClusterSpec, load_cluster
 from sonic.errors import UserInputError
 from sonic.plan import Plan
@@ -68,9 +70,54 @@ def plan_for(app: App, input_bytes: int, cluster: ClusterSpec, *, strategy: str 
         prediction = predict(app, input_bytes, root, features)
     # The coordinator warms every VM's workers before the clock starts (a warm pool, as a
     # serverless platform keeps), so plans are made for warm VMs.
+    options = count_options(app, prediction, root, features) if strategy != "oracle" else None
+    if options:
+        from sonic.planner.elastic import make_elastic_plan
+
+        # The prediction returned is the chosen counts' one: re-planning compares against it.
+        return make_elastic_plan(app, options, cluster, objective=objective, strategy=strategy, budget=budget,
+                                 deadline=deadline, warm=cluster.vm_names)
     plan = make_plan(app, prediction, cluster, objective=objective, strategy=strategy, budget=budget,
                      deadline=deadline, warm=cluster.vm_names)
     return plan, prediction
+
+
+def candidate_counts(bounds: Parallelism, default: int) -> list[int]:
+    """Counts the planner considers for an elastic stage: ``default`` (the data-determined
+    count, clipped to the bounds) first, then the bounds and every power of two between them."""
+    first = min(max(default, bounds.min), bounds.max)
+    grid = {bounds.min, bounds.max} | {2 ** k for k in range(bounds.max.bit_length()) if bounds.min <= 2 ** k <= bounds.max}
+    return [first] + sorted(grid - {first})
+
+
+def count_options(app: App, base: AppPrediction, root: Path,
+                  features: dict[str, float] | None = None) -> list[AppPrediction] | None:
+    """One prediction per combination of candidate counts of the app's elastic stages, from the
+    fitted models (``None``: no elastic stage, or no models to re-predict with).
+
+    The base prediction's combination comes first. An elastic stage's count is the plan's
+    decision, so an error of its fanout model cannot mislead the plan: a stage distrusted only
+    for its fanout is trusted here.
+    """
+    from models import AppModel
+
+    elastic = app.elastic_stages()
+    if not elastic or base.source != "models":
+        return None
+    try:
+        model = AppModel.load(app.name, root)
+    except FileNotFoundError:
+        return None
+    grids = [candidate_counts(b, base.stages[s].instances) for s, b in elastic.items()]
+    options: list[AppPrediction] = []
+    for counts in itertools.product(*grids):
+        option = model.predict(app, base.input_bytes, features=features,
+                               observed_instances=dict(zip(elastic, counts)))
+        stages = {name: (dataclasses.replace(p, trusted=True, untrusted_reason="")
+                         if name in elastic and p.untrusted_reason.startswith("fanout") else p)
+                  for name, p in option.stages.items()}
+        options.append(dataclasses.replace(option, stages=stages))
+    return options
 
 
 def plan_command(app_spec: str, *, input_path: Path | None, input_size: str | None, objective: str,

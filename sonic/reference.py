@@ -15,7 +15,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from sonic.app import APP_INPUT, App
@@ -47,13 +47,18 @@ def input_refs(input_path: Path) -> tuple[list[ObjectRef], dict[str, Path]]:
 class ReferenceExecutor:
     """Run an App locally, sequentially, one forked child per instance.
 
+    ``partitions``: instance counts for elastic stages (what a plan would choose); their
+    producers learn them through ``Context.partitions_for``.
+
     ``workdir``: where outputs go (a fresh temp dir by default, removed by :meth:`cleanup`
     unless ``keep`` is set). ``progress(stage, done, total)`` is called after each instance.
     """
 
     def __init__(self, app: App, *, workdir: Path | None = None, keep: bool = False,
-                 progress: ProgressCallback | None = None) -> None:
+                 progress: ProgressCallback | None = None, partitions: Mapping[str, int] | None = None) -> None:
         self.app = app.validate()
+        # Instance counts chosen for elastic stages (as a plan's); none: the app decides.
+        self.partitions = dict(partitions or {})
         self.keep = keep or workdir is not None
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix=f"sonic-ref-{app.name}-"))
         self.progress = progress
@@ -67,7 +72,7 @@ class ReferenceExecutor:
         stage_seconds: dict[str, float] = {}
         t_start = time.perf_counter()
         for stage in app.topological_order():
-            specs = route_instances(app, stage, produced, refs)
+            specs = route_instances(app, stage, produced, refs, self.partitions)
             stage_specs[stage] = specs
             t_stage = time.perf_counter()
             outputs: list[list[ObjectRef]] = []

@@ -6,7 +6,7 @@ Shared by the reference executor and the distributed coordinator so both route t
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sonic.app import APP_INPUT, App, Edge, Pattern
 from sonic.errors import ExecutionError
@@ -36,6 +36,8 @@ class InstanceSpec:
     num_instances: int
     key: str | None
     inputs: tuple[ObjectRef, ...]
+    #: Elastic scatter consumer -> instance count the plan chose (``Context.partitions_for``).
+    partitions: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def input_bytes(self) -> int:
@@ -51,16 +53,20 @@ def route_instances(
     stage: str,
     produced: Mapping[str, Sequence[Sequence[ObjectRef]]],
     app_inputs: Sequence[ObjectRef],
+    chosen: Mapping[str, int] | None = None,
 ) -> list[InstanceSpec]:
     """Return the instances of ``stage``.
 
     ``produced[p][i]`` lists the files written by instance ``i`` of producer stage ``p``;
     every producer of ``stage`` must be present. Source stages receive ``app_inputs``.
+    ``chosen`` maps elastic stages to the instance count a plan chose; the instances of
+    ``stage`` are told those of its scatter consumers (``InstanceSpec.partitions``).
     """
     in_edges = app.in_edges(stage)
+    parts = partitions_of(app, stage, chosen or {})
     if not in_edges:
         count = app.stages[stage].instances
-        return [InstanceSpec(stage, i, count, None, tuple(app_inputs)) for i in range(count)]
+        return [InstanceSpec(stage, i, count, None, tuple(app_inputs), parts) for i in range(count)]
 
     driving = next((e for e in in_edges if e.pattern in (Pattern.SCATTER, Pattern.ONE_TO_ONE)), None)
     shared: list[ObjectRef] = []
@@ -70,7 +76,7 @@ def route_instances(
 
     if driving is None:
         count = app.stages[stage].instances
-        return [InstanceSpec(stage, i, count, None, tuple(_ordered(app, shared))) for i in range(count)]
+        return [InstanceSpec(stage, i, count, None, tuple(_ordered(app, shared)), parts) for i in range(count)]
 
     per_instance: list[tuple[str | None, list[ObjectRef]]] = []
     outputs = selected(driving, produced[driving.src])
@@ -85,9 +91,15 @@ def route_instances(
         per_instance = [(None, list(refs)) for refs in outputs]
     count = len(per_instance)
     return [
-        InstanceSpec(stage, i, count, key, tuple(_ordered(app, own + shared)))
+        InstanceSpec(stage, i, count, key, tuple(_ordered(app, own + shared)), parts)
         for i, (key, own) in enumerate(per_instance)
     ]
+
+
+def partitions_of(app: App, stage: str, chosen: Mapping[str, int]) -> dict[str, int]:
+    """The chosen counts of ``stage``'s elastic scatter consumers (what its instances must write)."""
+    return {e.dst: int(chosen[e.dst]) for e in app.out_edges(stage)
+            if e.pattern is Pattern.SCATTER and e.dst in chosen and app.stages[e.dst].parallelism is not None}
 
 
 class SelectionError(ExecutionError):

@@ -126,3 +126,21 @@ def brute_force(app: App, prediction: AppPrediction, cluster: ClusterSpec, *, ob
     """The best plan by exhaustive search, or ``None`` if no plan meets the constraints."""
     scored = score_all(app, prediction, cluster, strategy=strategy, warm=warm, limit=limit)
     return best_of(scored, objective=objective, budget=budget, deadline=deadline)
+
+
+def brute_force_elastic(app: App, options: list[AppPrediction], cluster: ClusterSpec, *,
+                        objective: str = "latency", strategy: str = "sonic", budget: float | None = None,
+                        deadline: float | None = None, warm: WarmSpec = None,
+                        limit: int = 1_000_000) -> BruteForceResult | None:
+    """The best plan over every count option (each an app prediction with its elastic stages'
+    counts) and every plan of each, by exhaustive search; ``None`` if none meets the request.
+    Options whose stages fit no VM contribute no plan, as in the optimiser."""
+    from sonic.errors import InfeasibleError
+
+    scored: list[Scored] = []
+    for option in options:
+        try:
+            scored += score_all(app, option, cluster, strategy=strategy, warm=warm, limit=limit)
+        except InfeasibleError:
+            continue
+    return best_of(scored, objective=objective, budget=budget, deadline=deadline)

@@ -30,6 +30,7 @@ def render_table(plan: Plan) -> str:
         stage_rows.append((name, str(s.instances), f"{s.memory_mb:.0f}", placement))
     lines += _grid(stage_rows)
     lines.append("")
+    lines += _parallelism_lines(plan)
     latency = plan.predicted.get("latency_s")
     cost = plan.predicted.get("cost_usd")
     vms = sorted({vm for s in plan.stages.values() for vm, c in s.placement.items() if c})
@@ -39,6 +40,21 @@ def render_table(plan: Plan) -> str:
     for note in plan.notes:
         lines.append(f"note: {note}")
     return "\n".join(lines)
+
+
+def _parallelism_lines(plan: Plan) -> list[str]:
+    """Per elastic stage: the count chosen and the predicted latency at the other counts."""
+    rows = [("elastic stage", "chosen", "range", f"predicted latency (s) by instance count ({plan.objective} chosen)")]
+    for name, s in plan.stages.items():
+        choice = s.parallelism
+        if choice is None:
+            continue
+        latency = plan.predicted.get("latency_s")
+        points = [(o.instances, o.latency_s) for o in choice.alternatives] + [(choice.chosen, latency)]
+        shown = " ".join(f"[{n}: {_seconds(t)}]" if n == choice.chosen else f"{n}: {_seconds(t)}"
+                         for n, t in sorted(points))
+        rows.append((name, str(choice.chosen), f"{choice.min}-{choice.max}", shown))
+    return _grid(rows) + [""] if len(rows) > 1 else []
 
 
 def _grid(rows: list[tuple[str, ...]]) -> list[str]:

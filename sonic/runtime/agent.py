@@ -10,7 +10,7 @@ Requests (msgpack maps, ``op`` selects):
 - ``ping``: version, name, slots, pid, worker pids (the coordinator's heartbeat).
 - ``warm {app}``: start the app's workers now (imports done once, ahead of the first run).
 - ``run {job, app, stage, index, num_instances, key, inputs[], upload, [timeout_s],
-  [peer_timeouts]}``: fetch inputs by their method (``local``: already on this VM, read in
+  [peer_timeouts], [partitions]}``: fetch inputs by their method (``local``: already on this VM, read in
   place; ``direct``: pull from the producer's agent; ``remote``: download from S3), verifying
   every one against its checksum, run in a warm worker writing straight into the object store
   (killed after ``timeout_s``), checksum outputs, upload them to S3 if asked. An input that
@@ -514,6 +514,7 @@ class Agent:
         if not isinstance(inputs, list) or not all(isinstance(i, dict) for i in inputs):
             raise RequestError("run: inputs must be a list of maps")
         num_instances = _int(req, "num_instances")
+        partitions = _partitions(req)
         timeout_s = _opt_seconds(req, "timeout_s") or self.config.stage_timeout_s
         peer_timeouts = _timeouts(req.get("peer_timeouts"))
         out_dir = self.store.instance_dir(job, stage, index)  # validates stage before any work
@@ -539,7 +540,7 @@ class Agent:
             self._check_live(job)  # cancelled while its inputs were fetched or it waited for a slot
             reply = worker.run({
                 "stage": stage, "index": index, "num_instances": num_instances,
-                "key": req.get("key"), "inputs": inputs, "paths": paths,
+                "key": req.get("key"), "inputs": inputs, "paths": paths, "partitions": partitions,
                 "output_dir": str(out_dir), "scratch_dir": str(scratch), "vm": self.config.name,
             }, timeout_s, sock)
         except RequestError as exc:
@@ -818,6 +819,16 @@ def _int(req: dict[str, Any], key: str) -> int:
     value = req.get(key)
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise RequestError(f"field {key!r} must be a non-negative integer")
+    return value
+
+
+def _partitions(req: dict[str, Any]) -> dict[str, int]:
+    """Optional ``partitions``: elastic consumer stage -> chosen instance count."""
+    value = req.get("partitions") or {}
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 100_000
+            for k, v in value.items()):
+        raise RequestError("field 'partitions' must map stage names to instance counts from 1 to 100000")
     return value
 
 

@@ -348,6 +348,7 @@ class Coordinator:
             inputs.append(item)
         request = {"job": job, "app": app_spec, "stage": spec.stage, "index": spec.index,
                    "num_instances": spec.num_instances, "key": spec.key, "inputs": inputs, "upload": action.upload,
+                   "partitions": dict(spec.partitions),
                    "peer_timeouts": {"connect_s": self.timeouts.connect_s, "control_s": self.timeouts.control_s,
                                      "transfer_idle_s": self.timeouts.transfer_idle_s}}
         request["timeout_s"] = limit_s

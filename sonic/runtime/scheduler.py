@@ -418,7 +418,8 @@ class JobState:
         return all(self.status[e.src] is Status.DONE for e in self.app.in_edges(stage))
 
     def _activate(self, stage: str) -> None:
-        specs = route_instances(self.app, stage, self._produced(stage), self.app_inputs)
+        # The plan's chosen counts of elastic consumers reach this stage's instances.
+        specs = route_instances(self.app, stage, self._produced(stage), self.app_inputs, self.plan.chosen_counts())
         insts = [_Instance(spec) for spec in specs]
         self.instances[stage] = insts
         self.status[stage] = Status.ACTIVE

@@ -49,7 +49,8 @@ def read_frame(stream: BinaryIO) -> dict[str, Any] | None:
 def spec_from_request(req: dict[str, Any]) -> InstanceSpec:
     refs = tuple(ObjectRef(i["stage"], int(i["instance"]), i["name"], int(i["size"]), i.get("checksum", ""))
                  for i in req["inputs"])
-    return InstanceSpec(req["stage"], int(req["index"]), int(req["num_instances"]), req.get("key"), refs)
+    partitions = {str(k): int(v) for k, v in (req.get("partitions") or {}).items()}
+    return InstanceSpec(req["stage"], int(req["index"]), int(req["num_instances"]), req.get("key"), refs, partitions)
 
 
 def serve(app_spec: str, channel_in: BinaryIO, channel_out: BinaryIO) -> None:

@@ -6,16 +6,17 @@ Input: one file of 100-byte records as written by gensort's binary mode: a 10-by
 
 Stages:
 
-* ``split`` (1 instance) cuts the input into M chunks of :data:`CHUNK_BYTES`, named
+* ``split`` (1 instance) cuts the input into M chunks of whole records, named
   ``chunk-0000-of-0012``; the total M travels in the name because a mapper sees only its chunk.
 * ``map`` (scatter over chunks, M instances) range-partitions its chunk by the first 4 key bytes
-  into R = M files ``part-0000`` ... ``part-{R-1}`` (always all R, empty or not, so every
+  into R files ``part-0000`` ... ``part-{R-1}`` (always all R, empty or not, so every
   reducer exists whatever the data).
 * ``reduce`` (scatter by name, R instances) receives ``part-r`` from every mapper, sorts by the
   full 10-byte key and writes ``sorted-r``.
 
-Both fanouts grow with the input (M = R = ceil(size / CHUNK_BYTES)), so the shuffle moves
-M x R objects. The validator streams the outputs in name order and checks global key order,
+``map`` and ``reduce`` are elastic (``parallelism=(1, 256)``): with a plan, M and R are the
+counts it chose (``ctx.partitions_for``); without one, M = R = ceil(size / CHUNK_BYTES), so the
+shuffle moves M x R objects. The validator streams the outputs in name order and checks global key order,
 the record count and an order-independent checksum against the input (like gensort's valsort).
 """
 
@@ -135,8 +136,12 @@ def _make_records(first: int, count: int, rng: np.random.Generator) -> np.ndarra
 
 
 def num_chunks(total_bytes: int) -> int:
-    """Map fanout M (= reduce fanout R) for an input of ``total_bytes``."""
+    """Map fanout M (= reduce fanout R) for an input of ``total_bytes`` when no plan chose them."""
     return max(1, math.ceil(total_bytes / CHUNK_BYTES))
+
+
+#: Instance counts the planner may choose for ``map`` and ``reduce``.
+PARALLELISM = (1, 256)
 
 
 # --------------------------------------------------------------------------- generator
@@ -160,41 +165,58 @@ def features(path: Path) -> dict[str, float]:
 
 
 # --------------------------------------------------------------------------- stages
+def chunk_bounds(total_bytes: int, m: int) -> list[int]:
+    """Byte offsets of the ``m + 1`` chunk boundaries: ``m`` chunks of whole records whose sizes
+    differ by at most one record (chunks are empty only when there are fewer records than m)."""
+    records = total_bytes // RECORD_BYTES
+    return [(i * records // m) * RECORD_BYTES for i in range(m + 1)]
+
+
 @APP.stage()
 def split(ctx: Context) -> None:
-    """Cut the input into ``num_chunks`` chunk files of CHUNK_BYTES (the last one shorter)."""
+    """Cut the input into M chunk files: the plan's count for ``map``, else ``num_chunks``."""
     files = list(ctx.inputs)
     total = 0
     for path in files:
         size = path.stat().st_size
         _check_record_multiple(path, size)
         total += size
-    m = num_chunks(total)
+    m = ctx.partitions_for("map") or num_chunks(total)
+    bounds = chunk_bounds(total, m)
     width = max(4, len(str(m)))
-    chunk, filled = 0, 0
+    chunk, written = 0, 0
     out = ctx.output(f"chunk-{chunk:0{width}d}-of-{m:0{width}d}").open("wb")
     try:
         for path in files:
             with path.open("rb") as src:
-                # Copy in bounded pieces; a chunk may span two input files.
-                while raw := src.read(CHUNK_BYTES - filled):
-                    out.write(raw)
-                    filled += len(raw)
-                    if filled == CHUNK_BYTES and chunk + 1 < m:
+                # Copy in bounded pieces (never a whole chunk in memory); a chunk may span files.
+                while True:
+                    while chunk + 1 < m and written == bounds[chunk + 1]:
                         out.close()
-                        chunk, filled = chunk + 1, 0
+                        chunk += 1
                         out = ctx.output(f"chunk-{chunk:0{width}d}-of-{m:0{width}d}").open("wb")
+                    want = min(CHUNK_BYTES, (bounds[chunk + 1] - written) if chunk + 1 < m else CHUNK_BYTES)
+                    raw = src.read(want)
+                    if not raw:
+                        break
+                    out.write(raw)
+                    written += len(raw)
+        while chunk + 1 < m:  # fewer records than chunks: the rest are empty
+            out.close()
+            chunk += 1
+            out = ctx.output(f"chunk-{chunk:0{width}d}-of-{m:0{width}d}").open("wb")
     finally:
         out.close()
 
 
-@APP.stage("map", after="split", pattern="scatter")
+@APP.stage("map", after="split", pattern="scatter", parallelism=PARALLELISM)
 def map_partition(ctx: Context) -> None:
-    """Range-partition one chunk by key into R = M files ``part-XXXX``."""
+    """Range-partition one chunk by key into R files ``part-XXXX``."""
     match = _CHUNK_RE.match(ctx.key or "")
     if match is None:
         raise ValueError(f"map got scatter key {ctx.key!r}; expected a chunk name like chunk-0000-of-0012")
-    r = int(match.group(2))
+    # R: the plan's count for reduce, else as many as there are mappers.
+    r = ctx.partitions_for("reduce") or int(match.group(2))
     # Scatter from the single split instance: exactly one chunk file per mapper.
     records = np.concatenate([_read_records(p) for p in ctx.inputs])
     # Keys are uniform, so equal slices of the 32-bit prefix space give balanced reducers;
@@ -210,7 +232,7 @@ def map_partition(ctx: Context) -> None:
         grouped[bounds[i]:bounds[i + 1]].tofile(ctx.output(f"part-{i:0{width}d}"))
 
 
-@APP.stage("reduce", after="map", pattern="scatter")
+@APP.stage("reduce", after="map", pattern="scatter", parallelism=PARALLELISM)
 def reduce_sort(ctx: Context) -> None:
     """Sort every record of one key range (``part-r`` from all mappers) and write ``sorted-r``."""
     match = _PART_RE.match(ctx.key or "")
