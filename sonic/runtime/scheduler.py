@@ -408,6 +408,10 @@ class JobState:
         """Take ``new``'s placement and in-edges for every stage that has not started."""
         waiting = {s for s in self.order if self.status[s] is Status.WAITING}
         stages = {s: (new.stages[s] if s in waiting else p) for s, p in self.plan.stages.items()}
+        for s in waiting:  # an elastic stage keeps its chosen count if the new plan has the same
+            old = self.plan.stages[s].parallelism
+            if old is not None and stages[s].parallelism is None and stages[s].instances == old.chosen:
+                stages[s] = dataclasses.replace(stages[s], parallelism=old)
         edges = [new.edge(e.src, e.dst) if e.dst in waiting else e for e in self.plan.edges]
         self.plan = dataclasses.replace(self.plan, stages=stages, edges=edges)
 

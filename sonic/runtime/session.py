@@ -134,7 +134,9 @@ def _replanner(app: App, input_bytes: int, features: dict[str, float] | None, cl
         return None
 
     def repredict(observed: Mapping[str, StagePrediction], instances: Mapping[str, int]) -> AppPrediction:
-        return model.predict(app, input_bytes, features, observed=observed, observed_instances=instances)
+        # The counts the plan chose for elastic stages stay: a re-plan revisits methods and placement.
+        known = {**plan.chosen_counts(), **instances}
+        return model.predict(app, input_bytes, features, observed=observed, observed_instances=known)
 
     def replan(new: AppPrediction) -> Plan:
         return make_plan(app, new, cluster, objective=objective, strategy=strategy, warm=cluster.vm_names)

@@ -64,3 +64,34 @@ def test_without_a_chosen_count_sort_keeps_its_default(loopback: tuple[ClusterSp
     result = coord.execute(app, "sort", data, fixed_plan(app, PassingMethod.DIRECT, spec.vm_names))
     assert result.output_ok, result.output_detail
     assert {s.name: s.instances for s in result.stages} == {"split": 1, "map": 2, "reduce": 2}
+
+
+def test_scheduler_passes_the_chosen_count_and_a_replan_keeps_it() -> None:
+    """The producer of an elastic stage is dispatched with the plan's count; a mid-job re-plan
+    whose plan has no parallelism (same count) keeps the chosen count for stages not started."""
+    import dataclasses
+
+    from sonic.routing import ObjectRef
+    from sonic.runtime.scheduler import Dispatch, InstanceFinished, JobFinished, JobState
+
+    app = load_app("sort")
+    plan = chosen_plan(["vm0", "vm1"], PassingMethod.DIRECT, 3, 2)
+    bare = dataclasses.replace(plan, stages={s: dataclasses.replace(p, parallelism=None)
+                                             for s, p in plan.stages.items()})
+    state = JobState(app, plan, {"vm0": 2, "vm1": 2}, [ObjectRef("_input", 0, "in", 100, "c")],
+                     replanner=lambda obs: bare if obs.stage == "split" else None)
+    pending, seen = list(state.start()), []
+    while pending:
+        action = pending.pop(0)
+        if isinstance(action, JobFinished):
+            break
+        assert isinstance(action, Dispatch)
+        seen.append(action)
+        stage = action.spec.stage
+        names = ([f"chunk-{i}" for i in range(3)] if stage == "split"
+                 else [f"part-{i}" for i in range(2)] if stage == "map" else ["sorted"])
+        outs = tuple((n, 10, f"ck-{stage}-{action.spec.index}-{n}") for n in names)
+        pending.extend(state.handle(InstanceFinished(stage, action.spec.index, action.vm, outs, action.upload)))
+    assert state.finished
+    by_stage = {d.spec.stage: dict(d.spec.partitions) for d in seen}
+    assert by_stage == {"split": {"map": 3}, "map": {"reduce": 2}, "reduce": {}}
