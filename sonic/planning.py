@@ -95,11 +95,14 @@ def count_options(app: App, base: AppPrediction, root: Path,
     """One prediction per combination of candidate counts of the app's elastic stages, from the
     fitted models (``None``: no elastic stage, or no models to re-predict with).
 
-    The base prediction's combination comes first. An elastic stage's count is the plan's
-    decision, so an error of its fanout model cannot mislead the plan: a stage distrusted only
-    for its fanout is trusted here.
+    The base prediction's combination comes first. A count whose bytes per instance lie far
+    outside what the profile measured for that stage (``EXTRAPOLATION_FACTOR``) is not a
+    candidate: its per-instance predictions would be guesses. An elastic stage's count is the
+    plan's decision, so an error of its fanout model cannot mislead the plan: a stage
+    distrusted only for its fanout is trusted here.
     """
     from models import AppModel
+    from models.app_model import EXTRAPOLATION_FACTOR
 
     elastic = app.elastic_stages()
     if not elastic or base.source != "models":
@@ -110,14 +113,18 @@ def count_options(app: App, base: AppPrediction, root: Path,
         return None
     grids = [candidate_counts(b, base.stages[s].instances) for s, b in elastic.items()]
     options: list[AppPrediction] = []
-    for counts in itertools.product(*grids):
+    for k, counts in enumerate(itertools.product(*grids)):
         option = model.predict(app, base.input_bytes, features=features,
                                observed_instances=dict(zip(elastic, counts)))
+        ranges = {name: model.stages_[name].input_range for name in elastic}
+        if k > 0 and not all(lo / EXTRAPOLATION_FACTOR <= option.stages[name].input_bytes <= hi * EXTRAPOLATION_FACTOR
+                             for name, (lo, hi) in ranges.items()):
+            continue
         stages = {name: (dataclasses.replace(p, trusted=True, untrusted_reason="")
                          if name in elastic and p.untrusted_reason.startswith("fanout") else p)
                   for name, p in option.stages.items()}
         options.append(dataclasses.replace(option, stages=stages))
-    return options
+    return options if len(options) > 1 else None
 
 
 def plan_command(app_spec: str, *, input_path: Path | None, input_size: str | None, objective: str,
