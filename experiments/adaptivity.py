@@ -29,6 +29,7 @@ strategy). The cluster is the one ``end_to_end`` uses (netns, loopback without r
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -46,6 +47,8 @@ EXAMPLES = ("examples.topk:app", "examples.starjoin:app", "examples.skewed:app")
 #: (``sonic profile examples.topk:app --sizes 1MB,2MB,4MB,8MB,16MB --runs 2``).
 EXAMPLE_SWEEP = "1MB,2MB,4MB,8MB,16MB"
 EXAMPLE_RUNS = 2
+#: Minutes the whole experiment may take (overrides the config's ``budget_s``).
+BUDGET_ENV = "SONIC_ADAPTIVITY_BUDGET_MIN"
 #: An ordinary seed (not the skewed app's deliberately mispredicted ``seed % 1000 == 777``).
 INPUT_SEED = 101
 COLUMNS = ["app", "input_bytes", "size_label", "round", "position", "strategy", "latency_s",
@@ -110,7 +113,13 @@ def run(quick: bool = False, cfg: dict[str, Any] | None = None) -> dict[str, Any
     from the start (rounds are the outer loop, so a cut-short run still covers every app).
     ``cfg`` overrides :func:`config` (tests: ``sizes``, ``rounds``, ``budget_s``, ``profile`` =
     {app: (sizes, runs)}, ``vms``, ``mode``)."""
+    # Import what every round needs now, not lazily after half an hour of profiling: the tree
+    # may be edited while the experiment runs.
+    import sonic.runtime.session  # noqa: F401
+
     cfg = {**config(quick), **(cfg or {})}
+    if os.environ.get(BUDGET_ENV):
+        cfg["budget_s"] = float(os.environ[BUDGET_ENV]) * 60
     t0 = time.monotonic()
     budget = cfg.get("budget_s")
     rows: list[dict[str, Any]] = []
