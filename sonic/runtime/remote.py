@@ -103,6 +103,10 @@ class RemoteSettings:
         return cls(rs.bucket, rs.endpoint_url, rs.region, rs.multipart_threshold_mb, **keys)
 
 
+#: Bytes per read when streaming a GET body to a file (never the whole object in memory).
+STREAM_CHUNK = 1 << 20
+
+
 class RemoteStore:
     def __init__(self, settings: RemoteSettings) -> None:
         self.settings = settings
@@ -169,9 +173,16 @@ class RemoteStore:
         t0 = time.perf_counter()
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".part")
-        self._retrying(f"download of {key} from {self.where}",
-                       lambda: self.client.download_file(self.settings.bucket, key, str(tmp), Config=self.transfer),
-                       cleanup=lambda: tmp.unlink(missing_ok=True))
+
+        def fetch() -> None:
+            if size is not None and size < self.transfer.multipart_threshold:
+                # One GET streamed to the file: boto3's download_file first sends a HEAD to
+                # learn the size (which we know), doubling the latency of small objects.
+                self._get_to_file(key, tmp)
+            else:
+                self.client.download_file(self.settings.bucket, key, str(tmp), Config=self.transfer)
+
+        self._retrying(f"download of {key} from {self.where}", fetch, cleanup=lambda: tmp.unlink(missing_ok=True))
         got_size = tmp.stat().st_size
         if size is not None and got_size != size:
             tmp.unlink(missing_ok=True)
@@ -181,6 +192,15 @@ class RemoteStore:
             raise CorruptObjectError(f"object {key} from {self.where} failed its checksum; it is corrupt")
         tmp.rename(path)
         return time.perf_counter() - t0
+
+    def _get_to_file(self, key: str, path: Path) -> None:
+        body = self.client.get_object(Bucket=self.settings.bucket, Key=key)["Body"]
+        try:
+            with open(path, "wb") as fh:
+                for chunk in body.iter_chunks(STREAM_CHUNK):
+                    fh.write(chunk)
+        finally:
+            body.close()
 
     def delete_prefix(self, prefix: str) -> int:
         """Delete every object under ``prefix``; return how many."""
