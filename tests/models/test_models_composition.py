@@ -39,7 +39,8 @@ def test_gather_input_of_a_shrinking_aggregate_is_predicted(starjoin, with_featu
     assert predicted.stages["report"].input_bytes == pytest.approx(report_in, rel=0.15)
     agg_out = sum(m.output_bytes for m in actual["aggregate"]) / len(actual["aggregate"])
     assert predicted.stages["aggregate"].output_bytes.mean == pytest.approx(agg_out, rel=0.15)
-    assert not predicted.warnings  # nothing here is an extrapolation far beyond the profile
+    # nothing here is an extrapolation far beyond the profile
+    assert not [w for w in predicted.warnings if "far outside" in w]
 
 
 def test_far_extrapolation_warns_with_the_profiled_range(starjoin) -> None:  # type: ignore[no-untyped-def]
