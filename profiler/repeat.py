@@ -18,7 +18,6 @@ peak memory. The fork/report protocol mirrors :meth:`ReferenceExecutor._run_chil
 
 from __future__ import annotations
 
-import os
 import shutil
 import statistics
 from collections.abc import Mapping

@@ -12,13 +12,12 @@ from pathlib import Path
 
 import click
 
-from sonic.app import App
-from sonic.cluster.spec import ClusterSpec, load_cluster
-from sonic.errors import AuthenticationError, ClusterFileError
-from models.app_model import AppModel
 from models.app_model import AppModel
 from models.refit import learn as learn_from
+from sonic.app import App
+from sonic.cluster.spec import ClusterSpec, load_cluster
 from sonic.comparison import compare
+from sonic.errors import AuthenticationError, ClusterFileError
 from sonic.measured import input_digest, load_measured, save_measured
 from sonic.metrics import RunResult
 from sonic.plan import Plan

@@ -39,7 +39,7 @@ import multiprocessing  # noqa: E402
 import random  # noqa: E402
 
 from models import learn  # noqa: E402
-from profiler.synthetic import Behaviour, simulate_profile  # noqa: E402
+from profiler.synthetic import simulate_profile  # noqa: E402
 
 SIZES = [2_000_000, 4_000_000, 8_000_000, 16_000_000, 32_000_000]
 
