@@ -206,7 +206,7 @@ def format_dataplane_table(report: dict[str, Any]) -> str:
     agg = report.get("s3_aggregate")
     if agg:
         lines.append(f"S3 server capacity: {agg['clients']} concurrent clients x {agg['objects_per_client']} objects "
-                     f"of {agg['object_bytes'] / 1e6:.0f} MB, aggregate MB/s, median (min-max)")
+                     f"of {agg['object_bytes'] / 2**20:.0f} MiB, aggregate MB/s, median (min-max)")
         for label, key in (("S3 (boto3)", "s3"), ("yardstick: local files", "file")):
             lines.append(f"  {label:<24} put {agg[f'{key}_put_MBps']:6.0f} ({agg[f'{key}_put_MBps_min']:.0f}-"
                          f"{agg[f'{key}_put_MBps_max']:.0f})  get {agg[f'{key}_get_MBps']:6.0f} "
