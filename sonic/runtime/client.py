@@ -41,6 +41,7 @@ class Timeouts:
     uploading outputs, waiting for a slot). ``warm_s`` bounds starting an app's workers.
     ``lease_s`` is the job lease: agents drop a job whose coordinator has not renewed it for
     that long. ``pool_idle_s`` retires pooled connections before the agent's idle deadline.
+    ``bulk_s`` bounds calls that name no deadline (benchmarks, calibration).
     """
 
     connect_s: float = 5.0
@@ -51,6 +52,7 @@ class Timeouts:
     run_slack_s: float = 600.0
     lease_s: float = 120.0
     pool_idle_s: float = 60.0
+    bulk_s: float = 1800.0   # one bulk call with no deadline of its own (benchmark transfer, calibration)
 
     def __post_init__(self) -> None:
         for name, value in self.__dict__.items():
@@ -177,8 +179,16 @@ class AgentClient:
 
     # ------------------------------------------------------------------ calls
     def call(self, op: str, timeout: float | None | str = "control", **fields: Any) -> dict[str, Any]:
+        """``timeout``: "control" (the default), seconds, or None for a bulk call (``bulk_s``):
+        never an unbounded wait."""
+        if timeout == "control":
+            deadline = self.timeouts.control_s
+        elif timeout is None:
+            deadline = self.timeouts.bulk_s
+        else:
+            deadline = float(timeout)
         with self.connection() as sock:
-            sock.settimeout(self.timeouts.control_s if timeout == "control" else timeout)
+            sock.settimeout(deadline)
             protocol.send_frame(sock, {"op": op, **fields})
             reply = protocol.recv_frame(sock, self.peer)
         if not reply.get("ok"):
