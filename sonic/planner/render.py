@@ -44,7 +44,7 @@ def render_table(plan: Plan) -> str:
 
 def _parallelism_lines(plan: Plan) -> list[str]:
     """Per elastic stage: the count chosen and the predicted latency at the other counts."""
-    rows = [("elastic stage", "chosen", "range", f"predicted latency (s) by instance count ({plan.objective} chosen)")]
+    rows = [("elastic stage", "chosen", "range", f"count: predicted latency s of the best plan, [chosen] for {plan.objective}")]
     for name, s in plan.stages.items():
         choice = s.parallelism
         if choice is None:
