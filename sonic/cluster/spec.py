@@ -236,7 +236,21 @@ def _coerce(value: Any, hint: str, where: str) -> Any:
         if not isinstance(value, str):
             raise ClusterFileError(f"{where} must be a string, got {value!r}")
         return value
-    return value  # nested records and containers are handled by the caller
+    if base == "dict[str, int]":
+        if not isinstance(value, dict) or not all(
+                isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) for k, v in value.items()):
+            raise ClusterFileError(f"{where} must map names to integers, got {_short(value)}")
+        return value
+    if base == "list[str]":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ClusterFileError(f"{where} must be a list of strings, got {_short(value)}")
+        return value
+    return value  # nested records are handled by the caller
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def parse_cluster(doc: Any, *, source: str = "cluster file", check_paths: bool = True) -> ClusterSpec:

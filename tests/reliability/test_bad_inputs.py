@@ -174,6 +174,7 @@ CLUSTER_CASES: list[tuple[str, Callable[[dict[str, Any], World], Any], int, str]
      "not a URL"),
     ("cluster-bucket-empty", lambda d, w: _set(d, ["remote_storage", "bucket"], ""), 2, "bucket"),
     ("cluster-deep-yaml", lambda d, w: "[" * 200_000, 2, "cluster file"),
+    ("cluster-local-pids-not-a-map", lambda d, w: _set(d, ["local", "pids"], "x"), 2, "local.pids"),
 ]
 
 
