@@ -264,6 +264,22 @@ def ratios(rows: list[dict[str, str]]) -> list[tuple[int, float]]:
     return out
 
 
+def same_methods_as_best(rows: list[dict[str, str]]) -> int:
+    """Rounds in which sonic ran the same edge methods as the round's fastest fixed strategy
+    (its ratio then differs from 1 by placement and noise only)."""
+    by_round: dict[int, dict[str, dict[str, str]]] = {}
+    for row in rows:
+        if _ok(row):
+            by_round.setdefault(int(row["round"]), {})[row["strategy"]] = row
+    count = 0
+    for runs in by_round.values():
+        fixed = [runs[s] for s in FIXED if s in runs]
+        if "sonic" in runs and fixed:
+            best = min(fixed, key=lambda r: float(r["latency_s"]))
+            count += runs["sonic"].get("methods") == best.get("methods")
+    return count
+
+
 def latency_errors(rows: list[dict[str, str]], strategy: str) -> list[float]:
     """|predicted - measured| / measured of every validated run of ``strategy``."""
     out = []
@@ -289,6 +305,7 @@ def summary_rows(path: Path | None = None) -> list[dict[str, Any]]:
             "worst_sonic_vs_best_fixed": max(rs) if rs else math.nan,
             "median_sonic_vs_best_fixed": median(rs),
             "rounds_within_1_10": sum(1 for v in rs if v <= 1.10),
+            "rounds_same_methods_as_best": same_methods_as_best(rows),
             "window": window,
             "sonic_first_mean_s": sum(first) / len(first) if first else math.nan,
             "sonic_last_mean_s": sum(last) / len(last) if last else math.nan,

@@ -423,11 +423,12 @@ def section_adaptivity() -> str:
     for c in cells:
         body.append([c["app"], f"{c['input_bytes'] / MB:.0f}", c["rounds"], f(c["worst_sonic_vs_best_fixed"]),
                      f(c["median_sonic_vs_best_fixed"]), f"{c['rounds_within_1_10']}/{c['rounds']}",
+                     f"{c['rounds_same_methods_as_best']}/{c['rounds']}",
                      f(c["sonic_first_mean_s"], 3), f(c["sonic_last_mean_s"], 3)]
                     + [f(100 * c[f"{s}_median_abs_latency_error"], 0) for s in adaptivity.STRATEGIES]
                     + [c["models_replaced"], c["replans"], c["sonic_plans"], "yes" if c["all_outputs_ok"] else "**no**"])
     text += table(["app", "MB", "rounds", "worst sonic/best", "median sonic/best", "rounds <= 1.10x",
-                   "sonic mean first 10 (s)", "sonic mean last 10 (s)"]
+                   "rounds sonic = best's methods", "sonic mean first 10 (s)", "sonic mean last 10 (s)"]
                   + [f"{s} latency err %" for s in adaptivity.STRATEGIES]
                   + ["models replaced (runs)", "re-plans", "distinct sonic plans", "all outputs valid"], body)
     text += ("\n\"first/last 10\" use min(10, rounds/2) rounds when fewer than 20 ran. \"models replaced\" counts runs "

@@ -88,6 +88,7 @@ def test_summary_of_a_hand_made_csv(experiments) -> None:  # type: ignore[no-unt
     assert cell["worst_sonic_vs_best_fixed"] == 2.0
     assert cell["median_sonic_vs_best_fixed"] == 1.0
     assert cell["rounds_within_1_10"] == 4
+    assert cell["rounds_same_methods_as_best"] == 5  # every strategy of a round ran the same methods
     assert cell["window"] == 2
     assert cell["sonic_first_mean_s"] == (2.0 + 1.1) / 2 and cell["sonic_last_mean_s"] == 1.0
     assert abs(cell["sonic_median_abs_latency_error"] - 0.2) < 1e-9
