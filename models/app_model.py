@@ -112,14 +112,22 @@ class AppModel:
 
     def __init__(self, app_name: str, *, max_mape: float = 0.25, max_time_mape: float = 0.5, min_sizes: int = 3,
                  quantile: float = 0.9, sources: Sequence[str] | None = None,
-                 time_statistic: float | str = 0.25) -> None:
+                 time_statistic: float | str = 0.25, elastic_stages: Sequence[str] = ()) -> None:
         self.app_name = app_name
+        self.elastic_stages = elastic_stages
         self.max_mape = max_mape
         self.max_time_mape = max_time_mape
         self.min_sizes = min_sizes
         self.quantile = quantile
         self.sources = sources
         self.time_statistic = time_statistic
+
+    @classmethod
+    def for_app(cls, app: App, **params: Any) -> AppModel:
+        """Models of ``app`` with what its definition says about the fit: stages whose
+        instance count is a plan decision (``parallelism=``) are ``elastic_stages``."""
+        elastic = tuple(name for name, stage in app.stages.items() if stage.parallelism is not None)
+        return cls(app.name, elastic_stages=elastic, **params)
 
     # ------------------------------------------------------------------ fit
     def fit(self, profile: pd.DataFrame) -> AppModel:
@@ -210,7 +218,10 @@ class AppModel:
         scores["fanout"] = holdout_score(fanout, Xf, yf, gf)
         metrics["fanout"] = fanout.fit(Xf, yf, groups=gf)
         n_sizes = int(np.unique(g).size)
-        reason = self._untrusted_reason(n_sizes, bool(rows["cold"].astype(bool).all()), scores)
+        # An elastic stage's instance count is the plan's choice, not a property of the
+        # input: its fanout model only answers "what was run", so it cannot gate trust.
+        gating = {m: s for m, s in scores.items() if not (m == "fanout" and stage in self.elastic_stages)}
+        reason = self._untrusted_reason(n_sizes, bool(rows["cold"].astype(bool).all()), gating)
         inputs = warm["input_bytes"].to_numpy(dtype=float)
         return StageModel(stage, metrics, scores, feats, n_sizes, not reason,
                           self._cold_start(rows, metrics["time"], fcols), reason, total_output,

@@ -10,29 +10,29 @@ from typing import Any
 import click
 
 from models.app_model import AppModel
-from models.persist import MANIFEST_FILE, ModelsNotFoundError, model_dir
+from models.persist import ModelsNotFoundError
+from models.refit import app_lock
 from profiler.store import ProfileStore
-from sonic.app import load_app
+from sonic.app import App, load_app
 from sonic.errors import NotFittedError
 
 Echo = Callable[[str], None]
 
 
-def current_model(app_name: str, root: Path) -> AppModel:
-    """The saved models of ``app_name``, refitted first if the profile has newer parts."""
-    store = ProfileStore(root)
-    parts = store.parts(app_name)
-    manifest = model_dir(root, app_name) / MANIFEST_FILE
-    stale = bool(parts) and (not manifest.exists()
-                             or max(p.stat().st_mtime for p in parts) > manifest.stat().st_mtime)
-    if not stale:
-        try:
-            return AppModel.load(app_name, root)
-        except ModelsNotFoundError:
-            if not parts:
-                raise
-    model = AppModel(app_name).fit(store.load(app_name))
-    model.save(root)
+def current_model(app: App, root: Path) -> AppModel:
+    """The saved models of ``app``; fitted from the profile only if none were saved yet.
+
+    Saved models are never refitted here: after a run, new rows wait in the profile until a
+    refit wins the champion/challenger test (:mod:`models.refit`), and showing the models
+    must not bypass it."""
+    try:
+        return AppModel.load(app.name, root)
+    except ModelsNotFoundError:
+        if not ProfileStore(root).parts(app.name):
+            raise
+    with app_lock(Path(root), app.name):
+        model = AppModel.for_app(app).fit(ProfileStore(root).load(app.name))
+        model.save(root)
     return model
 
 
@@ -42,7 +42,7 @@ def show_models(app_spec: str, root: Path | str = Path(".sonic"), as_json: bool 
     root = Path(root)
     app = load_app(app_spec)
     try:
-        model = current_model(app.name, root)
+        model = current_model(app, root)
     except ModelsNotFoundError:
         raise NotFittedError(f"app {app.name!r} has no profile under {root}; "
                              f"run `sonic profile {app_spec}` first") from None

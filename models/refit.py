@@ -111,14 +111,14 @@ def refit(app: App, result: RunResult, root: Path | str = Path(".sonic")) -> App
     with app_lock(root, app.name):
         store = ProfileStore(root)
         record_run(result, store)
-        model = AppModel(app.name).fit(store.load(app.name))
+        model = AppModel.for_app(app).fit(store.load(app.name))
         model.save(root)
     return model
 
 
 def _challenge(app: App, champion: AppModel | None, rows: pd.DataFrame, root: Path) -> LearnOutcome:
     try:
-        challenger = AppModel(app.name).fit(rows)
+        challenger = AppModel.for_app(app).fit(rows)
     except NotFittedError as exc:
         return LearnOutcome(True, False, f"no models can be fitted yet: {exc}")
     if champion is None or set(champion.stages_) != set(challenger.stages_):
@@ -137,7 +137,7 @@ def _challenge(app: App, champion: AppModel | None, rows: pd.DataFrame, root: Pa
     champion_error = prediction_error(champion, app, holdout)
     rest = current[~current["run_id"].isin(newest)]
     try:
-        trial = AppModel(app.name).fit(rest) if not rest.empty else None
+        trial = AppModel.for_app(app).fit(rest) if not rest.empty else None
     except NotFittedError:
         trial = None
     challenger_error = prediction_error(trial, app, holdout) if trial is not None else champion_error

@@ -74,7 +74,7 @@ def run_profile(app_spec: str, sizes: Sequence[int] | str | None = None, runs: i
     from models.refit import app_lock
 
     with app_lock(root, app.name):
-        model = AppModel(app.name).fit(store.load(app.name))
+        model = AppModel.for_app(app).fit(store.load(app.name))
         models_dir = model.save(root)
     rows = model.report()
     invalid = f", {summary.invalid_outputs} with invalid output" if summary.invalid_outputs else ""

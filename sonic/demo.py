@@ -68,7 +68,7 @@ def run_demo(*, progress: bool = True, echo: Echo = print, vms: int = DEMO_VMS,
             store = ProfileStore(workdir / "state")
             profile_app(app, list(profile_sizes), 1, store=store,
                         progress=(lambda ev: say(f"      {ev.describe()}")) if progress else None)
-            model = AppModel(app.name).fit(store.load(app.name))
+            model = AppModel.for_app(app).fit(store.load(app.name))
             model.save(workdir / "state")
             say(f"[4/5] planning a {format_size(input_bytes)} input ...")
             input_path = generate_input(app, workdir / "demo-input.avi", input_bytes, seed=42)
