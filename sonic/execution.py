@@ -9,7 +9,9 @@ fitted together:
   starts by writing ``5`` to ``/proc/self/clear_refs`` (Linux >= 4.0); the resident size at
   that moment is the baseline (``baseline_memory_mb``); the peak minus the baseline is the
   instance's own. A warm worker that imported more libraries or kept a larger heap than a
-  freshly forked child has a larger baseline, not a larger instance. Child processes the
+  freshly forked child has a larger baseline, not a larger instance. Before the baseline is
+  read, free heap is returned to the OS (:func:`release_free_memory`), or an instance
+  reusing what an earlier one freed would measure nothing of its own. Child processes the
   function started (a codec binary) count wholly. ``peak_memory_mb`` keeps the raw peak.
 * ``wall_s``: the function's wall time *minus* the time its threads sat runnable waiting
   for a CPU (``/proc/self/task/*/schedstat``; the largest wait of any one thread, see
@@ -20,10 +22,13 @@ fitted together:
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import os
 import resource
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,6 +103,26 @@ def contention_s(before: dict[str, float], after: dict[str, float]) -> float:
     return max((after[t] - before.get(t, 0.0) for t in after), default=0.0)
 
 
+def _load_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim  # type: ignore[no-any-return]
+    except (OSError, AttributeError):
+        return None  # not glibc: freed heap may stay resident and hide in the baseline
+
+
+_MALLOC_TRIM = _load_malloc_trim()
+
+
+def release_free_memory() -> None:
+    """Give memory the process holds but does not use back to the OS before measuring a
+    baseline. A warm worker's heap keeps what earlier instances freed (glibc raises its mmap
+    threshold after large frees, so even big numpy arrays come from the heap and stay
+    resident); an instance reusing it would measure zero memory of its own."""
+    gc.collect()
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
 def _reset_hwm() -> bool:
     try:
         with open("/proc/self/clear_refs", "w") as fh:
@@ -140,6 +165,7 @@ def run_instance(
         partitions=dict(spec.partitions),
     )
     fn = app.stages[spec.stage].fn
+    release_free_memory()
     reset_ok = _reset_hwm()
     baseline_kb = (_read_rss_kb() if reset_ok else None) or 0
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
