@@ -37,8 +37,9 @@ from sonic.metrics import InstanceMetrics
 from sonic.routing import InstanceSpec
 
 #: Version of what the measured quantities mean; stored with every profile row. Rows of
-#: another version are never fitted together with these (1: raw peak and raw wall time).
-MEASUREMENT_SEMANTICS = 2
+#: another version are never fitted together with these (1: raw peak and raw wall time;
+#: 2: own memory read against a baseline that included freed heap, so reused memory counted 0).
+MEASUREMENT_SEMANTICS = 3
 
 
 @dataclass

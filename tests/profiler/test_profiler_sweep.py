@@ -10,6 +10,7 @@ from profiler import ProfileStore, ProfilingError, ProgressEvent, profile_app
 from profiler.synthetic import CHAIN, CRASHY, FEATURED, chain_behaviour, simulate_run
 from sonic.app import App
 from sonic.errors import ExecutionError, UserInputError
+from sonic.execution import MEASUREMENT_SEMANTICS
 from sonic.metrics import RunResult
 
 SIZES = [64_000, 128_000, 256_000]
@@ -30,7 +31,7 @@ def test_sweep_records_every_instance_of_every_run(tmp_path: Path) -> None:
     assert {int(s): int(n) for s, n in work.groupby("size")["instances"].first().items()} == expected
     # wall_s is net of CPU waits: a tiny instance on a loaded machine may net to 0.
     assert (frame["wall_s"] >= 0).all() and (frame["wall_s"] > 0).any() and (frame["peak_memory_mb"] > 10).all()
-    assert (frame["semantics"] == 2).all() and (frame["own_memory_mb"] >= 0).all()
+    assert (frame["semantics"] == MEASUREMENT_SEMANTICS).all() and (frame["own_memory_mb"] >= 0).all()
     split = frame[frame["stage"] == "split"]
     assert (split["input_bytes"] == split["app_input_bytes"]).all()
     assert (split["output_bytes"] == split["input_bytes"]).all()
