@@ -66,7 +66,7 @@ from sonic.cluster.readiness import (
     wait_agent_ready,
 )
 from sonic.cluster import cgroups
-from sonic.cluster.s3server import EMBEDDED_S3_CREDENTIALS
+from sonic.cluster.s3auth import cluster_credentials
 from sonic.cluster.spec import (
     DEFAULT_CLUSTER_FILE,
     ClusterSpec,
@@ -115,8 +115,13 @@ class HarnessOptions:
 
 def client_env(spec: ClusterSpec) -> dict[str, str]:
     """Environment a client (driver, boto3) needs for this cluster's remote storage: the
-    embedded server's test credentials for local clusters, nothing for real S3."""
-    return dict(EMBEDDED_S3_CREDENTIALS) if spec.local is not None else {}
+    embedded server's key pair for local clusters (derived from the cluster secret, see
+    :func:`sonic.cluster.s3auth.cluster_credentials`), nothing for real S3."""
+    if spec.local is None:
+        return {}
+    if not spec.secret_file:
+        raise ClusterFileError("local cluster file has no secret_file; bring the cluster up again")
+    return cluster_credentials(read_secret(spec.secret_file))
 
 
 # ----------------------------------------------------------------------------- signals
@@ -161,12 +166,11 @@ def _marker(local: LocalClusterInfo) -> str:
     return local.root
 
 
-def _child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+def _child_env(credentials: dict[str, str]) -> dict[str, str]:
     env = dict(os.environ)
     # The agents and the S3 server run the very code of this harness, from any cwd.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(project_root()), env.get("PYTHONPATH", "")) if p)
-    env.update(EMBEDDED_S3_CREDENTIALS)
-    env.update(extra or {})
+    env.update(credentials)
     return env
 
 
@@ -311,7 +315,7 @@ class _Starter:
         if self.plan:
             argv = netns.in_ns(self.plan.s3_ns, argv)
         log = sdir / "s3.log"
-        process = spawn(argv, log=log, env=_child_env(), cwd=sdir)
+        process = spawn(argv, log=log, env=_child_env(cluster_credentials(self.secret)), cwd=sdir)
         self.record_pid("s3", process.pid)
         deadline = time.monotonic() + self.options.s3_ready_timeout_s
         for _ in backoff(deadline):
@@ -341,7 +345,8 @@ class _Starter:
             argv = [*self.program.argv_prefix, *agent_args(
                 vm.name, LOOPBACK, 0, str(data), str(self.spec.secret_file), vm.cores, vm.memory_mb, **self._s3_args()
             )]
-            process = spawn(argv, log=data / "agent.stdout", env=_child_env(), cwd=data)
+            process = spawn(argv, log=data / "agent.stdout", env=_child_env(cluster_credentials(self.secret)),
+                            cwd=data)
             self.record_pid(f"agent-{vm.name}", process.pid)
             started.append((vm, data, process))
         # All agents boot in parallel; then wait for each under its own deadline.
@@ -375,7 +380,7 @@ class _Starter:
         bundle = build_bundle(self.root / "code-cache")
         return bootstrap.AgentLaunch(
             program=self.program, secret=self.secret, bundle=bundle, bind=bind, port=port,
-            env=dict(EMBEDDED_S3_CREDENTIALS), ready_timeout_s=self.options.agent_ready_timeout_s,
+            env=cluster_credentials(self.secret), ready_timeout_s=self.options.agent_ready_timeout_s,
             **self._s3_args(),
         )
 

@@ -118,3 +118,13 @@ def verify(req: SignedRequest, accepted: Credentials, now: datetime | None = Non
     if not hmac.compare_digest(expected, match["sig"]):
         raise AuthError("SignatureDoesNotMatch", "the request signature does not match the cluster's secret key")
     return payload_hash
+
+
+def cluster_credentials(secret: bytes) -> dict[str, str]:
+    """The embedded S3 server's key pair for one local cluster, derived from the cluster's
+    secret (HMAC-SHA256 with fixed labels): every process that holds the secret file (the
+    harness, the agents, the driver) computes the same pair, nothing else is written down,
+    and a process without the secret cannot sign a request the server accepts."""
+    ident = hmac.new(secret, b"sonic embedded s3 access key id", hashlib.sha256).hexdigest()[:20].upper()
+    key = hmac.new(secret, b"sonic embedded s3 secret access key", hashlib.sha256).hexdigest()
+    return {"AWS_ACCESS_KEY_ID": f"SONIC{ident}", "AWS_SECRET_ACCESS_KEY": key}

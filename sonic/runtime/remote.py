@@ -27,9 +27,11 @@ import botocore.config
 import botocore.exceptions
 from boto3.s3.transfer import TransferConfig
 
+from sonic.cluster.s3auth import cluster_credentials
 from sonic.cluster.spec import ClusterSpec
 from sonic.errors import CorruptObjectError, MissingObjectError, TransportError
 from sonic.runtime.objects import file_checksum
+from sonic.runtime.protocol import read_secret
 
 log = logging.getLogger("sonic.remote")
 T = TypeVar("T")
@@ -92,14 +94,13 @@ class RemoteSettings:
 
     @classmethod
     def for_cluster(cls, cluster: ClusterSpec) -> RemoteSettings:
-        """Settings of a cluster's remote storage; a local cluster's embedded S3 takes its test keys."""
+        """Settings of a cluster's remote storage; a local cluster's embedded S3 takes the key
+        pair derived from the cluster secret (:func:`sonic.cluster.s3auth.cluster_credentials`)."""
         rs = cluster.remote_storage
         keys: dict[str, str] = {}
-        if cluster.local is not None:
-            from sonic.cluster.local import EMBEDDED_S3_CREDENTIALS
-
-            keys = {"access_key": EMBEDDED_S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                    "secret_key": EMBEDDED_S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"]}
+        if cluster.local is not None and cluster.secret_file:
+            pair = cluster_credentials(read_secret(cluster.secret_file))
+            keys = {"access_key": pair["AWS_ACCESS_KEY_ID"], "secret_key": pair["AWS_SECRET_ACCESS_KEY"]}
         return cls(rs.bucket, rs.endpoint_url, rs.region, rs.multipart_threshold_mb, **keys)
 
 

@@ -76,6 +76,21 @@ def test_embedded_s3_reachable_with_client_env(cluster_root: Path, options: Harn
                           aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
         s3.put_object(Bucket=spec.remote_storage.bucket, Key="k", Body=b"v")
         assert s3.get_object(Bucket=spec.remote_storage.bucket, Key="k")["Body"].read() == b"v"
+        # Only the cluster's own key pair (derived from its secret) is accepted: neither the
+        # conventional test pair nor another cluster's.
+        from botocore.exceptions import ClientError
+
+        from sonic.cluster.s3auth import cluster_credentials
+
+        assert env["AWS_ACCESS_KEY_ID"] != "testing"
+        for other in ({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"},
+                      cluster_credentials(b"another cluster's secret")):
+            stranger = boto3.client("s3", endpoint_url=spec.remote_storage.endpoint_url,
+                                    region_name=spec.remote_storage.region,
+                                    aws_access_key_id=other["AWS_ACCESS_KEY_ID"],
+                                    aws_secret_access_key=other["AWS_SECRET_ACCESS_KEY"])
+            with pytest.raises(ClientError):
+                stranger.get_object(Bucket=spec.remote_storage.bucket, Key="k")
 
 
 def test_second_up_over_live_cluster_is_refused(cluster_root: Path, options: HarnessOptions) -> None:
