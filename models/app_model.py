@@ -285,6 +285,7 @@ class AppModel:
         return {
             "rows": int(rows.shape[0]),
             "runs": int(rows["run_id"].nunique()),
+            "run_ids": sorted(str(r) for r in rows["run_id"].unique()),
             "sizes": sorted(float(s) for s in rows["_group"].unique()),
             "stages": list(self.stage_order_),
             "sources": sorted(str(s) for s in rows["source"].unique()),

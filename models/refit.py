@@ -1,20 +1,23 @@
 """Learning from runs: record a run's measurements, refit, and keep the better models.
 
 After every run that validated, its rows are appended to the profile and a *challenger*
-(the models refitted on every row) competes with the *champion* (the saved models). The
-challenger replaces the champion only if
+(the models refitted on every usable row) competes with the *champion* (the saved models):
 
-1. it predicts the newest measurements at least as well: the runs the champion has never
-   seen (recorded after it was fitted, at most :data:`HOLDOUT_RUNS` of the newest) are held
-   out, the challenger's procedure is re-run without them, and both predict them (mean over
-   stages and metrics of the median absolute percentage error; see :func:`prediction_error`);
-2. it does not lose the trust of a stage the champion trusts (an untrusted stage sends its
-   edges through Remote-Storage, so that would make plans worse).
+1. **Probation, judged out of sample.** A refit that replaced the champion is on probation:
+   the next run, which neither the new models nor the models before them (kept as
+   ``previous.joblib``) have seen, decides. If the models with the runs the refit added
+   predict it worse than the models without them (mean over stages and metrics of the median
+   absolute percentage error, :func:`prediction_error`), the refit is reverted and those runs
+   are left out of every later fit (``trial.json``). (Comparing on the newest run alone a
+   model fitted without it against the champion would be a tie by construction: both saw
+   exactly the same rows.)
+2. **No lost trust.** The challenger replaces the champion only if no stage the champion
+   trusts becomes untrusted (an untrusted stage sends its edges through Remote-Storage, so
+   that would make plans worse); otherwise the champion stays and the new rows wait.
 
-Otherwise the champion stays; the new rows stay in the store and take part in the next
-challenge. Runs whose output failed validation are never learned from. Fitting is a few
-hundred tiny least-squares problems (milliseconds to a few hundred ms), so refitting from
-the whole profile is simpler and safer than incremental updates.
+Runs whose output failed validation are never learned from. Fitting is a few hundred tiny
+least-squares problems (milliseconds to a few hundred ms), so refitting from the whole profile
+is simpler and safer than incremental updates.
 
 Concurrent runs of one app are serialised by a lock file per app (``fcntl.flock``), so
 every challenge sees the rows of every run before it.
@@ -23,12 +26,16 @@ every challenge sees the rows of every run before it.
 from __future__ import annotations
 
 import fcntl
+import json
 import math
+import os
+import pickle
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import joblib
 import numpy as np
 import pandas as pd
 
@@ -40,9 +47,6 @@ from sonic.app import App
 from sonic.errors import NotFittedError, UserInputError
 from sonic.execution import MEASUREMENT_SEMANTICS
 from sonic.metrics import RunResult
-
-#: The newest runs the champion has not seen that a challenge is scored on.
-HOLDOUT_RUNS = 3
 
 
 @dataclass
@@ -117,38 +121,95 @@ def refit(app: App, result: RunResult, root: Path | str = Path(".sonic")) -> App
 
 
 def _challenge(app: App, champion: AppModel | None, rows: pd.DataFrame, root: Path) -> LearnOutcome:
+    folder = model_dir(root, app.name)
+    trial = _Trial.load(folder)
+    current = rows[(rows["semantics"] == MEASUREMENT_SEMANTICS) & rows["output_ok"].astype(bool)
+                   & rows["error"].isna() & ~rows["run_id"].isin(trial.excluded)]
+    newest = current.sort_values("timestamp")["run_id"].iloc[-1] if not current.empty else None
+    fresh = current[current["run_id"] == newest]
+    # 1. The runs the last refit added are judged on this run, which neither the models with
+    #    them (the champion) nor the models without them (the previous champion) have seen.
+    note, champion_error, previous_error = "", None, None
+    previous = trial.previous_model(folder)
+    if champion is not None and previous is not None and trial.added and not fresh.empty:
+        champion_error = prediction_error(champion, app, fresh)
+        previous_error = prediction_error(previous, app, fresh)
+        if champion_error > previous_error:
+            trial.excluded += trial.added
+            current = current[~current["run_id"].isin(trial.added)]
+            champion = previous
+            champion.save(root)
+            note = (f"the last refit predicted this run worse ({champion_error:.1%} vs {previous_error:.1%} "
+                    f"without its {len(trial.added)} new run(s)): reverted, those runs are left out; ")
+        else:
+            note = f"the last refit confirmed on this run ({champion_error:.1%} vs {previous_error:.1%} without it); "
+    trial.added = []
+    # 2. The challenger: every usable row, this run's included.
     try:
-        challenger = AppModel.for_app(app).fit(rows)
+        challenger = AppModel.for_app(app).fit(current)
     except NotFittedError as exc:
-        return LearnOutcome(True, False, f"no models can be fitted yet: {exc}")
+        trial.save(folder, None)
+        return LearnOutcome(True, False, f"{note}no models can be fitted yet: {exc}")
     if champion is None or set(champion.stages_) != set(challenger.stages_):
         challenger.save(root)
-        return LearnOutcome(True, True, "first models of this app" if champion is None else "the app's stages changed",
+        trial.save(folder, None)
+        return LearnOutcome(True, True, note + ("first models of this app" if champion is None
+                                                 else "the app's stages changed"),
                             _changes(champion, challenger), model=challenger)
     lost = [s for s, sm in champion.stages_.items() if sm.trusted and not challenger.stages_[s].trusted]
     if lost:
+        trial.save(folder, None)
         why = "; ".join(f"{s}: {challenger.stages_[s].untrusted_reason}" for s in lost)
-        return LearnOutcome(True, False, f"a refit would no longer trust {why}", model=champion)
-    current = rows[(rows["semantics"] == MEASUREMENT_SEMANTICS) & rows["output_ok"].astype(bool)
-                   & rows["error"].isna()]
-    unseen = current[current["timestamp"] > champion.training_["last_timestamp"]]
-    newest = unseen.drop_duplicates("run_id").sort_values("timestamp")["run_id"].tail(HOLDOUT_RUNS)
-    holdout = current[current["run_id"].isin(newest)]
-    champion_error = prediction_error(champion, app, holdout)
-    rest = current[~current["run_id"].isin(newest)]
-    try:
-        trial = AppModel.for_app(app).fit(rest) if not rest.empty else None
-    except NotFittedError:
-        trial = None
-    challenger_error = prediction_error(trial, app, holdout) if trial is not None else champion_error
-    if challenger_error > champion_error + 1e-12:
-        return LearnOutcome(True, False, f"a refit predicts the newest {newest.size} run(s) worse: error "
-                            f"{challenger_error:.1%} vs {champion_error:.1%}", champion_error=champion_error,
-                            challenger_error=challenger_error, model=champion)
+        return LearnOutcome(True, False, f"{note}a refit would no longer trust {why}", model=champion,
+                            champion_error=champion_error, challenger_error=previous_error)
+    # Accepted on probation: the next run decides whether the runs it adds stay.
+    seen = set(champion.training_.get("run_ids", []))
+    trial.added = sorted(set(current["run_id"].astype(str)) - seen) if seen else [str(newest)]
+    trial.save(folder, champion)
     challenger.save(root)
-    return LearnOutcome(True, True, f"{challenger.training_['runs']} runs; error on the newest {newest.size} run(s) "
-                        f"{challenger_error:.1%} vs {champion_error:.1%} before", _changes(champion, challenger),
-                        champion_error, challenger_error, challenger)
+    return LearnOutcome(True, True, f"{note}{challenger.training_['runs']} runs, {len(trial.added)} new, on "
+                        "probation until the next run", _changes(champion, challenger),
+                        champion_error, previous_error, challenger)
+
+
+@dataclass
+class _Trial:
+    """The probation of the last refit: which runs it added (``added``), the models before it
+    (``previous.joblib``) and runs left out for good because adding them made predictions of
+    the next run worse (``excluded``). Kept next to the models, under the app's lock."""
+
+    added: list[str] = field(default_factory=list)
+    excluded: list[str] = field(default_factory=list)
+
+    FILE = "trial.json"
+    PREVIOUS = "previous.joblib"
+
+    @classmethod
+    def load(cls, folder: Path) -> _Trial:
+        try:
+            doc = json.loads((folder / cls.FILE).read_text())
+            return cls([str(r) for r in doc.get("added", [])], [str(r) for r in doc.get("excluded", [])])
+        except (OSError, ValueError, AttributeError):
+            return cls()  # no probation (or an unreadable record: start a new one)
+
+    def previous_model(self, folder: Path) -> AppModel | None:
+        try:
+            model = joblib.load(folder / self.PREVIOUS)
+        except (OSError, ValueError, EOFError, pickle.UnpicklingError, AttributeError, ImportError):
+            return None
+        return model if isinstance(model, AppModel) else None
+
+    def save(self, folder: Path, previous: AppModel | None) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        if previous is None:
+            (folder / self.PREVIOUS).unlink(missing_ok=True)
+        else:
+            tmp = folder / f".{self.PREVIOUS}.{os.getpid()}.tmp"
+            joblib.dump(previous, tmp)
+            os.replace(tmp, folder / self.PREVIOUS)
+        tmp = folder / f".{self.FILE}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps({"added": self.added, "excluded": self.excluded}))
+        os.replace(tmp, folder / self.FILE)
 
 
 def prediction_error(model: AppModel, app: App, rows: pd.DataFrame) -> float:
