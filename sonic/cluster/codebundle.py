@@ -21,7 +21,7 @@ import sonic
 PACKAGES = ("sonic", "profiler", "models", "workloads")
 EXTRA_FILES = ("pyproject.toml",)
 # Build leftovers and editor/VCS state are not part of the program.
-EXCLUDED_DIRS = {"__pycache__", ".git", ".pytest_cache", ".hypothesis", ".mypy_cache"}
+EXCLUDED_DIRS = {"__pycache__", ".git", ".pytest_cache", ".hypothesis", ".mypy_cache", ".sonic"}
 EXCLUDED_SUFFIXES = (".pyc", ".pyo", ".tmp", ".swp")
 # The hash names directories on the VM; 16 hex digits (64 bits) cannot collide by accident.
 HASH_DIGITS = 16
@@ -39,18 +39,28 @@ def project_root() -> Path:
     return Path(sonic.__file__).resolve().parent.parent
 
 
+def source_files(base: Path, root: Path) -> list[Path]:
+    """Files of ``base`` (a file or a directory tree) worth shipping, relative to ``root``:
+    no caches, VCS or Sonic stores, no bytecode or temporary files. Shared by Sonic's own
+    bundle and the user's app code (:mod:`sonic.runtime.appcode`)."""
+    if base.is_file():
+        return [base.relative_to(root)]
+    found: list[Path] = []
+    for path in base.rglob("*"):
+        rel = path.relative_to(root)
+        if any(part in EXCLUDED_DIRS or part.endswith(".egg-info") for part in rel.parts):
+            continue
+        if path.is_file() and not path.name.endswith(EXCLUDED_SUFFIXES):
+            found.append(rel)
+    return found
+
+
 def _members(root: Path) -> list[Path]:
     found: list[Path] = []
     for package in PACKAGES:
         base = root / package
-        if not base.is_dir():
-            continue
-        for path in base.rglob("*"):
-            rel = path.relative_to(root)
-            if any(part in EXCLUDED_DIRS or part.endswith(".egg-info") for part in rel.parts):
-                continue
-            if path.is_file() and not path.name.endswith(EXCLUDED_SUFFIXES):
-                found.append(rel)
+        if base.is_dir():
+            found += source_files(base, root)
     found += [Path(name) for name in EXTRA_FILES if (root / name).is_file()]
     return sorted(found, key=lambda p: p.as_posix())
 

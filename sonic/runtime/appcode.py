@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from sonic.app import BUILTIN_WORKLOADS, App
+from sonic.cluster.codebundle import source_files
 from sonic.errors import AppDefinitionError, SonicError
 
 #: Separates the app spec from its code digest in what the coordinator sends to agents.
@@ -45,8 +46,6 @@ HASH_DIGITS = 16
 # belongs in the run's input, not in the code.
 MAX_BUNDLE_BYTES = 7 * 1024 * 1024
 PROJECT_PACKAGES = frozenset({"sonic", "profiler", "models", "workloads"})
-EXCLUDED_DIRS = {"__pycache__", ".git", ".pytest_cache", ".mypy_cache", ".sonic", ".hypothesis"}
-EXCLUDED_SUFFIXES = (".pyc", ".pyo", ".swp", ".tmp")
 # pip may have to download wheels on a real VM; bound it so a wedged index cannot hang a job.
 PIP_TIMEOUT_S = 600.0
 
@@ -91,19 +90,6 @@ def _installed(path: Path) -> bool:
     return any(path.is_relative_to(Path(root).resolve()) for root in roots) or "site-packages" in path.parts
 
 
-def _walk(base: Path, root: Path) -> list[Path]:
-    if base.is_file():
-        return [base.relative_to(root)]
-    found: list[Path] = []
-    for path in base.rglob("*"):
-        rel = path.relative_to(root)
-        if any(part in EXCLUDED_DIRS or part.endswith(".egg-info") for part in rel.parts):
-            continue
-        if path.is_file() and not path.name.endswith(EXCLUDED_SUFFIXES):
-            found.append(rel)
-    return found
-
-
 def app_sources(app_spec: str, app: App) -> tuple[Path, list[Path]] | None:
     """(root directory, member paths relative to it) of the app's code, or None when the
     agents already have it (a built-in workload, the project itself, an installed package)."""
@@ -128,7 +114,7 @@ def app_sources(app_spec: str, app: App) -> tuple[Path, list[Path]] | None:
     if _installed(base):
         return None
     root = base.parent
-    members = _walk(base, root)
+    members = source_files(base, root)
     for extra in app.files:
         path = (root / extra).resolve()
         if not path.is_relative_to(root) or not path.exists():
@@ -136,7 +122,7 @@ def app_sources(app_spec: str, app: App) -> tuple[Path, list[Path]] | None:
                 f"app {app_spec!r}: app.files entry {extra!r} is not a file or directory under {root}; "
                 "list paths relative to the directory of the app's module"
             )
-        members += _walk(path, root)
+        members += source_files(path, root)
     return root, sorted(set(members), key=lambda p: p.as_posix())
 
 
