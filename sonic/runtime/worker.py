@@ -20,7 +20,7 @@ import msgpack
 
 from sonic.app import load_app
 from sonic.errors import SonicError, UserInputError
-from sonic.execution import format_failure, run_instance
+from sonic.execution import format_failure, release_free_memory, run_instance
 from sonic.routing import InstanceSpec, ObjectRef
 
 _LEN = struct.Struct("!I")
@@ -59,6 +59,7 @@ def serve(app_spec: str, channel_in: BinaryIO, channel_out: BinaryIO) -> None:
     except SonicError as exc:
         write_frame(channel_out, {"ok": False, "fatal": True, "error": str(exc)})
         return
+    release_free_memory()  # the first full collection (then frozen) is paid while warming, not by an instance
     write_frame(channel_out, {"ok": True, "ready": True, "pid": os.getpid()})
     while (req := read_frame(channel_in)) is not None:
         spec = spec_from_request(req)
