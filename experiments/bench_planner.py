@@ -2,7 +2,7 @@
 
     python -m experiments.bench_planner [--repeat 7] [--objectives latency,cost,perf-per-dollar] [--json]
 
-Cases (synthetic stand-ins from :mod:`sonic.planner.samples`, so no workload code is needed):
+Cases (synthetic stand-ins from `tests/planner/planner_samples.py`, so no workload code is needed):
 ``video`` (split -scatter-> extract -one-to-one-> classify -gather-> summarise, 19 chunks),
 ``lightgbm`` (pca -scatter-> train -gather-> combine, 8 models) and ``sort`` (split -scatter->
 map -scatter-> reduce, 8 x 8 shuffle) on 4 VMs with 2 cores; ``wide`` (25 fork-join blocks:
@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from sonic.app import App
 from sonic.cluster.spec import ClusterSpec
 from sonic.planner import make_plan
-from sonic.planner.samples import cluster, lightgbm, sort, video, wide
+from tests.planner.planner_samples import cluster, lightgbm, sort, video, wide
 from sonic.prediction import AppPrediction
 
 OBJECTIVES = ("latency", "cost", "perf-per-dollar")

@@ -1,4 +1,4 @@
-"""Make this directory's helper modules (``planner_cases``) importable under --import-mode=importlib."""
+"""Make this directory's helper modules (``planner_cases``, ``planner_samples``) importable under --import-mode=importlib."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from sonic.app import App
 from sonic.cluster.spec import Calibration, ClusterSpec, VMSpec
-from sonic.planner.samples import _noop, stage_prediction
+from planner_samples import _noop, stage_prediction
 from sonic.prediction import AppPrediction, StagePrediction
 
 MB = 1_000_000

@@ -15,7 +15,7 @@ from sonic.plan import PassingMethod
 from sonic.planner.cost import Assignment, CostModel, objective_value, perf_per_dollar
 from sonic.planner.placement import PlacementSpace
 from sonic.planner.problem import build_problem
-from sonic.planner.samples import _noop, cluster, prediction_for, stage_prediction
+from planner_samples import _noop, cluster, prediction_for, stage_prediction
 
 MB = 1_000_000
 CAL = Calibration(vm_bandwidth_Bps=100e6, vm_latency_s=0.0, disk_write_Bps=200e6, disk_read_Bps=400e6,

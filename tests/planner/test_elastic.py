@@ -22,7 +22,7 @@ from sonic.planner import make_plan, render_table
 from sonic.planner.bruteforce import TooManyPlans, brute_force_elastic
 from sonic.planner.cost import objective_value
 from sonic.planner.elastic import make_elastic_plan
-from sonic.planner.samples import _noop, cluster, stage_prediction
+from planner_samples import _noop, cluster, stage_prediction
 from sonic.prediction import AppPrediction
 
 MB = 1_000_000

@@ -13,7 +13,7 @@ from sonic.planner import make_plan
 from sonic.planner.cost import Assignment, CostModel, Input
 from sonic.planner.placement import Placement, PlacementSpace
 from sonic.planner.problem import build_problem
-from sonic.planner.samples import _noop, cluster, prediction_for, stage_prediction
+from planner_samples import _noop, cluster, prediction_for, stage_prediction
 from sonic.prediction import AppPrediction
 
 MB = 1_000_000

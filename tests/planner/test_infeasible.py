@@ -9,7 +9,7 @@ import pytest
 
 from sonic.errors import InfeasibleError, PlanError
 from sonic.planner import make_plan
-from sonic.planner.samples import cluster, lightgbm, video
+from planner_samples import cluster, lightgbm, video
 from sonic.prediction import Estimate
 
 

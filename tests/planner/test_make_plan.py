@@ -15,7 +15,7 @@ from sonic.planner.cost import CostModel, objective_value
 from sonic.planner.optimise import optimise
 from sonic.planner.placement import PlacementSpace
 from sonic.planner.problem import build_problem
-from sonic.planner.samples import cluster, lightgbm, samples, sort, video
+from planner_samples import cluster, lightgbm, samples, sort, video
 from sonic.prediction import AppPrediction
 
 METHODS = {"vm", "direct", "remote"}

@@ -81,7 +81,7 @@ def test_join_keeps_finish_time_tradeoffs() -> None:
     only the newest frontier stage, which returned a plan 10% slower than the optimum."""
     from sonic.app import App
     from sonic.cluster.spec import Calibration
-    from sonic.planner.samples import _noop, cluster, stage_prediction
+    from planner_samples import _noop, cluster, stage_prediction
     from sonic.prediction import AppPrediction
 
     app = App("diamond")

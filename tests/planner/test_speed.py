@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from sonic.planner import make_plan
-from sonic.planner.samples import cluster, samples, wide
+from planner_samples import cluster, samples, wide
 
 
 def _best_ms(run: Callable[[], object], repeat: int) -> float:
