@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from profiler.repeat import run_best_of
 from profiler.sweep import Executor, ProgressEvent, profile_app
 from sonic.app import load_app
 from sonic.errors import UserInputError
+from sonic.progress import note as progress_note
 from sonic.sizes import parse_size_list
 
 Echo = Callable[[str], None]
@@ -36,14 +36,15 @@ DEFAULT_RUNS = 4
 def run_profile(app_spec: str, sizes: Sequence[int] | str | None = None, runs: int = DEFAULT_RUNS,
                 root: Path | str = Path(".sonic"), *, cluster: Path | None = None, echo: Echo = click.echo,
                 progress: bool | None = None, seed: int = 0, cold_runs: int = 0,
-                sample_inputs: Sequence[Path] | None = None) -> dict[str, Any]:
+                sample_inputs: Sequence[Path] | None = None, note: Echo = progress_note) -> dict[str, Any]:
     """Profile ``app_spec`` over ``sizes`` x ``runs``, then fit and save its models.
 
     ``sizes``: a list of bytes or a string such as ``"8MB,16MB"``; ``None`` picks the
     workload's recommended sweep (:data:`RECOMMENDED_SIZES`) or :data:`DEFAULT_SIZES`.
 
-    Progress lines ("size 4MB run 2/3 ... 12.3s") are echoed when ``progress`` is true
-    (default: stderr is a terminal). Returns a summary with the models' report.
+    Progress lines ("size 4MB run 2/3 ... 12.3s") go to ``note`` (default: stderr) unless
+    ``progress`` is false; the summary and the models' table go to ``echo`` (the CLI's
+    stdout). Returns a summary with the models' report.
     """
     app = load_app(app_spec)
     samples = samples_by_size(sample_inputs) if sample_inputs else None
@@ -57,12 +58,12 @@ def run_profile(app_spec: str, sizes: Sequence[int] | str | None = None, runs: i
             sizes = RECOMMENDED_SIZES.get(app.name, DEFAULT_SIZES)
         size_list = parse_size_list(sizes) if isinstance(sizes, str) else list(sizes)
     root = Path(root)
-    show = sys.stderr.isatty() if progress is None else progress
+    show = progress is not False
     store = ProfileStore(root)
 
     def report(event: ProgressEvent) -> None:
         if event.phase == "done":
-            echo(event.describe())
+            note(event.describe())
 
     with _executor(cluster, app_spec, root) as executor:
         summary = profile_app(app, size_list, runs, store=store, executor_factory=executor,

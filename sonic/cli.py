@@ -20,27 +20,56 @@ from typing import Any, TypeVar
 import click
 
 from sonic import __version__
-from sonic.errors import NotBuiltError, SonicError, UserInputError
+from sonic.errors import SonicError, UserInputError
+from sonic.plan import OBJECTIVES, STRATEGIES
+from sonic.progress import InstanceProgress, ProgressMode, note, progress_mode
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: The environment variable naming the cluster file, honoured by every verb with --cluster.
+CLUSTER_ENV = "SONIC_CLUSTER"
+DEFAULT_CLUSTER_FILE = ".sonic/cluster.yaml"
+
+# Shared options: each is defined once here and applied as a decorator, so a flag means the same
+# thing (name, type, help, environment variable) on every verb that takes it.
+
 
 def cluster_option(fn: F) -> F:
-    """The one definition of ``--cluster`` shared by every verb that talks to a cluster."""
+    """``--cluster`` of every verb that talks to a cluster."""
     return click.option(
         "--cluster", "cluster_path", type=click.Path(dir_okay=False, path_type=Path),
-        default=lambda: os.environ.get("SONIC_CLUSTER", ".sonic/cluster.yaml"), show_default=".sonic/cluster.yaml",
-        help="Cluster file (env SONIC_CLUSTER).",
+        default=lambda: os.environ.get(CLUSTER_ENV, DEFAULT_CLUSTER_FILE), show_default=DEFAULT_CLUSTER_FILE,
+        help=f"Cluster file (env {CLUSTER_ENV}).",
     )(fn)
 
 
 def root_option(fn: F) -> F:
-    """The one definition of ``--root`` (where profiles, models and measured runs live)."""
+    """``--root``: where profiles, models and measured runs live."""
     return click.option(
         "--root", type=click.Path(file_okay=False, path_type=Path), default=None,
         help="Store of profiles, models and measured runs [env SONIC_HOME; default: the nearest "
              "existing .sonic directory upwards from here, else ./.sonic].",
     )(fn)
+
+
+def json_option(fn: F) -> F:
+    """``--json``: the verb's result as one JSON document on stdout, and no progress."""
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print the result as one JSON document on stdout (no progress output).")(fn)
+
+
+def objective_option(fn: F) -> F:
+    """``--objective``, its choices from :data:`sonic.plan.OBJECTIVES`."""
+    return click.option("--objective", type=click.Choice(OBJECTIVES), default=OBJECTIVES[0], show_default=True,
+                        help="What the plan minimises (perf-per-dollar = 1 / (latency x cost)).")(fn)
+
+
+def strategy_option(*, default: str | None, help: str) -> Callable[[F], F]:
+    """``--strategy``, its choices from :data:`sonic.plan.STRATEGIES`."""
+    def decorate(fn: F) -> F:
+        return click.option("--strategy", type=click.Choice(STRATEGIES), default=default,
+                            show_default=default is not None, help=help)(fn)
+    return decorate
 
 
 def resolved_root(root: Path | None) -> Path:
@@ -63,11 +92,6 @@ class FiniteFloat(click.FloatRange):
 
 def emit_json(doc: Any) -> None:
     click.echo(json.dumps(doc, indent=2, default=str))
-
-
-def progress_enabled(as_json: bool) -> bool:
-    """Progress goes to a terminal only, and never with --json: independent of log level."""
-    return not as_json and sys.stderr.isatty()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -97,7 +121,7 @@ def workloads_list() -> None:
 @click.argument("app_spec", metavar="APP")
 @click.option("--size", required=True, help="Approximate input size, e.g. 50MB.")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="File to write.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the generator (same seed, same bytes).")
 def workloads_gen(app_spec: str, size: str, output: Path, seed: int) -> None:
     """Write a generated input of about SIZE bytes for APP."""
     from sonic.app import load_app
@@ -114,13 +138,11 @@ def workloads_gen(app_spec: str, size: str, output: Path, seed: int) -> None:
 @click.option("--input", "input_path", required=True, type=click.Path(path_type=Path), help="Input file or directory.")
 @click.option("--local-reference", is_flag=True, help="Run in one process with the reference executor.")
 @click.option("--plan", "plan_path", type=click.Path(dir_okay=False, path_type=Path), help="Plan JSON to execute.")
-@click.option("--strategy", type=click.Choice(["sonic", "remote", "vm", "direct", "oracle"]), default=None,
-              help="Plan with this strategy instead of a plan file.")
-@click.option("--objective", type=click.Choice(["latency", "cost", "perf-per-dollar"]), default="latency",
-              show_default=True)
+@strategy_option(default=None, help="Plan with this strategy instead of a plan file [default: sonic].")
+@objective_option
 @click.option("-o", "--keep", "keep", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Collect the final outputs into this new or empty directory (any executor).")
-@click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
+@json_option
 @click.option("--no-learn", is_flag=True, help="Do not record this run or refit the models from it.")
 @click.option("--replan-threshold", type=click.FloatRange(min=0, min_open=True, max=1000), default=0.5,
               show_default=True, help="Re-plan the rest of the job when a finished stage's output bytes or a "
@@ -160,7 +182,7 @@ def run(app_spec: str, input_path: Path, local_reference: bool, plan_path: Path 
 
             result = run_on_cluster(app, input_path, cluster_path=cluster_path, plan_path=plan_path,
                                     strategy=strategy, objective=objective, app_spec=app_spec,
-                                    progress=progress_enabled(as_json), echo=click.echo, root=resolved_root(root),
+                                    progress=progress_mode(as_json), echo=click.echo, root=resolved_root(root),
                                     learn=not no_learn, output_dir=target.directory,
                                     replan_threshold=None if no_replan else replan_threshold,
                                     stage_timeout_s=stage_timeout_s, lease_s=lease_s, resume=resume)
@@ -178,12 +200,8 @@ def _run_reference(app: Any, input_path: Path, target: Path, as_json: bool) -> A
     from sonic.outputs import collect_reference_outputs
     from sonic.reference import ReferenceExecutor
 
-    show = progress_enabled(as_json)
-
-    def progress(stage: str, done: int, total: int) -> None:
-        click.echo(f"\r{stage}: {done}/{total} instances", nl=done == total, err=True)
-
-    executor = ReferenceExecutor(app, progress=progress if show else None)
+    mode = progress_mode(as_json)
+    executor = ReferenceExecutor(app, progress=InstanceProgress(mode) if mode.shows else None)
     try:
         result = executor.run(input_path)
         result.outputs = [str(p) for p in collect_reference_outputs(result.outputs, executor.workdir, target)]
@@ -254,7 +272,7 @@ def cluster_up(n: int | None, mode: str | None, vm_mbps: float | None, s3_mbps: 
 
 
 @cluster.command("status")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @cluster_option
 def cluster_status(as_json: bool, cluster_path: Path) -> None:
     """Show every VM's agent state."""
@@ -270,13 +288,13 @@ def cluster_status(as_json: bool, cluster_path: Path) -> None:
 
 
 @cluster.command("calibrate")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @cluster_option
 def cluster_calibrate(as_json: bool, cluster_path: Path) -> None:
     """Measure bandwidths and latencies and store them in the cluster file."""
     from sonic.runtime.calibrate import calibrate_cluster
 
-    calibration = calibrate_cluster(cluster_path, progress=progress_enabled(as_json), echo=click.echo)
+    calibration = calibrate_cluster(cluster_path, progress=progress_mode(as_json).shows, echo=note)
     if as_json:
         emit_json(calibration)
     else:
@@ -285,7 +303,7 @@ def cluster_calibrate(as_json: bool, cluster_path: Path) -> None:
 
 
 @cluster.command("gc")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @cluster_option
 def cluster_gc(as_json: bool, cluster_path: Path) -> None:
     """Remove the objects (VM disks and bucket) of every job that no longer exists."""
@@ -327,24 +345,30 @@ def cluster_down(cluster_path: Path) -> None:
               help="Profile on your own sample inputs (files, or a directory of them; repeatable) "
                    "instead of generated ones. Give inputs of at least 3 different sizes.")
 @root_option
-@click.option("--cluster", "cluster_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Profile on this cluster instead of the reference executor.")
+# Not cluster_option: without a cluster file (no --cluster, no SONIC_CLUSTER) profiling runs here, on the
+# reference executor, rather than failing on a missing .sonic/cluster.yaml.
+@click.option("--cluster", "cluster_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=lambda: os.environ.get(CLUSTER_ENV), show_default=f"env {CLUSTER_ENV}, else none",
+              help="Profile on this cluster instead of the reference executor (env SONIC_CLUSTER).")
+@click.option("--local-reference", is_flag=True,
+              help="Profile in this process with the reference executor even if SONIC_CLUSTER names a cluster.")
 def profile(app_spec: str, sizes: str | None, runs: int, sample_inputs: tuple[Path, ...], root: Path | None,
-            cluster_path: Path | None) -> None:
+            cluster_path: Path | None, local_reference: bool) -> None:
     """Profile APP over a size sweep (or your sample inputs) and fit its parameter models."""
     from profiler.cli import run_profile
     from sonic.sizes import parse_size_list
 
     if sample_inputs and sizes:
         raise UserInputError("give either --sizes (generated inputs) or --inputs (your samples), not both")
-    run_profile(app_spec, parse_size_list(sizes) if sizes else None, runs, resolved_root(root), cluster=cluster_path,
-                echo=click.echo, progress=sys.stderr.isatty(), sample_inputs=list(sample_inputs) or None)
+    run_profile(app_spec, parse_size_list(sizes) if sizes else None, runs, resolved_root(root),
+                cluster=None if local_reference else cluster_path, echo=click.echo,
+                progress=progress_mode().shows, sample_inputs=list(sample_inputs) or None)
 
 
 @cli.command()
 @click.argument("app_spec", metavar="APP")
 @root_option
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write a PNG of the fits.")
 def models(app_spec: str, root: Path | None, as_json: bool, plot: Path | None) -> None:
     """Show per stage and metric: model form, samples and held-out MAPE."""
@@ -355,16 +379,16 @@ def models(app_spec: str, root: Path | None, as_json: bool, plot: Path | None) -
 
 @cli.command()
 @click.argument("app_spec", metavar="APP")
-@click.option("--input", "input_path", type=click.Path(exists=True, path_type=Path), default=None)
+@click.option("--input", "input_path", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Plan for this input file or directory (its size and features).")
 @click.option("--input-size", default=None, help="Plan for an input of this size, e.g. 64MB.")
-@click.option("--objective", type=click.Choice(["latency", "cost", "perf-per-dollar"]), default="latency",
-              show_default=True)
+@objective_option
 @click.option("--budget", type=FiniteFloat(min=0), default=None, help="Max dollars per run.")
 @click.option("--deadline", type=FiniteFloat(min=0), default=None, help="Max seconds per run.")
-@click.option("--strategy", type=click.Choice(["sonic", "remote", "vm", "direct", "oracle"]), default="sonic",
-              show_default=True)
+@strategy_option(default="sonic", help="sonic (the optimiser), a fixed method (remote, vm, direct) or oracle "
+                                        "(the optimiser fed with this input's measured parameters).")
 @root_option
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.option("--dot", is_flag=True, help="Print a Graphviz DOT of the DAG with methods.")
 @cluster_option
 def plan(app_spec: str, input_path: Path | None, input_size: str | None, objective: str, budget: float | None,
@@ -380,7 +404,7 @@ def plan(app_spec: str, input_path: Path | None, input_size: str | None, objecti
 
 # ---------------------------------------------------------------------------- demo / bench
 @cli.command()
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def demo(as_json: bool) -> None:
     """Local cluster, profile, plan, run Sonic vs all-remote, report, tear down."""
     from sonic.demo import run_demo
@@ -395,17 +419,30 @@ def bench() -> None:
     """Benchmarks with a yardstick measured in the same run."""
 
 
+#: Object sizes of `sonic bench dataplane`: small (latency-bound) to large (bandwidth-bound).
+DATAPLANE_OBJECT_SIZES = "1MB,64MB,512MB"
+
+
 @bench.command("dataplane")
-@click.option("--json", "as_json", is_flag=True)
-@click.option("--sizes", default="1MB,64MB,512MB", show_default=True)
+@json_option
+@click.option("--object-sizes", default=None, metavar="SIZES",
+              help="Comma-separated sizes of the objects moved between two VMs [default: 1MB,64MB,512MB].")
+# `--sizes` was this option's name; it now means only `sonic profile`'s application input sizes.
+@click.option("--sizes", "deprecated_sizes", default=None, hidden=True)
 @cluster_option
-def bench_dataplane(as_json: bool, sizes: str, cluster_path: Path) -> None:
+def bench_dataplane(as_json: bool, object_sizes: str | None, deprecated_sizes: str | None,
+                    cluster_path: Path) -> None:
     """Throughput of each passing method next to raw TCP, disk and boto3 alone."""
     from sonic.runtime.bench import format_dataplane_table, run_dataplane_bench
     from sonic.sizes import parse_size_list
 
-    report = run_dataplane_bench(cluster_path, parse_size_list(sizes), progress=progress_enabled(as_json),
-                                 echo=click.echo)
+    if deprecated_sizes is not None:
+        if object_sizes is not None:
+            raise UserInputError("give --object-sizes only (--sizes is its deprecated name)")
+        note("warning: `bench dataplane --sizes` is deprecated; use --object-sizes")
+        object_sizes = deprecated_sizes
+    report = run_dataplane_bench(cluster_path, parse_size_list(object_sizes or DATAPLANE_OBJECT_SIZES),
+                                 progress=progress_mode(as_json).shows, echo=note)
     if as_json:
         emit_json(report)
     else:
@@ -436,9 +473,6 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         missing = exc.name or str(exc)
-        if missing.split(".")[0] in {"sonic", "profiler", "models", "workloads"}:
-            click.echo(f"error: this verb needs {missing}, which is not built yet", err=True)
-            sys.exit(NotBuiltError.exit_code)
         click.echo(f"error: missing dependency {missing}; reinstall with `pip install -e .`", err=True)
         sys.exit(1)
     except KeyboardInterrupt:

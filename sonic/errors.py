@@ -13,13 +13,11 @@ printing ``str(error)``: one line that names what is wrong and what to do.
     │   ├── InputFormatError     the application input is not in the format the app reads
     │   └── InfeasibleError      no plan meets the request (with the best alternative)
     ├── ExecutionError           a stage instance failed (names stage, instance, VM)
-    ├── ValidationFailed         output exists but the workload validator refuses it
     ├── NotFittedError           (models) predicting before fit
     ├── TransportError           a peer (agent, S3, SSH) cannot be reached or misbehaves
     │   ├── AuthenticationError  a peer failed the cluster-secret handshake
     │   ├── CorruptObjectError   an object's bytes do not match its size/checksum
     │   └── MissingObjectError   the peer holding an object does not have it (any more)
-    └── NotBuiltError            a CLI verb that is registered but not implemented yet
 """
 
 from __future__ import annotations
@@ -66,10 +64,6 @@ class ExecutionError(SonicError):
     """A stage instance failed while running."""
 
 
-class ValidationFailed(SonicError):
-    """A workload validator rejected the output of a run."""
-
-
 class NotFittedError(SonicError, ValueError):
     """A model was asked to predict before :meth:`fit` was called."""
 
@@ -89,9 +83,3 @@ class CorruptObjectError(TransportError):
 
 class MissingObjectError(TransportError):
     """The agent or bucket that should hold an object does not have it."""
-
-
-class NotBuiltError(SonicError):
-    """A registered CLI verb whose implementation has not landed yet."""
-
-    exit_code = 2

@@ -24,6 +24,7 @@ from sonic.plan import Plan
 from sonic.planner import make_plan
 from sonic.planning import plan_for
 from sonic.prediction import AppPrediction, StagePrediction
+from sonic.progress import InstanceProgress, ProgressMode, as_mode
 from sonic.reference import input_refs
 from sonic.runtime.client import Timeouts
 from sonic.runtime.coordinator import Coordinator
@@ -34,25 +35,23 @@ from sonic.runtime.replan import DEFAULT_THRESHOLD, ModelReplanner
 Echo = Callable[[str], None]
 
 
-def open_coordinator(cluster: ClusterSpec, *, progress: bool = False, echo: Echo = click.echo,
+def open_coordinator(cluster: ClusterSpec, *, progress: bool | ProgressMode = False, echo: Echo = click.echo,
                      stage_timeout_s: float | None = None, lease_s: float | None = None) -> Coordinator:
     if not cluster.secret_file:
         raise ClusterFileError("cluster file has no secret_file; agents cannot be authenticated without one")
-
-    def show(stage: str, done: int, total: int) -> None:
-        click.echo(f"\r  {stage}: {done}/{total} instances", nl=done == total, err=True)
-
+    mode = as_mode(progress)
     try:
         secret = read_secret(cluster.secret_file)
     except AuthenticationError as exc:  # missing, unreadable or world-readable: the user's file to fix
         raise ClusterFileError(str(exc)) from None
     timeouts = Timeouts(lease_s=lease_s) if lease_s is not None else Timeouts()
-    return Coordinator(cluster, secret, progress=show if progress else None, instance_timeout_s=stage_timeout_s,
+    return Coordinator(cluster, secret, progress=InstanceProgress(mode, indent="  ") if mode.shows else None,
+                       instance_timeout_s=stage_timeout_s,
                        timeouts=timeouts)
 
 
 def run_on_cluster(app: App, input_path: Path, *, cluster_path: Path, plan_path: Path | None, strategy: str | None,
-                   objective: str, progress: bool, echo: Echo, root: Path, app_spec: str | None = None,
+                   objective: str, progress: bool | ProgressMode, echo: Echo, root: Path, app_spec: str | None = None,
                    learn: bool = True, output_dir: Path | None = None,
                    replan_threshold: float | None = DEFAULT_THRESHOLD, stage_timeout_s: float | None = None,
                    lease_s: float | None = None, resume: str | None = None) -> RunResult:
@@ -153,7 +152,7 @@ class RunOptions:
     journal_dir: Path | None = None        # where job journals live
 
 
-def _execute(app: App, spec: str, input_path: Path, cluster: ClusterSpec, plan: Plan, progress: bool,
+def _execute(app: App, spec: str, input_path: Path, cluster: ClusterSpec, plan: Plan, progress: bool | ProgressMode,
              output_dir: Path | None = None, replanner: ModelReplanner | None = None,
              run: RunOptions = RunOptions()) -> RunResult:
     coordinator = open_coordinator(cluster, progress=progress, stage_timeout_s=run.stage_timeout_s,

@@ -10,7 +10,7 @@ from profiler.cli import run_profile
 def test_run_profile_profiles_fits_and_prints(tmp_path: Path) -> None:
     lines: list[str] = []
     summary = run_profile("profiler.synthetic:CHAIN", "64KB,128KB,256KB", 1, tmp_path,
-                          echo=lines.append, progress=True)
+                          echo=lines.append, progress=True, note=lines.append)
     assert summary["runs"] == 3 and summary["app"] == "chain"
     assert (tmp_path / "profiles" / "chain").is_dir()
     assert (tmp_path / "models" / "chain" / "manifest.json").exists()

@@ -15,7 +15,7 @@ def test_bench_dataplane_table_to_redirected_stdout(
 ) -> None:
     with local_cluster(2, "loopback", tmp_path, options=HarnessOptions(ssh_config_path=None)):
         # capture_output: stdout and stderr are pipes, as with `sonic bench dataplane > out.txt`.
-        proc = sonic_cli("bench", "dataplane", "--sizes", "1MB", "--cluster", tmp_path / "cluster.yaml",
+        proc = sonic_cli("bench", "dataplane", "--object-sizes", "1MB", "--cluster", tmp_path / "cluster.yaml",
                          timeout=300)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
