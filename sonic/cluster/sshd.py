@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sonic.cluster.procs import backoff, pid_alive, spawn, tail
+from sonic.cluster.procs import backoff, spawn, tail
 from sonic.errors import SonicError, TransportError
 
 SSHD_BINARY = "/usr/sbin/sshd"          # sshd must be started by absolute path (it re-execs itself)
@@ -209,7 +209,3 @@ def start_sshd(
         if "Address already in use" not in last:
             break
     raise SSHDError(f"sshd for {host} failed to start; log {log}: {last}")
-
-
-def sshd_alive(server: SSHServer) -> bool:
-    return pid_alive(server.pid)

@@ -19,21 +19,14 @@ from sonic.cluster.spec import ClusterSpec
 from sonic.errors import PlanError
 from sonic.plan import PassingMethod
 from sonic.planner.cost import Assignment, CostModel, objective_value
+from sonic.planner.optimise import Candidate
 from sonic.planner.placement import Placement, PlacementSpace
 from sonic.planner.problem import Problem, WarmSpec, build_problem
 from sonic.planner.space import SearchSpace, strategy_spaces
 from sonic.prediction import AppPrediction
 
 
-@dataclass(frozen=True)
-class Scored:
-    """One plan of the search space with the cost model's verdict."""
-
-    latency_s: float
-    cost_usd: float
-    assignment: Assignment
-
-
+# A scored plan is the optimiser's own `Candidate` (latency, dollars, assignment): one type for both.
 @dataclass(frozen=True)
 class BruteForceResult:
     value: float                 # the objective value of the best plan
@@ -83,7 +76,7 @@ def assignments(problem: Problem, space: PlacementSpace, model: CostModel, ss: S
 
 
 def score_all(app: App, prediction: AppPrediction, cluster: ClusterSpec, *, strategy: str = "sonic",
-              warm: WarmSpec = None, limit: int = 1_000_000) -> list[Scored]:
+              warm: WarmSpec = None, limit: int = 1_000_000) -> list[Candidate]:
     """Every plan of the strategy's search space with its latency and dollars.
 
     Raises :class:`TooManyPlans` beyond ``limit`` plans, and :class:`InfeasibleError` like the
@@ -92,20 +85,20 @@ def score_all(app: App, prediction: AppPrediction, cluster: ClusterSpec, *, stra
     problem = build_problem(app, prediction, cluster, warm)
     space = PlacementSpace(problem.vms)
     model = CostModel(problem, space)
-    scored: list[Scored] = []
+    scored: list[Candidate] = []
     for ss in strategy_spaces(problem, space, model, "sonic" if strategy == "oracle" else strategy):
         for assignment in assignments(problem, space, model, ss):
             if len(scored) >= limit:
                 raise TooManyPlans(f"brute force stopped after {limit} plans; the DAG is too large for it")
             ev = model.evaluate(assignment)
-            scored.append(Scored(ev.latency_s, ev.cost_usd, assignment))
+            scored.append(Candidate(ev.latency_s, ev.cost_usd, assignment))
     return scored
 
 
-def best_of(scored: list[Scored], *, objective: str = "latency", budget: float | None = None,
+def best_of(scored: list[Candidate], *, objective: str = "latency", budget: float | None = None,
             deadline: float | None = None) -> BruteForceResult | None:
     """The plan minimising ``objective`` among those meeting the constraints (``None``: none does)."""
-    best: Scored | None = None
+    best: Candidate | None = None
     best_value = 0.0
     for plan in scored:
         if budget is not None and plan.cost_usd > budget * (1 + 1e-9):
@@ -120,14 +113,6 @@ def best_of(scored: list[Scored], *, objective: str = "latency", budget: float |
     return BruteForceResult(best_value, best.latency_s, best.cost_usd, best.assignment, len(scored))
 
 
-def brute_force(app: App, prediction: AppPrediction, cluster: ClusterSpec, *, objective: str = "latency",
-                strategy: str = "sonic", budget: float | None = None, deadline: float | None = None,
-                warm: WarmSpec = None, limit: int = 1_000_000) -> BruteForceResult | None:
-    """The best plan by exhaustive search, or ``None`` if no plan meets the constraints."""
-    scored = score_all(app, prediction, cluster, strategy=strategy, warm=warm, limit=limit)
-    return best_of(scored, objective=objective, budget=budget, deadline=deadline)
-
-
 def brute_force_elastic(app: App, options: list[AppPrediction], cluster: ClusterSpec, *,
                         objective: str = "latency", strategy: str = "sonic", budget: float | None = None,
                         deadline: float | None = None, warm: WarmSpec = None,
@@ -137,7 +122,7 @@ def brute_force_elastic(app: App, options: list[AppPrediction], cluster: Cluster
     Options whose stages fit no VM contribute no plan, as in the optimiser."""
     from sonic.errors import InfeasibleError
 
-    scored: list[Scored] = []
+    scored: list[Candidate] = []
     for option in options:
         try:
             scored += score_all(app, option, cluster, strategy=strategy, warm=warm, limit=limit)

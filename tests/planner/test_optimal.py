@@ -15,14 +15,15 @@ from planner_cases import Case, cases
 
 from sonic.errors import InfeasibleError
 from sonic.planner import make_plan
-from sonic.planner.bruteforce import Scored, TooManyPlans, best_of, score_all
+from sonic.planner.bruteforce import TooManyPlans, best_of, score_all
 from sonic.planner.cost import objective_value
+from sonic.planner.optimise import Candidate
 
 #: Keep every example small enough for the exhaustive search.
 MAX_PLANS = 20_000
 
 
-def _check(case: Case, scored: list[Scored] | None, budget: float | None = None,
+def _check(case: Case, scored: list[Candidate] | None, budget: float | None = None,
            deadline: float | None = None) -> None:
     """``scored is None``: the brute force found the request infeasible before scoring."""
     expected = None if scored is None else best_of(scored, objective=case.objective, budget=budget, deadline=deadline)
@@ -38,7 +39,7 @@ def _check(case: Case, scored: list[Scored] | None, budget: float | None = None,
     assert value == pytest.approx(expected.value, rel=1e-9, abs=1e-15), case.describe()
 
 
-def _score(case: Case) -> list[Scored] | None:
+def _score(case: Case) -> list[Candidate] | None:
     try:
         return score_all(case.app, case.prediction, case.cluster, strategy=case.strategy, warm=case.warm,
                          limit=MAX_PLANS)
@@ -79,9 +80,10 @@ def test_join_keeps_finish_time_tradeoffs() -> None:
     """A diamond whose join needs both branches' finish times: the DP must keep, per frontier
     state, every label that is better on one branch. Found by search against a DP that compared
     only the newest frontier stage, which returned a plan 10% slower than the optimum."""
+    from planner_samples import _noop, cluster, stage_prediction
+
     from sonic.app import App
     from sonic.cluster.spec import Calibration
-    from planner_samples import _noop, cluster, stage_prediction
     from sonic.prediction import AppPrediction
 
     app = App("diamond")
