@@ -117,10 +117,6 @@ class Coordinator:
         for agent in self.agents.values():
             agent.client.close()
 
-    def check_agents(self) -> dict[str, dict[str, Any]]:
-        """Ping every agent (version handshake); raise naming the first unreachable one."""
-        return {name: agent.client.ping() for name, agent in self.agents.items()}
-
     def reachable_agents(self) -> list[str]:
         """Names of the agents that answer a ping now. A version mismatch still raises (it
         needs a redeploy); unreachable agents are left out, unless none answers at all."""

@@ -211,9 +211,6 @@ class JobState:
     def stage_specs(self, stage: str) -> list[InstanceSpec]:
         return [inst.spec for inst in self.instances.get(stage, [])]
 
-    def vm_of(self, stage: str, index: int) -> str | None:
-        return self.instances[stage][index].vm
-
     # ------------------------------------------------------------------ events
     def _on_finished(self, ev: InstanceFinished) -> None:
         inst = self.instances[ev.stage][ev.index]
