@@ -39,6 +39,7 @@ import pandas as pd
 from models.evaluation import HoldoutScore, holdout_score
 from models.forms import default_candidates
 from models.metric import MetricModel
+from models.persist import load_model, save_model
 from profiler.schema import COLUMNS, FEATURE_PREFIX, feature_columns
 from sonic.app import App, Pattern
 from sonic.execution import MEASUREMENT_SEMANTICS
@@ -418,13 +419,11 @@ class AppModel:
 
     # ------------------------------------------------------------------ persistence
     def save(self, root: Path | str) -> Path:
-        from models.persist import save_model
         return save_model(self, Path(root))
 
     @classmethod
     def load(cls, app_name: str, root: Path | str) -> AppModel:
-        from models.persist import load_model
-        return load_model(app_name, Path(root))
+        return load_model(app_name, Path(root), cls)
 
 
 def with_memory(rows: pd.DataFrame, worker_memory_mb: float) -> pd.DataFrame:

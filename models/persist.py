@@ -15,16 +15,13 @@ import pickle
 import tempfile
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
 import joblib
 import sklearn
 
 import sonic
 from sonic.errors import NotFittedError, UserInputError
-
-if TYPE_CHECKING:
-    from models.app_model import AppModel
 
 FORMAT = 2
 MODEL_FILE = "model.joblib"
@@ -40,6 +37,21 @@ class ModelsNotFoundError(NotFittedError, FileNotFoundError):
     models yet" as a missing file (the planner's untrusted fallback) keep working."""
 
 
+class SavableModel(Protocol):
+    """What this module needs of a fitted model (``models.app_model.AppModel``), named here
+    so that persistence sits below the model class instead of importing it back."""
+
+    app_name: str
+    training_: dict[str, Any]
+
+    def _check_fitted(self) -> None: ...
+
+    def report(self) -> list[dict[str, Any]]: ...
+
+
+ModelT = TypeVar("ModelT", bound=SavableModel)
+
+
 def model_dir(root: Path, app: str) -> Path:
     return Path(root) / "models" / app
 
@@ -48,7 +60,7 @@ def versions() -> dict[str, str]:
     return {"sonic_version": sonic.__version__, "sklearn_version": sklearn.__version__}
 
 
-def save_model(model: AppModel, root: Path) -> Path:
+def save_model(model: SavableModel, root: Path) -> Path:
     model._check_fitted()
     folder = model_dir(root, model.app_name)
     folder.mkdir(parents=True, exist_ok=True)
@@ -91,9 +103,8 @@ def read_manifest(root: Path, app: str) -> dict[str, Any]:
     return manifest
 
 
-def load_model(app: str, root: Path) -> AppModel:
-    from models.app_model import AppModel
-
+def load_model(app: str, root: Path, kind: type[ModelT]) -> ModelT:
+    """The saved models of ``app``, checked to be a ``kind`` (the caller's model class)."""
     manifest = read_manifest(root, app)
     if manifest.get("format") != FORMAT:
         # Another layout of our own classes: unpickling could half-work. Treat as absent.
@@ -117,7 +128,7 @@ def load_model(app: str, root: Path) -> AppModel:
     except (OSError, ValueError, EOFError, pickle.UnpicklingError, AttributeError, ImportError) as exc:
         raise CorruptModelError(f"model file {path} is unreadable ({type(exc).__name__}: {exc}); "
                                 f"delete it and re-run `sonic profile {app}`") from exc
-    if not isinstance(model, AppModel) or model.app_name != app:
+    if not isinstance(model, kind) or model.app_name != app:
         raise CorruptModelError(f"model file {path} does not hold the models of app {app!r}; "
                                 f"delete it and re-run `sonic profile {app}`")
     return model
