@@ -11,13 +11,11 @@ baseline equal to the profiler's steady state, whatever ran before.
 
 from __future__ import annotations
 
-import os
-import pickle
-import signal
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from sonic.errors import ExecutionError
+from sonic.forking import ChildVanished, fork_and_report
 
 T = TypeVar("T")
 
@@ -38,33 +36,15 @@ def in_fork(task: Callable[[], T], describe: Callable[[BaseException], dict[str,
     ``describe(exc)`` turns the child's exception into picklable fields for the parent.
     The result must be picklable; it only ever travels from our own child to us.
     """
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: never return into the caller's stack
-        os.close(read_fd)
-        try:
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            try:
-                payload: tuple[str, object] = ("ok", task())
-            except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises
-                fields = describe(exc) if describe else {}
-                payload = ("error", (type(exc).__name__, str(exc), fields))
-            with os.fdopen(write_fd, "wb") as fh:
-                pickle.dump(payload, fh)
-        finally:
-            os._exit(0)
-    os.close(write_fd)
+
+    def failure_fields(exc: BaseException) -> tuple[str, str, dict[str, object]]:
+        return type(exc).__name__, str(exc), describe(exc) if describe else {}
+
     try:
-        with os.fdopen(read_fd, "rb") as fh:
-            raw = fh.read()
-    finally:
-        _, status = os.waitpid(pid, 0)
-    if not raw:
-        how = (f"killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
-               else f"exited with code {os.waitstatus_to_exitcode(status)}")
-        raise ExecutionError(f"the profiling child process {how} without reporting (out of memory?)")
-    kind, value = pickle.loads(raw)
-    if kind == "ok":
-        return value  # type: ignore[return-value]
-    name, message, fields = value  # type: ignore[misc]
+        report = fork_and_report(task, failure_fields)
+    except ChildVanished as lost:
+        raise ExecutionError(f"the profiling child process {lost.how} without reporting (out of memory?)") from None
+    if report.ok:
+        return cast(T, report.value)  # ok: the task's own result
+    name, message, fields = report.failure
     raise ChildFailure(name, message, fields)

@@ -8,19 +8,17 @@ data source of the profiler.
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import signal
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import cast
 
 from sonic.app import APP_INPUT, App
 from sonic.errors import ExecutionError, UserInputError
 from sonic.execution import InstanceOutcome, format_failure, run_instance
+from sonic.forking import ChildVanished, fork_and_report
 from sonic.metrics import EdgeMetrics, InstanceMetrics, RunResult, StageMetrics
 from sonic.routing import InstanceSpec, ObjectRef, edge_bytes, route_instances
 
@@ -103,7 +101,9 @@ class ReferenceExecutor:
             output_ok=ok,
             output_detail=detail,
             edges=[
-                EdgeMetrics(e.src, e.dst, "local", edge_bytes(stage_specs[e.dst], e.src), 0.0)
+                # The reference executor keeps one file per output (it never packs).
+                EdgeMetrics(e.src, e.dst, "local", edge_bytes(stage_specs[e.dst], e.src), 0.0,
+                            sum(len(refs) for refs in produced[e.src]))
                 for e in app.edges()
             ],
             stages=[
@@ -133,44 +133,21 @@ class ReferenceExecutor:
 
     def _fork_instance(self, spec: InstanceSpec, inputs: list[Path], out_dir: Path,
                        scratch: Path) -> tuple[InstanceMetrics, list[tuple[str, int]]]:
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # child: run, report one JSON document, never return into the parent's stack
-            os.close(read_fd)
-            code = 0
-            try:
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
-                # Stage prints go to stderr: stdout may carry the CLI's JSON report.
-                sys.stdout.flush()
-                os.dup2(2, 1)
-                sys.stdout = sys.stderr
-                outcome = self._measure(spec, inputs, out_dir, scratch)
-                doc = {"metrics": outcome.metrics.__dict__, "outputs": outcome.outputs}
-            except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises
-                doc = {"error": format_failure(spec, exc)}
-                code = 1
-            try:
-                with os.fdopen(write_fd, "w") as fh:
-                    json.dump(doc, fh)
-            finally:
-                os._exit(code)
-        os.close(write_fd)
+        def measure() -> tuple[InstanceMetrics, list[tuple[str, int]]]:
+            outcome = self._measure(spec, inputs, out_dir, scratch)
+            return outcome.metrics, [(str(name), int(size)) for name, size in outcome.outputs]
+
         try:
-            with os.fdopen(read_fd) as fh:
-                raw = fh.read()
-        finally:
-            _, status = os.waitpid(pid, 0)
-        if not raw:
-            how = (f"killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
-                   else f"exited with code {os.waitstatus_to_exitcode(status)}")
+            # Stage prints go to stderr: stdout may carry the CLI's JSON report.
+            report = fork_and_report(measure, lambda exc: format_failure(spec, exc), stdout_to_stderr=True)
+        except ChildVanished as lost:
             raise ExecutionError(
-                f"stage {spec.stage!r} instance {spec.index} (input {spec.input_bytes} bytes) {how} "
+                f"stage {spec.stage!r} instance {spec.index} (input {spec.input_bytes} bytes) {lost.how} "
                 "without reporting (out of memory, or os._exit in the function?)"
-            )
-        doc = json.loads(raw)
-        if "error" in doc:
-            raise ExecutionError(doc["error"])
-        return InstanceMetrics(**doc["metrics"]), [(str(n), int(size)) for n, size in doc["outputs"]]
+            ) from None
+        if not report.ok:
+            raise ExecutionError(report.failure)
+        return cast(tuple[InstanceMetrics, list[tuple[str, int]]], report.value)  # ok: measure()'s value
 
     def cleanup(self) -> None:
         if not self.keep:

@@ -45,7 +45,7 @@ MAX_PREAUTH_FRAME = 1024
 MAX_FRAME = 8 * 1024 * 1024
 NONCE_BYTES = 32
 TAG_BYTES = 32
-_LEN = struct.Struct("!I")
+FRAME_LENGTH = struct.Struct("!I")  # every frame starts with its payload length
 _SEQ = struct.Struct("!Q")
 
 
@@ -98,15 +98,44 @@ def recv_exact(sock: socket.socket, n: int, peer: str) -> bytes:
     return bytes(buf)
 
 
+# The frame codec, shared by the network protocol and the agent <-> worker pipe
+# (sonic.runtime.worker): a 4-byte big-endian length, then a msgpack map (then, on an
+# authenticated connection only, the payload's MAC tag inside the length).
+
+
+def encode_doc(doc: dict[str, Any]) -> bytes:
+    """A frame's msgpack payload."""
+    payload: bytes = msgpack.packb(doc, use_bin_type=True)
+    return payload
+
+
+def length_prefixed(payload: bytes) -> bytes:
+    """The bytes of one frame carrying ``payload``."""
+    return FRAME_LENGTH.pack(len(payload)) + payload
+
+
+def decode_doc(raw: bytes, peer: str, *, limit: int | None = MAX_FRAME) -> dict[str, Any]:
+    """The map a frame's payload holds; ``limit`` caps its strings and binaries (``None``: the
+    payload's own length, msgpack's default, for the trusted worker pipe)."""
+    limits = {} if limit is None else {"max_bin_len": limit, "max_str_len": limit}
+    try:
+        doc = msgpack.unpackb(raw, raw=False, strict_map_key=True, **limits)
+    except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError) as exc:
+        raise TransportError(f"{peer} sent a frame that is not valid msgpack ({exc}); closing") from None
+    if not isinstance(doc, dict):
+        raise TransportError(f"{peer} sent a {type(doc).__name__} frame; every frame must be a map")
+    return doc
+
+
 def sealed_frame(sock: socket.socket, doc: dict[str, Any]) -> bytes:
     """The bytes of the next frame on ``sock``: MAC'd (and counted) once the connection is
     authenticated, plain before."""
-    payload = msgpack.packb(doc, use_bin_type=True)
+    payload = encode_doc(doc)
     session = _session(sock)
     if session is not None:
         payload += _tag(session.send_key, session.send_seq, payload)
         session.send_seq += 1
-    return _LEN.pack(len(payload)) + payload
+    return length_prefixed(payload)
 
 
 def send_frame(sock: socket.socket, doc: dict[str, Any]) -> None:
@@ -114,7 +143,7 @@ def send_frame(sock: socket.socket, doc: dict[str, Any]) -> None:
 
 
 def recv_frame(sock: socket.socket, peer: str, *, limit: int = MAX_FRAME) -> dict[str, Any]:
-    (length,) = _LEN.unpack(recv_exact(sock, _LEN.size, peer))
+    (length,) = FRAME_LENGTH.unpack(recv_exact(sock, FRAME_LENGTH.size, peer))
     if length > limit:
         raise TransportError(f"{peer} sent a {length}-byte frame, above the {limit}-byte limit; closing")
     raw = recv_exact(sock, length, peer)
@@ -126,13 +155,7 @@ def recv_frame(sock: socket.socket, peer: str, *, limit: int = MAX_FRAME) -> dic
                                       "out of order on the way); closing the connection")
         session.recv_seq += 1
         raw = payload
-    try:
-        doc = msgpack.unpackb(raw, raw=False, strict_map_key=True, max_bin_len=limit, max_str_len=limit)
-    except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError) as exc:
-        raise TransportError(f"{peer} sent a frame that is not valid msgpack ({exc}); closing") from None
-    if not isinstance(doc, dict):
-        raise TransportError(f"{peer} sent a {type(doc).__name__} frame; every frame must be a map")
-    return doc
+    return decode_doc(raw, peer, limit=limit)
 
 
 def server_handshake(sock: socket.socket, secret: bytes, name: str, peer: str) -> None:

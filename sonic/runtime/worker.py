@@ -11,39 +11,33 @@ from __future__ import annotations
 
 import os
 import shutil
-import struct
 import sys
 from pathlib import Path
 from typing import Any, BinaryIO
-
-import msgpack
 
 from sonic.app import load_app
 from sonic.errors import SonicError, UserInputError
 from sonic.execution import format_failure, release_free_memory, run_instance
 from sonic.routing import InstanceSpec, ObjectRef
-
-_LEN = struct.Struct("!I")
+from sonic.runtime.protocol import FRAME_LENGTH, decode_doc, encode_doc, length_prefixed
 
 
 def write_frame(stream: BinaryIO, doc: dict[str, Any]) -> None:
-    payload = msgpack.packb(doc, use_bin_type=True)
-    stream.write(_LEN.pack(len(payload)) + payload)
+    """One frame of the network protocol's codec (plain: the pipe needs no MAC)."""
+    stream.write(length_prefixed(encode_doc(doc)))
     stream.flush()
 
 
 def read_frame(stream: BinaryIO) -> dict[str, Any] | None:
-    head = stream.read(_LEN.size)
-    if len(head) < _LEN.size:
+    """The next frame's map, or ``None`` at end of stream (the other side is gone)."""
+    head = stream.read(FRAME_LENGTH.size)
+    if len(head) < FRAME_LENGTH.size:
         return None
-    (length,) = _LEN.unpack(head)
+    (length,) = FRAME_LENGTH.unpack(head)
     body = stream.read(length)
     if len(body) < length:
         return None
-    doc = msgpack.unpackb(body, raw=False)
-    if not isinstance(doc, dict):
-        raise ValueError("worker frames must be maps")
-    return doc
+    return decode_doc(body, "worker pipe", limit=None)
 
 
 def spec_from_request(req: dict[str, Any]) -> InstanceSpec:
