@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 import networkx as nx
 
+from sonic.appversion import activate_code, split_spec
 from sonic.errors import AppDefinitionError
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
@@ -534,8 +535,6 @@ def load_app(spec: str) -> App:
     :mod:`sonic.runtime.appcode`.
     """
     if "@" in spec:
-        from sonic.runtime.appcode import activate_code, split_spec
-
         spec, digest = split_spec(spec)
         if digest is not None:
             activate_code(digest)

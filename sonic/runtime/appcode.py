@@ -33,25 +33,29 @@ from pathlib import Path
 from typing import Any
 
 from sonic.app import BUILTIN_WORKLOADS, App
-from sonic.cluster.codebundle import source_files
-from sonic.errors import AppDefinitionError, SonicError
 
-#: Separates the app spec from its code digest in what the coordinator sends to agents.
-VERSION_SEP = "@"
+# The versioned-spec half lives in the core (load_app needs it); split_spec is used as
+# appcode.split_spec by the agent.
+from sonic.appversion import (  # noqa: F401
+    APPS_DIR_ENV,
+    COMPLETE,
+    DEPS_DIR,
+    HASH_DIGITS,
+    VERSION_SEP,
+    AppCodeError,
+    code_dir,
+    split_spec,
+)
+from sonic.cluster.codebundle import source_files
+from sonic.errors import AppDefinitionError
+
 MANIFEST = ".sonic-app.json"
-DEPS_DIR = "_deps"
-COMPLETE = ".complete"
-HASH_DIGITS = 16
 # Bundles travel inside one protocol frame (sonic.runtime.protocol.MAX_FRAME is 8 MiB); data
 # belongs in the run's input, not in the code.
 MAX_BUNDLE_BYTES = 7 * 1024 * 1024
 PROJECT_PACKAGES = frozenset({"sonic", "profiler", "models", "workloads"})
 # pip may have to download wheels on a real VM; bound it so a wedged index cannot hang a job.
 PIP_TIMEOUT_S = 600.0
-
-
-class AppCodeError(SonicError):
-    """The app's code could not be installed or imported on a VM."""
 
 
 @dataclass(frozen=True)
@@ -65,14 +69,6 @@ class AppBundle:
     @property
     def versioned_spec(self) -> str:
         return f"{self.spec}{VERSION_SEP}{self.digest}"
-
-
-def split_spec(app_spec: str) -> tuple[str, str | None]:
-    """``mod:app@abc`` -> (``mod:app``, ``abc``); a spec without a digest -> (spec, None)."""
-    base, sep, digest = app_spec.rpartition(VERSION_SEP)
-    if not sep or ":" not in base or not digest.isalnum():
-        return app_spec, None
-    return base, digest
 
 
 # ---------------------------------------------------------------------------- build (client)
@@ -162,12 +158,6 @@ def build_app_bundle(app_spec: str, app: App) -> AppBundle | None:
 
 # ---------------------------------------------------------------------------- install (agent)
 
-def code_dir(apps_dir: Path, digest: str) -> Path:
-    if not digest.isalnum() or len(digest) != HASH_DIGITS:
-        raise AppCodeError(f"bad app code digest {digest!r}")
-    return apps_dir / digest
-
-
 def is_installed(apps_dir: Path, digest: str) -> bool:
     return (code_dir(apps_dir, digest) / COMPLETE).is_file()
 
@@ -254,8 +244,6 @@ def runtime_facts() -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------- agent side
 
-#: Set by the agent (see :func:`handle_install`); its workers inherit it and find code there.
-APPS_DIR_ENV = "SONIC_APPS_DIR"
 _install_lock = threading.Lock()
 
 
@@ -280,20 +268,3 @@ def handle_install(apps_dir: Path, req: dict[str, Any], vm: str) -> dict[str, An
         install_bundle(apps_dir, digest, archive, vm)
     return {"ok": True, "installed": True, **facts}
 
-
-def activate_code(digest: str) -> Path:
-    """In a worker: make version ``digest`` of the shipped app importable and its directory
-    the working directory (so relative paths behave as they did where the app was written)."""
-    apps_dir = os.environ.get(APPS_DIR_ENV)
-    if not apps_dir:
-        raise AppDefinitionError(
-            f"app code {digest} was requested but {APPS_DIR_ENV} is not set; only agents load shipped app code"
-        )
-    where = code_dir(Path(apps_dir), digest)
-    if not (where / COMPLETE).is_file():
-        raise AppDefinitionError(f"app code {digest} is not installed on this VM ({where}); run the job again to send it")
-    os.chdir(where)
-    for path in (where / DEPS_DIR, where):   # the app's own modules first, then its private requirements
-        if path.is_dir() and str(path) not in sys.path:
-            sys.path.insert(0, str(path))
-    return where
