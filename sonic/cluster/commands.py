@@ -15,6 +15,7 @@ from sonic.cluster import listed
 from sonic.cluster.cgroups import VMLimits
 from sonic.cluster.local import HarnessOptions, cluster_down, cluster_status, cluster_up, load_cluster_file
 from sonic.cluster.spec import DEFAULT_CLUSTER_FILE, ClusterSpec, load_cluster
+from sonic.runtime.program import real_agent_program
 
 
 def up(
@@ -53,8 +54,8 @@ def up_listed(cluster_path: Path | str, *, echo: Callable[[str], None], options:
               ) -> ClusterSpec:
     """``sonic cluster up --cluster FILE`` (no --local): bootstrap an agent on every VM the
     file lists, over SSH; all or nothing (see :mod:`sonic.cluster.listed`)."""
-    return listed.up_listed(Path(cluster_path), echo=echo, max_workers=options.ssh_max_workers,
-                            ssh_config_path=options.ssh_config_path)
+    return listed.up_listed(Path(cluster_path), program=real_agent_program(listed.DEFAULT_REMOTE_PYTHON), echo=echo,
+                            max_workers=options.ssh_max_workers, ssh_config_path=options.ssh_config_path)
 
 
 def status(cluster_path: Path | str = DEFAULT_CLUSTER_FILE, **kwargs: Any) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ from typing import Any
 
 from sonic.cluster import bootstrap
 from sonic.cluster.codebundle import build_bundle
-from sonic.cluster.readiness import make_secret, real_agent_program
+from sonic.cluster.readiness import AgentProgram, make_secret
 from sonic.cluster.spec import ClusterSpec, load_cluster
 from sonic.errors import ClusterFileError, SonicError, TransportError
 
@@ -65,12 +65,14 @@ def _forwarded_credentials() -> dict[str, str]:
 def up_listed(
     cluster_file: Path,
     *,
+    program: AgentProgram,
     echo: Echo,
     max_workers: int = bootstrap.DEFAULT_MAX_WORKERS,
     ssh_config_path: Path | None = bootstrap.DEFAULT_SSH_CONFIG,
     cache_dir: Path | None = None,
 ) -> ClusterSpec:
-    """Bootstrap an agent on every VM of ``cluster_file``; all or nothing."""
+    """Bootstrap ``program`` (the real agent: :func:`sonic.runtime.program.real_agent_program`
+    with :data:`DEFAULT_REMOTE_PYTHON`) on every VM of ``cluster_file``; all or nothing."""
     cluster_file = Path(cluster_file)
     spec = load_cluster(cluster_file)
     if spec.local is not None:
@@ -83,7 +85,7 @@ def up_listed(
     rs = spec.remote_storage
     bundle = build_bundle(cache_dir or cluster_file.resolve().parent / "code-cache")
     launch = bootstrap.AgentLaunch(
-        program=real_agent_program(DEFAULT_REMOTE_PYTHON), secret=secret, bundle=bundle,
+        program=program, secret=secret, bundle=bundle,
         s3_endpoint=rs.endpoint_url, s3_bucket=rs.bucket, s3_region=rs.region,
         env=_forwarded_credentials() if rs.forward_credentials else {}, check_python=True,
     )

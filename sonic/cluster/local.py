@@ -62,7 +62,6 @@ from sonic.cluster.readiness import (
     agent_args,
     make_secret,
     read_secret,
-    real_agent_program,
     wait_agent_ready,
 )
 from sonic.cluster import cgroups
@@ -78,6 +77,7 @@ from sonic.cluster.spec import (
 )
 from sonic.cluster.sshd import make_client_keys, require_sshd, start_sshd
 from sonic.errors import ClusterFileError, SonicError, TransportError, UserInputError
+from sonic.runtime.program import real_agent_program
 
 MODES = ("loopback", "ssh", "netns")
 DEFAULT_ROOT = DEFAULT_CLUSTER_FILE.parent

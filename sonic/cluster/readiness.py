@@ -8,8 +8,9 @@ is checked in that order, all phases under one deadline, polling with exponentia
 2. a TCP connect to its port succeeds (from here, i.e. through the real network path);
 3. ``ping`` answers and reports the same ``sonic.__version__`` as this client.
 
-The health-check client lives in ``sonic.runtime.client``; :func:`ping_agent` is the one
-place that calls it, so wiring a changed client signature is a one-line edit.
+The health check itself speaks the agent protocol, which belongs to the runtime above this
+package: callers pass it in as :class:`AgentProgram`'s ``ping`` (the real one is
+:func:`sonic.runtime.program.ping_agent`, via :func:`sonic.runtime.program.real_agent_program`).
 """
 
 from __future__ import annotations
@@ -17,16 +18,19 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import sonic
 from sonic.cluster.procs import backoff
-from sonic.errors import AuthenticationError, ClusterFileError, SonicError, TransportError
+from sonic.errors import (
+    AuthenticationError,
+    ClusterFileError,
+    TransportError,
+)
 
 # A cold agent imports numpy/pandas/boto3 and builds its worker pool: several seconds on a
 # busy 2-core CI box; 30 s is generous yet still fails fast on a crashed agent (we also
@@ -37,37 +41,10 @@ AGENT_READY_TIMEOUT_S = 30.0
 PROBE_TIMEOUT_S = 2.0
 
 AGENT_INFO_FILE = "agent.json"
-AGENT_MODULE = "sonic.runtime.agent"
 
 
 class PingFn(Protocol):
     def __call__(self, host: str, port: int, secret: bytes, peer_name: str, timeout_s: float) -> dict[str, Any]: ...
-
-
-def ping_agent(host: str, port: int, secret: bytes, peer_name: str, timeout_s: float = PROBE_TIMEOUT_S) -> dict[str, Any]:
-    """Health check through the runtime's own client; returns the agent's answer (has "version").
-
-    Uses the raw ``ping`` call rather than ``AgentClient.ping()``: the latter already rejects a
-    version mismatch as a TransportError, which a readiness loop cannot tell from "not up
-    yet"; comparing here makes a mismatch fail at once with the redeploy hint.
-    """
-    try:
-        from sonic.runtime.client import AgentClient, Timeouts
-    except ImportError as exc:
-        raise TransportError(
-            f"cannot health-check agent {peer_name} at {host}:{port}: sonic.runtime.client is not installed ({exc})"
-        ) from None
-    client = AgentClient(host, port, secret, peer_name, Timeouts(connect_s=timeout_s, control_s=timeout_s))
-    try:
-        return dict(client.call("ping"))
-    except TransportError:
-        raise  # includes AuthenticationError, which callers treat as fatal
-    except SonicError as exc:  # the agent answered, but with an error
-        raise TransportError(f"agent {peer_name} at {host}:{port} answered the ping with an error: {exc}") from None
-    except (OSError, EOFError) as exc:
-        raise TransportError(f"agent {peer_name} at {host}:{port} did not answer a ping: {exc}") from None
-    finally:
-        client.close()
 
 
 @dataclass(frozen=True)
@@ -75,17 +52,12 @@ class AgentProgram:
     """How to start an agent and how to health-check it.
 
     ``argv_prefix`` is followed by the contract's options (--name, --bind, ...). The harness
-    always uses :func:`real_agent_program`; tests substitute a stand-in that honours the same
+    always uses :func:`sonic.runtime.program.real_agent_program`; tests substitute a stand-in that honours the same
     contract.
     """
 
     argv_prefix: tuple[str, ...]
-    ping: PingFn = field(default=ping_agent)
-
-
-def real_agent_program(python: str = sys.executable) -> AgentProgram:
-    # Same interpreter path on every "VM": local clusters share this machine's image.
-    return AgentProgram((python, "-m", AGENT_MODULE), ping_agent)
+    ping: PingFn
 
 
 def agent_args(
@@ -150,8 +122,8 @@ def wait_agent_ready(
     read_info: Callable[[], dict[str, Any] | None],
     secret: bytes,
     *,
+    ping: PingFn,
     timeout_s: float = AGENT_READY_TIMEOUT_S,
-    ping: PingFn = ping_agent,
     alive: Callable[[], bool] | None = None,
     diagnostics: Callable[[], str] | None = None,
     expected_version: str = sonic.__version__,
