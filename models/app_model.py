@@ -42,8 +42,8 @@ from models.metric import MetricModel
 from models.persist import load_model, save_model
 from profiler.schema import COLUMNS, FEATURE_PREFIX, feature_columns
 from sonic.app import App, Pattern
-from sonic.execution import MEASUREMENT_SEMANTICS
 from sonic.errors import NotFittedError, UserInputError
+from sonic.execution import MEASUREMENT_SEMANTICS
 from sonic.prediction import AppPrediction, Estimate, StagePrediction
 
 #: Report order and the profile column each per-instance metric is read from. ``_memory`` is

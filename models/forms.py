@@ -22,7 +22,6 @@ from sklearn.utils.validation import check_X_y
 
 from sonic.errors import NotFittedError
 
-
 #: Forms with a slope need inputs spanning at least this ratio: a slope fitted on inputs
 #: within a few percent of each other is noise and extrapolates wildly.
 MIN_SPREAD = 1.1

@@ -9,8 +9,8 @@ from typing import Any
 
 import click
 
-from profiler.store import ProfileStore
 from profiler.repeat import run_best_of
+from profiler.store import ProfileStore
 from profiler.sweep import Executor, ProgressEvent, profile_app
 from sonic.app import load_app
 from sonic.errors import UserInputError

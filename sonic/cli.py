@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +22,7 @@ import click
 from sonic import __version__
 from sonic.errors import SonicError, UserInputError
 from sonic.plan import OBJECTIVES, STRATEGIES
-from sonic.progress import InstanceProgress, ProgressMode, note, progress_mode
+from sonic.progress import InstanceProgress, note, progress_mode
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -164,7 +164,6 @@ def run(app_spec: str, input_path: Path, local_reference: bool, plan_path: Path 
         root: Path | None, cluster_path: Path) -> None:
     """Run APP on an input (reference executor, or a cluster with a plan)."""
     from sonic.app import load_app
-
     from sonic.outputs import describe, output_target
 
     app = load_app(app_spec)

@@ -28,7 +28,8 @@ ProgressCallback = Callable[[str, int, int], None]
 def input_refs(input_path: Path) -> tuple[list[ObjectRef], dict[str, Path]]:
     """ObjectRefs and paths of the application input (a file, or every file of a directory)."""
     if not input_path.exists():
-        raise UserInputError(f"input {input_path} does not exist; generate one with `sonic workloads gen APP --size 50MB -o PATH`")
+        raise UserInputError(f"input {input_path} does not exist; "
+                             "generate one with `sonic workloads gen APP --size 50MB -o PATH`")
     if not input_path.is_file() and not input_path.is_dir():
         raise UserInputError(f"input {input_path} is neither a regular file nor a directory (a device, pipe or "
                              "socket cannot be staged); pass a file or a directory of files")

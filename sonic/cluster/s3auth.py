@@ -18,7 +18,7 @@ import hmac
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl, quote
 
 ALGORITHM = "AWS4-HMAC-SHA256"
@@ -98,12 +98,12 @@ def verify(req: SignedRequest, accepted: Credentials, now: datetime | None = Non
         raise AuthError("InvalidAccessKeyId", "the access key id is not this cluster's")
     amz_date = req.headers.get("x-amz-date", "")
     try:
-        stamp = datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+        stamp = datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
     except ValueError:
         raise AuthError("AccessDenied", "x-amz-date is missing or malformed") from None
     if not amz_date.startswith(date):
         raise AuthError("SignatureDoesNotMatch", "credential scope date differs from x-amz-date")
-    if abs((now or datetime.now(timezone.utc)) - stamp) > MAX_SKEW:
+    if abs((now or datetime.now(UTC)) - stamp) > MAX_SKEW:
         raise AuthError("RequestTimeTooSkewed", "the request time is more than 15 minutes from the server's")
     payload_hash = req.headers.get("x-amz-content-sha256")
     if not payload_hash:

@@ -124,9 +124,10 @@ def processing_order(problem: Problem) -> list[str]:
     while len(order) < len(problem.order):
         ready = [s for s in problem.order if s not in done and all(e.src in done for e in problem.in_edges[s])]
 
+        # Called only within this iteration, so reading `live` late is reading the current value.
         def frontier_after(s: str) -> int:
             closing = sum(1 for e in problem.in_edges[s] if remaining[e.src] == 1)
-            return live - closing + (1 if problem.out_edges[s] else 0)
+            return live - closing + (1 if problem.out_edges[s] else 0)  # noqa: B023
 
         best = min(ready, key=lambda s: (frontier_after(s), rank[s]))
         live = frontier_after(best)

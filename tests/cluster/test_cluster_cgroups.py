@@ -19,7 +19,8 @@ pytestmark = pytest.mark.skipif(cgroups.unusable_reason() is not None,
                                 reason=f"cgroups unusable here: {cgroups.unusable_reason()}")
 
 BUSY = "import time\nend = time.monotonic() + 30\nwhile time.monotonic() < end: pass\n"
-HOG = "import sys, time\nblocks = [bytearray(32 << 20) for _ in range(12)]\nfor b in blocks: b[::4096] = b'x' * len(b[::4096])\ntime.sleep(30)\n"
+HOG = ("import sys, time\nblocks = [bytearray(32 << 20) for _ in range(12)]\n"
+       "for b in blocks: b[::4096] = b'x' * len(b[::4096])\ntime.sleep(30)\n")
 
 
 @pytest.fixture

@@ -42,10 +42,11 @@ def assert_nothing_left(spec: ClusterSpec) -> None:
 def upload_seconds(endpoint: str, bucket: str, key: str, keys: dict[str, str], ns: str | None = None) -> float:
     """Time a PUT of PAYLOAD bytes, from the root namespace or from inside ``ns`` (a child we wait for)."""
     code = (
-        "import boto3, time; s3 = boto3.client('s3', endpoint_url=%r, region_name='us-east-1', "
-        "aws_access_key_id=%r, aws_secret_access_key=%r); body = b'x' * %d; "
-        "t = time.perf_counter(); s3.put_object(Bucket=%r, Key=%r, Body=body); print(time.perf_counter() - t)"
-    ) % (endpoint, keys["AWS_ACCESS_KEY_ID"], keys["AWS_SECRET_ACCESS_KEY"], PAYLOAD, bucket, key)
+        f"import boto3, time; s3 = boto3.client('s3', endpoint_url={endpoint!r}, region_name='us-east-1', "
+        f"aws_access_key_id={keys['AWS_ACCESS_KEY_ID']!r}, aws_secret_access_key={keys['AWS_SECRET_ACCESS_KEY']!r}); "
+        f"body = b'x' * {PAYLOAD:d}; t = time.perf_counter(); s3.put_object(Bucket={bucket!r}, Key={key!r}, Body=body); "
+        "print(time.perf_counter() - t)"
+    )
     argv = netns.in_ns(ns, [sys.executable, "-c", code])
     result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

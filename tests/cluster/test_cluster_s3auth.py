@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -11,7 +11,7 @@ from sonic.cluster.s3auth import AuthError, Credentials, SignedRequest, verify
 # "Example: GET Object" of the S3 API reference's Signature Version 4 header-auth page.
 AWS_KEYS = Credentials("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
 EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-THEN = datetime(2013, 5, 24, 0, 1, tzinfo=timezone.utc)
+THEN = datetime(2013, 5, 24, 0, 1, tzinfo=UTC)
 
 
 def example(**changes: str) -> SignedRequest:
@@ -54,5 +54,5 @@ def test_other_keys_and_stale_requests_are_refused() -> None:
         verify(example(), Credentials("SOMEONEELSE", AWS_KEYS.secret_access_key), now=THEN)
     assert info.value.code == "InvalidAccessKeyId"
     with pytest.raises(AuthError) as info:
-        verify(example(), AWS_KEYS, now=datetime(2013, 5, 24, 1, 0, tzinfo=timezone.utc))
+        verify(example(), AWS_KEYS, now=datetime(2013, 5, 24, 1, 0, tzinfo=UTC))
     assert info.value.code == "RequestTimeTooSkewed"

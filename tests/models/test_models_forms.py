@@ -8,8 +8,16 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 
-from models.forms import (ConstantForm, IsotonicForm, LinearForm, PowerLawForm, QuadraticForm, StepForm,
-                          default_candidates, form_label)
+from models.forms import (
+    ConstantForm,
+    IsotonicForm,
+    LinearForm,
+    PowerLawForm,
+    QuadraticForm,
+    StepForm,
+    default_candidates,
+    form_label,
+)
 from sonic.errors import NotFittedError
 
 X = np.array([[1e6], [2e6], [4e6], [8e6], [16e6]])

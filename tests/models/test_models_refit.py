@@ -36,7 +36,6 @@ def test_refit_rejects_a_run_of_another_app(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------- learn (champion/challenger)
 import dataclasses  # noqa: E402
 import multiprocessing  # noqa: E402
-import random  # noqa: E402
 
 from models import learn  # noqa: E402
 from profiler.synthetic import simulate_profile  # noqa: E402

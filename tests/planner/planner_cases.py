@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hypothesis import strategies as st
+from planner_samples import _noop, stage_prediction
 
 from sonic.app import App
 from sonic.cluster.spec import Calibration, ClusterSpec, VMSpec
-from planner_samples import _noop, stage_prediction
 from sonic.prediction import AppPrediction, StagePrediction
 
 MB = 1_000_000

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from planner_cases import clusters
+from planner_samples import _noop, cluster, stage_prediction
 
 from sonic.app import App
 from sonic.errors import InfeasibleError, PlanError
@@ -22,7 +23,6 @@ from sonic.planner import make_plan, render_table
 from sonic.planner.bruteforce import TooManyPlans, brute_force_elastic
 from sonic.planner.cost import objective_value
 from sonic.planner.elastic import make_elastic_plan
-from planner_samples import _noop, cluster, stage_prediction
 from sonic.prediction import AppPrediction
 
 MB = 1_000_000

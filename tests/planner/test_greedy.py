@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import itertools
 
+from planner_samples import _noop, cluster, prediction_for, stage_prediction
+
 from sonic.app import App
 from sonic.cluster.spec import ClusterSpec
 from sonic.plan import PassingMethod
@@ -13,7 +15,6 @@ from sonic.planner import make_plan
 from sonic.planner.cost import Assignment, CostModel, Input
 from sonic.planner.placement import Placement, PlacementSpace
 from sonic.planner.problem import build_problem
-from planner_samples import _noop, cluster, prediction_for, stage_prediction
 from sonic.prediction import AppPrediction
 
 MB = 1_000_000

@@ -6,10 +6,10 @@ import re
 from dataclasses import replace
 
 import pytest
+from planner_samples import cluster, lightgbm, video
 
 from sonic.errors import InfeasibleError, PlanError
 from sonic.planner import make_plan
-from planner_samples import cluster, lightgbm, video
 from sonic.prediction import Estimate
 
 

@@ -6,6 +6,7 @@ import json
 from dataclasses import replace
 
 import pytest
+from planner_samples import cluster, lightgbm, samples, sort, video
 
 import sonic.planner
 from sonic.metrics import InstanceMetrics, RunResult, StageMetrics
@@ -15,7 +16,6 @@ from sonic.planner.cost import CostModel, objective_value
 from sonic.planner.optimise import optimise
 from sonic.planner.placement import PlacementSpace
 from sonic.planner.problem import build_problem
-from planner_samples import cluster, lightgbm, samples, sort, video
 from sonic.prediction import AppPrediction
 
 METHODS = {"vm", "direct", "remote"}

@@ -27,6 +27,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from planner_samples import _noop, cluster, prediction_for, stage_prediction
 
 from sonic.app import App
 from sonic.cluster.spec import Calibration
@@ -35,7 +36,6 @@ from sonic.planner import make_plan
 from sonic.planner.cost import CostModel
 from sonic.planner.placement import PlacementSpace
 from sonic.planner.problem import build_problem
-from planner_samples import _noop, cluster, prediction_for, stage_prediction
 
 MB = 1_000_000
 FANOUTS = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64]

@@ -10,9 +10,9 @@ import time
 from collections.abc import Callable
 
 import pytest
+from planner_samples import cluster, samples, wide
 
 from sonic.planner import make_plan
-from planner_samples import cluster, samples, wide
 
 
 def _best_ms(run: Callable[[], object], repeat: int) -> float:

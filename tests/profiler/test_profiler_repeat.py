@@ -11,7 +11,6 @@ from profiler.repeat import RepeatingReferenceExecutor
 from sonic.app import App, Context
 
 
-
 def _app(counter: Path, busy_s: float) -> App:
     app = App("rep")
 

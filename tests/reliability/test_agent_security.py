@@ -138,7 +138,7 @@ def drain(sock: socket.socket) -> bytes:
     try:
         while chunk := sock.recv(65536):
             got += chunk
-    except (socket.timeout, ConnectionResetError):
+    except (TimeoutError, ConnectionResetError):
         pass
     return bytes(got)
 

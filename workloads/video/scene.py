@@ -6,9 +6,9 @@ gradient), and for shape classes a coloured shape that moves on a straight line 
 scene. Every frame also gets Gaussian pixel noise, so the codec has real work to do.
 
 Everything is a pure function of a 32-bit *video seed*: :func:`iter_segments` draws segment
-after segment from one generator (classes in shuffled rounds of all four), so the class of frame ``i`` (:func:`class_schedule`) does
-not depend on how many frames the video has. The video seed is written into every frame as
-a black/white block strip along the bottom :data:`STRIP_H` rows (:func:`draw_seed_strip`);
+after segment from one generator (classes in shuffled rounds of all four), so the class of
+frame ``i`` (:func:`class_schedule`) does not depend on how many frames the video has. The
+video seed is written into every frame as a black/white block strip along the bottom :data:`STRIP_H` rows (:func:`draw_seed_strip`);
 the validator decodes it from the first frame (:func:`read_seed_strip`) and recomputes the
 ground truth. The strip is outside the *scene* (rows ``0 .. SCENE_H``), which is all the
 classifier ever sees (:func:`prepare_frame` crops it away).
