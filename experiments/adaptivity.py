@@ -53,7 +53,8 @@ BUDGET_ENV = "SONIC_ADAPTIVITY_BUDGET_MIN"
 INPUT_SEED = 101
 COLUMNS = ["app", "input_bytes", "size_label", "round", "position", "strategy", "latency_s",
            "predicted_latency_s", "output_ok", "learning_recorded", "models_replaced", "learning_reason",
-           "learning_changes", "replans", "replan_detail", "methods", "untrusted_stages", "wall_s", "error"]
+           "learning_changes", "replans", "replan_detail", "methods", "untrusted_stages", "cpu_wait_s", "load_1min",
+           "wall_s", "error"]
 
 
 def config(quick: bool) -> dict[str, Any]:
@@ -234,6 +235,10 @@ def _record(result: Any) -> dict[str, Any]:
             for r in replans),
         "methods": " ".join(f"{e.src}>{e.dst}:{getattr(e.method, 'value', e.method)}" for e in result.edges),
         "untrusted_stages": " ".join(s["name"] for s in comparison.get("stages", []) if not s.get("trusted")),
+        # How loaded the shared machine was: run-queue wait of the run's instances (CPU the
+        # instances wanted but another process had) and the 1-minute load average after it.
+        "cpu_wait_s": sum(m.cpu_wait_s for m in result.instances),
+        "load_1min": os.getloadavg()[0],
     }
 
 
@@ -314,6 +319,7 @@ def summary_rows(path: Path | None = None) -> list[dict[str, Any]]:
             "models_replaced": sum(1 for r in rows if r.get("models_replaced") == "True"),
             "replans": sum(int(r["replans"]) for r in rows if r.get("replans") not in ("", None)),
             "sonic_plans": len({r["methods"] for r in rows if r["strategy"] == "sonic" and r.get("methods")}),
+            "median_load_1min": median([float(r["load_1min"]) for r in rows if r.get("load_1min") not in ("", None)]),
         }
         for s in STRATEGIES:
             row[f"{s}_median_abs_latency_error"] = median(latency_errors(rows, s))
