@@ -38,11 +38,21 @@ def compare(plan: Plan, prediction: AppPrediction, result: RunResult) -> dict[st
                                     own + prediction.worker_memory_mb if prediction.worker_memory_mb
                                     else stage.peak_memory_mb),
         })
+    # An edge's predicted seconds (planner/assemble.py) run from its producer stage's end until
+    # its consumer stage ends: transfer, waits and the consumer's compute. The measured
+    # counterpart is the same span, taken from the instances' own end times (clocks of the
+    # VMs, which a real pool keeps in sync with NTP; one host's clock here). The summed
+    # fetch and upload seconds of the edge are reported next to it as ``transfer_s``.
+    ends: dict[str, float] = {}
+    for m in result.instances:
+        ends[m.stage] = max(ends.get(m.stage, m.ended), m.ended)
     edges = []
     for edge in result.edges:
         planned = plan.edge(edge.src, edge.dst)
+        span = max(ends[edge.dst] - ends[edge.src], 0.0) if edge.src in ends and edge.dst in ends else 0.0
         edges.append({"src": edge.src, "dst": edge.dst, "method": edge.method,
-                      "seconds": _pair(planned.predicted_s.get(planned.method.value), edge.seconds)})
+                      "seconds": _pair(planned.predicted_s.get(planned.method.value), span),
+                      "transfer_s": edge.seconds})
     return {"latency_s": _pair(plan.predicted.get("latency_s"), result.latency_s),
             "cost_usd": _pair(plan.predicted.get("cost_usd"), result.cost_usd or 0.0),
             "stages": stages, "edges": edges}
@@ -61,5 +71,6 @@ def render(doc: dict[str, Any]) -> list[str]:
                      f" vs {num(s['peak_memory_mb']['actual'], '.0f')} MB{'' if s['trusted'] else '  (untrusted)'}")
     for e in doc["edges"]:
         lines.append(f"    edge  {e['src'] + ' -> ' + e['dst']:24s} {e['method']:7s} "
-                     f"{num(e['seconds']['predicted'], '.3f')} s vs {num(e['seconds']['actual'], '.3f')} s")
+                     f"{num(e['seconds']['predicted'], '.3f')} s vs {num(e['seconds']['actual'], '.3f')} s "
+                     f"(producer end to consumer end; transfers {num(e['transfer_s'], '.3f')} s)")
     return lines
