@@ -37,6 +37,8 @@ class EdgeMetrics:
     method: str
     bytes: int
     seconds: float
+    #: Objects the producer stage stored (one per instance for a packed shuffle, else one per file).
+    objects_stored: int = 0
 
 
 @dataclass
@@ -69,6 +71,8 @@ class RunResult:
     predicted_vs_actual: dict[str, Any] = field(default_factory=dict)
     learning: dict[str, Any] = field(default_factory=dict)   # what learning from the run did
     replans: list[dict[str, Any]] = field(default_factory=list)  # mid-job re-plans, in order
+    #: S3 requests of the run's data passing: {"put": objects uploaded, "get": (ranged) downloads}
+    s3_requests: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -87,4 +91,5 @@ class RunResult:
             **({"predicted_vs_actual": self.predicted_vs_actual} if self.predicted_vs_actual else {}),
             **({"learning": self.learning} if self.learning else {}),
             **({"replans": self.replans} if self.replans else {}),
+            **({"s3_requests": self.s3_requests} if self.s3_requests else {}),
         }

@@ -21,10 +21,20 @@ class ObjectRef:
     name: str
     size: int
     checksum: str = ""
+    #: A partition of a packed output: the object that holds it (``""``: its own object) and
+    #: where it starts there; ``size`` and ``checksum`` are the partition's.
+    pack: str = ""
+    offset: int = 0
 
     @property
     def key(self) -> str:
+        """The logical key (routing, lineage, the consumer's copy): one per partition."""
         return f"{self.stage}/{self.instance}/{self.name}"
+
+    @property
+    def stored_key(self) -> str:
+        """The key of the object that holds the bytes (the pack for a partition)."""
+        return f"{self.stage}/{self.instance}/{self.pack or self.name}"
 
 
 @dataclass(frozen=True)
@@ -94,6 +104,15 @@ def route_instances(
         InstanceSpec(stage, i, count, key, tuple(_ordered(app, own + shared)), parts)
         for i, (key, own) in enumerate(per_instance)
     ]
+
+
+def packs_outputs(app: App, stage: str) -> bool:
+    """Does ``stage`` store one packed object per instance (partitions read by range)? Yes when
+    every out-edge is an unselected scatter: each output name then goes to exactly one consumer
+    instance per edge, so consumers need only their range. Broadcast, gather, one-to-one and
+    selected edges, and final outputs, keep one object per file."""
+    edges = app.out_edges(stage)
+    return bool(edges) and all(e.pattern is Pattern.SCATTER and e.select is None for e in edges)
 
 
 def partitions_of(app: App, stage: str, chosen: Mapping[str, int]) -> dict[str, int]:

@@ -90,7 +90,11 @@ pool is held for the job - plus S3 requests and transfer::
          + transfer/GB * (bytes downloaded)
 
 Objects uploaded: ``n_P f_P`` per producer with a Remote-Storage out-edge (once, whatever the
-number of such edges). Objects (bytes) downloaded per Remote edge: ``k_e rf_e(v)``
+number of such edges); ``n_P`` for a **packed** producer (every out-edge a scatter: each
+instance stores its ``f_P`` files as partitions of one object, ``sonic.routing.packs_outputs``),
+whose consumers still make one (ranged) GET per producer instance, ``k_e = n_P``: a remote
+shuffle costs ``M`` PUTs and ``M R`` ranged GETs, not ``M R`` of each. The upload term
+``up_v`` counts ``l_s3`` once per stored object likewise. Objects (bytes) downloaded per Remote edge: ``k_e rf_e(v)``
 (``b_e rf_e(v)``) per consumer instance, i.e. ``sum_v pi_C(v) k_e rf_e(v)``, or once per
 consumer VM for a shared edge, ``sum_v k_e rf_e(v)``; plus the application input once per VM
 of each source stage (one GET and ``i_s`` bytes per VM). S3 storage-months are negligible for
@@ -241,7 +245,7 @@ class CostModel:
             local = q * (s.read_bytes / cal.disk_read_Bps + s.output_bytes / cal.disk_write_Bps)
             base.append(cal.invoke_overhead_s + local + s.time_s + cal.object_overhead_s * objects)
             rate_up = min(cal.s3_conn_Bps, self._net_out / q, cal.s3_aggregate_Bps / total_q)
-            up.append(cal.s3_latency_s * s.files_per_instance + s.output_bytes / rate_up)
+            up.append(cal.s3_latency_s * s.objects_stored + s.output_bytes / rate_up)
         found = (tuple(waves), tuple(base), tuple(up), tuple(once))
         self._stage[key] = found
         return found
@@ -374,7 +378,7 @@ class CostModel:
 
     def upload_dollars(self, stage: str) -> float:
         s = self.problem.stages[stage]
-        return s.instances * s.files_per_instance * self.problem.prices.s3_put_per_1000 / 1000.0
+        return s.instances * s.objects_stored * self.problem.prices.s3_put_per_1000 / 1000.0
 
     def source_dollars(self, stage: str, p: Placement) -> float:
         """GET and transfer of the application input, once per VM of a source stage's ``p``."""

@@ -16,6 +16,7 @@ from sonic.app import App, Pattern
 from sonic.cluster.spec import Calibration, ClusterSpec, Prices
 from sonic.errors import InfeasibleError, PlanError
 from sonic.prediction import AppPrediction
+from sonic.routing import packs_outputs
 
 #: ``warm`` argument of the planner: VM name -> warm worker processes of this app on that VM,
 #: or a collection of VM names whose pool is fully warm (one worker per core).
@@ -47,6 +48,14 @@ class StageInfo:
     files_per_instance: int     # output files per instance (objects uploaded per instance)
     trusted: bool
     untrusted_reason: str = ""
+    #: Its files are stored as one packed object per instance (partitions read by range).
+    packed: bool = False
+
+    @property
+    def objects_stored(self) -> int:
+        """Objects one instance stores (and uploads for Remote-Storage): its packed object, or
+        one per output file."""
+        return 1 if self.packed else self.files_per_instance
 
 
 @dataclass(frozen=True)
@@ -80,8 +89,12 @@ class Problem:
         return tuple(s for s in self.order if not self.out_edges[s])
 
 
-def build_problem(app: App, prediction: AppPrediction, cluster: ClusterSpec, warm: WarmSpec = None) -> Problem:
+def build_problem(app: App, prediction: AppPrediction, cluster: ClusterSpec, warm: WarmSpec = None, *,
+                  pack_outputs: bool = True) -> Problem:
     """Normalise ``app`` + ``prediction`` + ``cluster`` into a :class:`Problem`.
+
+    ``pack_outputs`` mirrors the runtime (``JobState``): a stage whose out-edges are all scatter
+    stores one packed object per instance (:func:`sonic.routing.packs_outputs`).
 
     Raises :class:`PlanError` for predictions that do not fit the app or a calibration that
     cannot be used, and :class:`InfeasibleError` for a stage whose instance fits no VM.
@@ -144,7 +157,8 @@ def build_problem(app: App, prediction: AppPrediction, cluster: ClusterSpec, war
         source_in = max(0.0, p.input_bytes) if not in_edges[name] else 0.0
         read = source_in + sum(e.bytes_per_consumer for e in in_edges[name])
         stages[name] = StageInfo(name, counts[name], max(0.0, p.time_s.mean), mem, max(0.0, p.output_bytes.mean),
-                                 source_in, read, files[name], bool(p.trusted), p.untrusted_reason)
+                                 source_in, read, files[name], bool(p.trusted), p.untrusted_reason,
+                                 packed=pack_outputs and packs_outputs(app, name))
     return Problem(app.name, int(prediction.input_bytes), order, stages, tuple(edges), in_edges, out_edges,
                    vms, cluster.calibration, cluster.prices, tuple(notes))
 

@@ -15,8 +15,15 @@ Requests (msgpack maps, ``op`` selects):
   every one against its checksum, run in a warm worker writing straight into the object store
   (killed after ``timeout_s``), checksum outputs, upload them to S3 if asked. An input that
   cannot be had fails the run with ``kind: fetch`` and says why (``cause``: corrupt, missing,
-  unreachable, local), which object (``input``) and from where (``source``).
-- ``get {job, key}``: header then the raw bytes via ``sendfile`` (zero-copy).
+  unreachable, local), which object (``input``) and from where (``source``). With ``pack``
+  true the instance's outputs are stored as one packed object (``_packed`` + index; see
+  ``objects.pack_outputs``) and its reply lists it with ``partitions [[name, offset, length,
+  checksum]]``; an input item with ``pack``/``offset`` is one partition of such an object,
+  fetched by range (local: copied out of the pack in the kernel; direct: ranged ``get``;
+  remote: ranged GET) and verified against the partition's checksum.
+- ``get {job, key, [offset, length]}``: header then the raw bytes via ``sendfile`` (zero-copy);
+  with ``offset``/``length`` only that range (one partition of a packed output, with its own
+  checksum in the header).
 - ``put {job, key, size, checksum}`` + raw bytes: store an object.
 - ``drop {job}``: delete the job's objects.
 
@@ -59,7 +66,17 @@ from sonic.errors import (
 )
 from sonic.runtime import appcode, protocol
 from sonic.runtime.client import AgentClient, RemoteCallError, Timeouts
-from sonic.runtime.objects import BadKeyError, Checksums, ObjectStore, check_job, check_key, file_checksum
+from sonic.runtime.objects import (
+    BadKeyError,
+    Checksums,
+    ObjectStore,
+    check_job,
+    check_key,
+    copy_range,
+    file_checksum,
+    pack_outputs,
+    range_checksum,
+)
 from sonic.runtime.remote import RemoteSettings, RemoteStore
 from sonic.runtime.worker import read_frame, write_frame
 
@@ -421,19 +438,22 @@ class Agent:
             return RequestError(f"input {key} ({method} from {source}) {why} on VM {self.config.name}", "fetch",
                                 cause=cause, input=key, source=source)
 
+        ranged = bool(item.get("pack"))
         with self._fetch_lock(job, key):
             if path.is_file() and not path.is_symlink():
                 if not checksum or self.checksums.verify(job, key, path, checksum):
                     return path, 0.0
-                if method == "local":
+                if method == "local" and not ranged:
                     # In place (VM-Storage): the producer's own copy is bad; only re-running the
                     # producer can help, so say so rather than hand it to the function.
                     raise fail("corrupt", "is corrupt (checksum mismatch)")
-                path.unlink()  # a stale or damaged copy of a fetched object: fetch it afresh
-            elif method == "local":
+                path.unlink()  # a stale or damaged copy of a fetched object (or partition): fetch it afresh
+            elif method == "local" and not ranged:
                 raise fail("missing", "is not there")
             try:
-                if method == "direct":
+                if ranged:
+                    seconds = self._fetch_partition(job, item, path, size, checksum, method, timeouts)
+                elif method == "direct":
                     peer = self._peer(str(item["vm"]), str(item["host"]), int(item["port"]), timeouts)
                     seconds = peer.get_to_file(job, key, path, size=size, checksum=checksum or None)
                 elif method == "remote":
@@ -453,6 +473,48 @@ class Agent:
                 raise fail("local", f"could not be stored: {exc}") from None
             self._remember(job, key, path, size, checksum or file_checksum(path))
             return path, seconds
+
+    def _fetch_partition(self, job: str, item: dict[str, Any], path: Path, size: int, checksum: str, method: str,
+                         timeouts: Timeouts) -> float:
+        """Make one partition of a packed object a file of its own at ``path``, verified: out of
+        the pack in the kernel when the pack is on this VM, else a ranged pull or ranged GET.
+        A partition that fails its checksum in transit is fetched once more before the object
+        is declared corrupt (a bad pack is only cured by re-running its producer)."""
+        pack_key = check_key(f"{item['stage']}/{item['instance']}/{item['pack']}")
+        offset = int(item.get("offset") or 0)
+        if offset < 0:
+            raise RequestError("input offset must be non-negative", "request")
+        t0 = time.perf_counter()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        attempts = 1 if method == "local" else 2
+        for attempt in range(attempts):
+            try:
+                if method == "local":
+                    pack_path = self.store.path(job, pack_key)
+                    if not pack_path.is_file() or pack_path.is_symlink():
+                        raise MissingObjectError(f"pack {pack_key} is not on this VM")
+                    tmp = path.with_name(path.name + ".part")
+                    copy_range(pack_path, offset, size, tmp)
+                    if tmp.stat().st_size != size or (checksum and file_checksum(tmp) != checksum):
+                        tmp.unlink(missing_ok=True)
+                        raise CorruptObjectError(f"partition at {offset} of {pack_key} does not match its checksum")
+                    tmp.rename(path)
+                elif method == "direct":
+                    peer = self._peer(str(item["vm"]), str(item["host"]), int(item["port"]), timeouts)
+                    peer.get_to_file(job, pack_key, path, size=size, checksum=checksum or None, offset=offset)
+                elif method == "remote":
+                    if self.remote is None:
+                        raise RequestError("this agent has no remote storage configured", "request")
+                    self.remote.download(f"{job}/{pack_key}", path, size=size, checksum=checksum or None,
+                                         offset=offset)
+                else:
+                    raise RequestError(f"unknown passing method {method!r}", "request")
+                return time.perf_counter() - t0
+            except CorruptObjectError as exc:
+                if attempt == attempts - 1:
+                    raise
+                log.warning("job %s: %s; fetching the partition again", job, exc)
+        raise AssertionError("unreachable: the loop returns or raises")
 
     # ------------------------------------------------------------------ ops
     def op_ping(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -515,6 +577,7 @@ class Agent:
             raise RequestError("run: inputs must be a list of maps")
         num_instances = _int(req, "num_instances")
         partitions = _partitions(req)
+        pack = req.get("pack") is True
         timeout_s = _opt_seconds(req, "timeout_s") or self.config.stage_timeout_s
         peer_timeouts = _timeouts(req.get("peer_timeouts"))
         out_dir = self.store.instance_dir(job, stage, index)  # validates stage before any work
@@ -561,13 +624,27 @@ class Agent:
             raise RequestError(f"{reply.get('error')}", "input")
         if not reply.get("ok"):
             raise RequestError(f"{reply.get('error')} on VM {self.config.name}", "instance")
-        outputs = []
+        outputs: list[dict[str, Any]] = []
         upload_s = 0.0
-        for name, size in reply["outputs"]:
-            key = f"{stage}/{index}/{name}"
-            checksum = file_checksum(out_dir / name)
-            self._remember(job, key, out_dir / name, int(size), checksum)
-            outputs.append({"name": name, "size": int(size), "checksum": checksum})
+        written = [(str(name), int(size)) for name, size in reply["outputs"]]
+        if pack and written:
+            try:
+                packed = pack_outputs(out_dir, [name for name, _ in written])
+            except ValueError as exc:
+                raise RequestError(f"{exc} (stage {stage!r})", "instance") from None
+            key = f"{stage}/{index}/{packed.name}"
+            self._remember(job, key, out_dir / packed.name, packed.size, packed.checksum)
+            self.checksums.remember_pack(job, key, packed)
+            outputs.append({"name": packed.name, "size": packed.size, "checksum": packed.checksum,
+                            "partitions": [[p.name, p.offset, p.length, p.checksum] for p in packed.partitions]})
+        else:
+            for name, size in written:
+                checksum = file_checksum(out_dir / name)
+                self._remember(job, f"{stage}/{index}/{name}", out_dir / name, size, checksum)
+                outputs.append({"name": name, "size": size, "checksum": checksum})
+        for out in outputs:
+            name = out["name"]
+            key, checksum = f"{stage}/{index}/{name}", out["checksum"]
             if req.get("upload"):
                 if self.remote is None:
                     raise RequestError("plan needs remote storage but this agent has none configured")
@@ -697,13 +774,26 @@ class Agent:
             protocol.send_frame(sock, {"ok": False, "kind": "fetch", "cause": "missing",
                                        "error": f"no object {key} on {self.config.name}"})
             return
-        # The size and checksum recorded when the object was made: the receiver checks the
-        # bytes against them, so damage on this disk since then is caught there.
-        size, checksum = (record.size, record.checksum) if record else (path.stat().st_size, file_checksum(path))
+        offset = 0
+        if "offset" in req or "length" in req:
+            # One partition of a packed object: exactly that range, with the partition's own
+            # checksum as recorded when it was packed.
+            offset, length = _int(req, "offset"), _int(req, "length")
+            if offset + length > path.stat().st_size:
+                protocol.send_frame(sock, {"ok": False, "kind": "fetch", "cause": "missing",
+                                           "error": f"range {offset}+{length} is beyond {key} on {self.config.name}"})
+                return
+            known = self.checksums.range_record(job, key, offset)
+            size = length
+            checksum = known[1] if known and known[0] == length else range_checksum(path, offset, length)
+        else:
+            # The size and checksum recorded when the object was made: the receiver checks the
+            # bytes against them, so damage on this disk since then is caught there.
+            size, checksum = (record.size, record.checksum) if record else (path.stat().st_size, file_checksum(path))
         protocol.send_frame(sock, {"ok": True, "size": size, "checksum": checksum})
         with open(path, "rb") as fh:
             if size:
-                sock.sendfile(fh, 0, size)
+                sock.sendfile(fh, offset, size)
 
     def op_put(self, req: dict[str, Any], sock: socket.socket, peer: str) -> None:
         job, key = check_job(req.get("job")), check_key(req.get("key"))

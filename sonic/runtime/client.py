@@ -228,14 +228,20 @@ class AgentClient:
         self.call("lease", job=job, ttl_s=ttl_s)
 
     def get_to_file(self, job: str, key: str, path: Path, *, size: int | None = None,
-                    checksum: str | None = None) -> float:
-        """Stream object ``key`` into ``path`` (via a temp name), verify size and checksum."""
+                    checksum: str | None = None, offset: int | None = None) -> float:
+        """Stream object ``key`` into ``path`` (via a temp name), verify size and checksum.
+        With ``offset`` (and ``size``) only that range of the object: one partition of a pack."""
         t0 = time.perf_counter()
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".part")
+        request: dict[str, Any] = {"op": "get", "job": job, "key": key}
+        if offset is not None:
+            if size is None:
+                raise ValueError("a ranged get needs the size of the range")
+            request.update(offset=offset, length=size)
         with self.connection() as sock:
             sock.settimeout(self.timeouts.control_s)
-            protocol.send_frame(sock, {"op": "get", "job": job, "key": key})
+            protocol.send_frame(sock, request)
             head = protocol.recv_frame(sock, self.peer)
             if not head.get("ok"):
                 raise RemoteCallError(f"agent {self.peer}: {head.get('error')}", str(head.get("kind", "fetch")))

@@ -93,12 +93,15 @@ class Coordinator:
     def __init__(self, cluster: ClusterSpec, secret: bytes, *, timeouts: Timeouts = Timeouts(),
                  max_attempts: int = 3, progress: ProgressFn | None = None,
                  heartbeat: HeartbeatSettings | None = HeartbeatSettings(),
-                 instance_timeout_s: float | None = None, observer: EventObserver | None = None) -> None:
+                 instance_timeout_s: float | None = None, observer: EventObserver | None = None,
+                 pack_outputs: bool = True) -> None:
         """``timeouts`` bounds every network wait (and agent-to-agent transfers); ``heartbeat``
         None disables failure detection beyond broken connections; ``instance_timeout_s``
         overrides every stage's timeout for this run (None: each stage's ``timeout_s``, else
         ``timeouts.stage_s``); ``observer`` sees every event before the scheduler does (tests
-        and experiments inject faults at precise points with it)."""
+        and experiments inject faults at precise points with it); ``pack_outputs`` False keeps
+        one object per output file even on shuffle edges (see ``JobState``)."""
+        self.pack_outputs = pack_outputs
         self.cluster = cluster
         self.secret = secret
         self.timeouts = timeouts
@@ -235,7 +238,7 @@ class Coordinator:
                replayed: list[InstanceFinished] | None = None) -> tuple[JobState, _RunLog, float]:
         """Run the job; ``lost`` holds VMs left out at the start and grows with VMs lost during it."""
         state = JobState(app, plan, {n: a.slots for n, a in self.agents.items() if n not in lost}, refs,
-                         max_attempts=self.max_attempts, replanner=replanner)
+                         max_attempts=self.max_attempts, replanner=replanner, pack_outputs=self.pack_outputs)
         log = _RunLog()
         limits = {stage: self.stage_timeout(app, stage) for stage in app.topological_order()}
         quiet_s = self.timeouts.run_deadline(max(limits.values())) + self.timeouts.control_s
@@ -338,13 +341,15 @@ class Coordinator:
         for src in action.sources:
             item: dict[str, Any] = {"stage": src.ref.stage, "instance": src.ref.instance, "name": src.ref.name,
                                     "size": src.ref.size, "checksum": src.ref.checksum, "method": src.method}
+            if src.ref.pack:  # one partition of a packed object: fetched by range
+                item.update(pack=src.ref.pack, offset=src.ref.offset)
             if src.method == "direct":
                 holder = self.agents[src.vm or ""]
                 item.update(vm=holder.name, host=holder.host, port=holder.port)
             inputs.append(item)
         request = {"job": job, "app": app_spec, "stage": spec.stage, "index": spec.index,
                    "num_instances": spec.num_instances, "key": spec.key, "inputs": inputs, "upload": action.upload,
-                   "partitions": dict(spec.partitions),
+                   "partitions": dict(spec.partitions), "pack": action.pack,
                    "peer_timeouts": {"connect_s": self.timeouts.connect_s, "control_s": self.timeouts.control_s,
                                      "transfer_idle_s": self.timeouts.transfer_idle_s}}
         request["timeout_s"] = limit_s
@@ -392,12 +397,21 @@ class Coordinator:
             for src, seconds in reply.get("fetch_by_stage", {}).items():
                 log.fetch_s[(src, spec.stage)] = log.fetch_s.get((src, spec.stage), 0.0) + seconds
             log.upload_s[spec.stage] = log.upload_s.get(spec.stage, 0.0) + float(reply.get("upload_s", 0.0))
-            log.gets += sum(1 for s in action.sources if s.method == "remote")
+            # An empty partition is made locally without a request (RemoteStore.download).
+            log.gets += sum(1 for s in action.sources if s.method == "remote" and (s.ref.size or not s.ref.pack))
             if action.upload:
                 log.puts += len(reply["outputs"])
             log.stage_end[spec.stage] = time.perf_counter() - t0
-        outputs = tuple((o["name"], int(o["size"]), o["checksum"]) for o in reply["outputs"])
-        events.put(InstanceFinished(spec.stage, spec.index, vm, outputs, action.upload, m))
+        outputs: list[tuple[str, int, str]] = []
+        ranges: dict[str, tuple[str, int]] = {}
+        for o in reply["outputs"]:
+            if "partitions" in o:  # a packed object: the scheduler tracks its partitions
+                for name, offset, length, checksum in o["partitions"]:
+                    outputs.append((str(name), int(length), str(checksum)))
+                    ranges[str(name)] = (str(o["name"]), int(offset))
+            else:
+                outputs.append((o["name"], int(o["size"]), o["checksum"]))
+        events.put(InstanceFinished(spec.stage, spec.index, vm, tuple(outputs), action.upload, m, ranges))
 
     # ------------------------------------------------------------------ after the run
     def _collect(self, app: App, state: JobState, job: str, out_dir: Path) -> list[Path]:
@@ -446,7 +460,9 @@ class Coordinator:
             seconds = log.fetch_s.get((e.src, e.dst), 0.0)
             if method is PassingMethod.REMOTE:
                 seconds += log.upload_s.get(e.src, 0.0)
-            edges.append(EdgeMetrics(e.src, e.dst, method.value, edge_bytes(state.stage_specs(e.dst), e.src), seconds))
+            stored = len({r.stored_key for i in state.instances.get(e.src, []) for r in i.outputs})
+            edges.append(EdgeMetrics(e.src, e.dst, method.value, edge_bytes(state.stage_specs(e.dst), e.src), seconds,
+                                     stored))
         stages = []
         for s in app.topological_order():
             rows = [m for m in log.instances if m.stage == s]
@@ -462,5 +478,5 @@ class Coordinator:
             latency_s=latency, output_ok=ok, output_detail=detail, edges=edges, stages=stages,
             instances=sorted(log.instances, key=lambda m: (m.started, m.stage, m.instance)),
             predicted_latency_s=plan.predicted.get("latency_s"), cost_usd=vm_cost + s3_cost,
-            outputs=[str(p) for p in final], features=features,
+            outputs=[str(p) for p in final], features=features, s3_requests={"put": log.puts, "get": log.gets},
         )

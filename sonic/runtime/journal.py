@@ -98,7 +98,8 @@ class Journal:
 
     def record(self, event: InstanceFinished) -> None:
         self._append({"kind": "done", "stage": event.stage, "index": event.index, "vm": event.vm,
-                      "outputs": [list(o) for o in event.outputs], "uploaded": event.uploaded})
+                      "outputs": [list(o) for o in event.outputs], "uploaded": event.uploaded,
+                      "ranges": {name: list(at) for name, at in event.ranges.items()}})
 
     def close(self) -> None:
         if self._fh is not None:
@@ -134,7 +135,8 @@ class Journal:
         header = JournalHeader(str(head["job"]), str(head["app"]), str(head["app_spec"]), dict(head["inputs"]),
                                dict(head["plan"]))
         done = [InstanceFinished(str(d["stage"]), int(d["index"]), str(d["vm"]),
-                                 tuple((str(n), int(s), str(c)) for n, s, c in d["outputs"]), bool(d["uploaded"]))
+                                 tuple((str(n), int(s), str(c)) for n, s, c in d["outputs"]), bool(d["uploaded"]),
+                                 ranges={str(n): (str(at[0]), int(at[1])) for n, at in (d.get("ranges") or {}).items()})
                 for d in docs[1:] if d.get("kind") == "done"]
         return header, done
 

@@ -7,6 +7,7 @@ stay under the store root (no ``..``, no absolute paths, no symlink escape).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -58,6 +59,92 @@ def file_checksum(path: Path) -> str:
         while chunk := fh.read(CHUNK * 4):
             h.update(chunk)
     return h.hexdigest()
+
+
+def range_checksum(path: Path, offset: int, length: int) -> str:
+    """xxh3-128 of ``length`` bytes of ``path`` from ``offset`` (one partition of a pack)."""
+    h = xxhash.xxh3_128()
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        left = length
+        while left > 0:
+            chunk = fh.read(min(CHUNK * 4, left))
+            if not chunk:
+                break
+            h.update(chunk)
+            left -= len(chunk)
+    return h.hexdigest()
+
+
+#: Name of the one object a packing producer instance stores (its partitions, concatenated).
+PACK_NAME = "_packed"
+#: The pack's index beside it (JSON: name, size, checksum, partitions); not an object itself.
+PACK_INDEX_SUFFIX = ".index.json"
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One named partition of a pack: ``length`` bytes at ``offset``, with its own checksum."""
+
+    name: str
+    offset: int
+    length: int
+    checksum: str
+
+
+@dataclass(frozen=True)
+class Pack:
+    name: str
+    size: int
+    checksum: str                   # of the whole file (what an S3 upload carries)
+    partitions: tuple[Partition, ...]
+
+
+def pack_outputs(out_dir: Path, names: list[str], pack_name: str = PACK_NAME) -> Pack:
+    """Concatenate the files ``names`` of ``out_dir`` (in that order) into ``out_dir/pack_name``,
+    hashing every partition and the whole file in the same pass, write the index beside it and
+    remove the partition files. One read and one write of the bytes: a shuffle then stores one
+    object per producer instance instead of one per consumer."""
+    if pack_name in names:
+        raise ValueError(f"output name {pack_name!r} is reserved for packed outputs; rename that output")
+    pack_path = out_dir / pack_name
+    tmp = pack_path.with_name(pack_name + ".part")
+    whole = xxhash.xxh3_128()
+    partitions: list[Partition] = []
+    offset = 0
+    with open(tmp, "wb") as out:
+        for name in names:
+            h = xxhash.xxh3_128()
+            length = 0
+            with open(out_dir / name, "rb") as src:
+                while chunk := src.read(CHUNK * 4):
+                    h.update(chunk)
+                    whole.update(chunk)
+                    out.write(chunk)
+                    length += len(chunk)
+            partitions.append(Partition(name, offset, length, h.hexdigest()))
+            offset += length
+    tmp.rename(pack_path)
+    pack = Pack(pack_name, offset, whole.hexdigest(), tuple(partitions))
+    index = {"name": pack.name, "size": pack.size, "checksum": pack.checksum,
+             "partitions": [[p.name, p.offset, p.length, p.checksum] for p in partitions]}
+    (out_dir / (pack_name + PACK_INDEX_SUFFIX)).write_text(json.dumps(index))
+    for name in names:
+        (out_dir / name).unlink()
+    return pack
+
+
+def copy_range(src: Path, offset: int, length: int, dest: Path) -> None:
+    """Copy one partition of a pack into its own file inside the kernel (``copy_file_range``:
+    no user-space buffer; shared extents where the file system can reflink)."""
+    with open(src, "rb") as fin, open(dest, "wb") as fout:
+        left, pos = length, offset
+        while left > 0:
+            n = os.copy_file_range(fin.fileno(), fout.fileno(), left, pos)
+            if n == 0:
+                raise OSError(f"{src} ended {left} bytes before the partition at {offset} (+{length})")
+            pos += n
+            left -= n
 
 
 @dataclass(frozen=True)
@@ -129,7 +216,18 @@ class Checksums:
     def __init__(self, *, trust_unchanged: bool = False) -> None:
         self.trust_unchanged = trust_unchanged
         self._records: dict[tuple[str, str], Record] = {}
+        # (job, pack key) -> offset -> (length, checksum): what a ranged get serves and vouches for
+        self._ranges: dict[tuple[str, str], dict[int, tuple[int, str]]] = {}
         self._lock = threading.Lock()
+
+    def remember_pack(self, job: str, key: str, pack: Pack) -> None:
+        with self._lock:
+            self._ranges[(job, key)] = {p.offset: (p.length, p.checksum) for p in pack.partitions}
+
+    def range_record(self, job: str, key: str, offset: int) -> tuple[int, str] | None:
+        """(length, checksum) of the partition at ``offset`` of pack ``key``, as produced."""
+        with self._lock:
+            return self._ranges.get((job, key), {}).get(offset)
 
     def remember(self, job: str, key: str, path: Path, size: int, checksum: str) -> None:
         """Record an object whose bytes were just hashed to ``checksum``."""
@@ -158,3 +256,5 @@ class Checksums:
         with self._lock:
             for k in [k for k in self._records if k[0] == job]:
                 del self._records[k]
+            for k in [k for k in self._ranges if k[0] == job]:
+                del self._ranges[k]

@@ -15,6 +15,9 @@ Rules:
 - Inputs: on the same VM -> ``local``; else by the edge's method: ``remote`` if the object was
   uploaded, otherwise ``direct`` from the VM holding it (a ``vm`` edge whose consumer had to
   run elsewhere, e.g. a shuffle whose inputs live on several VMs, falls back to ``direct``).
+- Packed outputs: an instance of a stage whose out-edges are all scatter stores its outputs as
+  one object (partitions + index) and reports each partition; routing, locations and lineage
+  stay per partition (its logical key), fetches read the partition's range of the pack.
 - Failures: only the failed instance is retried, up to ``max_attempts`` failures, then the
   job fails naming stage, instance, VM and error. A function failure (exception, OOM kill,
   timeout) or a full local disk retries on another VM; a bad input (``fetch`` failure whose
@@ -50,7 +53,7 @@ from typing import Any
 
 from sonic.app import APP_INPUT, App
 from sonic.plan import PassingMethod, Plan
-from sonic.routing import InstanceSpec, ObjectRef, route_instances
+from sonic.routing import InstanceSpec, ObjectRef, packs_outputs, route_instances
 
 
 # ---------------------------------------------------------------------------- events
@@ -62,6 +65,9 @@ class InstanceFinished:
     outputs: tuple[tuple[str, int, str], ...]  # (name, size, checksum)
     uploaded: bool
     metrics: Mapping[str, Any] = field(default_factory=dict)
+    #: Outputs stored as partitions of a packed object: name -> (pack name, offset); their
+    #: ``outputs`` entry carries the partition's own size and checksum.
+    ranges: Mapping[str, tuple[str, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,7 @@ class Dispatch:
     sources: tuple[InputSource, ...]
     upload: bool
     attempt: int
+    pack: bool = False     # store the instance's outputs as one packed object (routing.packs_outputs)
 
 
 @dataclass(frozen=True)
@@ -165,8 +172,11 @@ class JobState:
     """Pure scheduling state of one job. Call :meth:`start`, then :meth:`handle` per event."""
 
     def __init__(self, app: App, plan: Plan, slots: Mapping[str, int], app_inputs: Sequence[ObjectRef],
-                 *, max_attempts: int = 3, replanner: Replanner | None = None) -> None:
+                 *, max_attempts: int = 3, replanner: Replanner | None = None, pack_outputs: bool = True) -> None:
+        """``pack_outputs``: stages whose out-edges are all scatter store one packed object per
+        instance and their consumers read partitions by range (:func:`sonic.routing.packs_outputs`)."""
         self.app = app.validate()
+        self.pack_outputs = pack_outputs
         self.replanner = replanner
         self._observed: set[str] = set()
         self.plan = plan
@@ -219,7 +229,8 @@ class JobState:
             return  # a duplicate report (e.g. after a retry raced a slow success)
         inst.done = True
         inst.metrics = ev.metrics
-        inst.outputs = [ObjectRef(ev.stage, ev.index, name, size, checksum) for name, size, checksum in ev.outputs]
+        inst.outputs = [ObjectRef(ev.stage, ev.index, name, size, checksum, *ev.ranges.get(name, ("", 0)))
+                        for name, size, checksum in ev.outputs]
         for ref in inst.outputs:
             self.locations[ref.key] = _Location(ev.vm, ev.uploaded, ref)
 
@@ -487,7 +498,8 @@ class JobState:
                 inst.attempts += 1
                 self.running[vm] += 1
                 upload = any(self.method(stage, e.dst) is PassingMethod.REMOTE for e in self.app.out_edges(stage))
-                actions.append(Dispatch(inst.spec, vm, tuple(sources), upload, inst.attempts))
+                pack = self.pack_outputs and packs_outputs(self.app, stage)
+                actions.append(Dispatch(inst.spec, vm, tuple(sources), upload, inst.attempts, pack))
         return actions
 
     def _sources(self, spec: InstanceSpec, vm: str) -> list[InputSource] | None:

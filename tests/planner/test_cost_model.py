@@ -165,3 +165,34 @@ def test_every_object_written_and_read_costs_the_calibrated_overhead() -> None:
     # m: 1 wave, 8 outputs per instance; r: 2 waves of 4, 4 inputs (one per mapper) and 1 output each.
     assert seconds[0.01]["m"] - seconds[0.0]["m"] == pytest.approx(8 * 0.01)
     assert seconds[0.01]["r"] - seconds[0.0]["r"] == pytest.approx(2 * (4 + 1) * 0.01)
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_remote_shuffle_requests_are_m_puts_and_m_times_r_ranged_gets(packed: bool) -> None:
+    """A packed shuffle (issue 12): each of the M mappers stores one object (M PUTs, one S3
+    request latency in its upload), each of the R reducers makes one ranged GET per mapper
+    (M x R GETs). Without packing it is M x R PUTs (and M x R request latencies per upload)."""
+    m, r = 4, 8
+    app = App("shuffle")
+    app.add_stage(_noop, name="m", instances=m)
+    app.add_stage(_noop, name="r", after="m", pattern="scatter")
+    pred = prediction_for(app, 0, {"m": stage_prediction("m", m, 0.0, 100, 8 * MB),
+                                   "r": stage_prediction("r", r, 0.0, 100, 0)})
+    problem = build_problem(app, pred, cluster(2, cores=8, price_per_hour=0.0, calibration=CAL), None,
+                            pack_outputs=packed)
+    assert problem.stages["m"].packed is packed and problem.stages["m"].objects_stored == (1 if packed else r)
+    space = PlacementSpace(problem.vms)
+    model = CostModel(problem, space)
+    # Mappers on vm0, reducers on vm1: every reducer input crosses S3.
+    plan = Assignment({"m": space.intern((m, 0)), "r": space.intern((0, r))}, {("m", "r"): PassingMethod.REMOTE})
+    ev = model.evaluate(plan)
+    puts = m if packed else m * r
+    gets = m * r
+    assert model.upload_dollars("m") == pytest.approx(puts * PUT)
+    assert model.download_dollars(problem.edges[0], PassingMethod.REMOTE, space.intern((m, 0)),
+                                  space.intern((0, r))) == pytest.approx(gets * GET)
+    # Whole run: the PUTs, the ranged GETs and the one GET of the application input.
+    assert ev.cost_usd == pytest.approx(puts * PUT + (gets + 1) * GET)
+    # The mapper's upload pays one request latency per object it stores: 1 packed, else r.
+    up = model.stage_terms("m", space.intern((m, 0)))[2][0]
+    assert up == pytest.approx(CAL.s3_latency_s * (1 if packed else r) + 8 * MB / min(50e6, 100e6 / m, 80e6 / m))
