@@ -1,6 +1,6 @@
 """Shared machinery of the experiments: emulated clusters, calibration, planning, runs, CSV.
 
-Every experiment runs on a local cluster made by :func:`sonic.cluster.local.local_cluster`
+Every experiment runs on a local cluster made by :func:`sonic.emulation.local.local_cluster`
 (network namespaces with tbf-shaped links when we are root, loopback otherwise) and always
 torn down by its context manager. Results are plain CSV under ``experiments/results/``,
 figures PNG under ``experiments/figures/``; state that later experiments reuse (profiles,
@@ -94,7 +94,7 @@ class NetSettings:
 def netns_available() -> bool:
     if os.geteuid() != 0:
         return False
-    from sonic.cluster.netns import netns_unusable_reason
+    from sonic.emulation.netns import netns_unusable_reason
 
     return netns_unusable_reason() is None
 
@@ -103,7 +103,7 @@ def netns_available() -> bool:
 def cluster(settings: NetSettings, root: Path) -> Iterator[tuple[ClusterSpec, Path, NetSettings]]:
     """Start a local cluster (netns if possible, else loopback with in-process S3 shaping),
     yield (spec, cluster file, effective settings); always torn down."""
-    from sonic.cluster.local import HarnessOptions, local_cluster
+    from sonic.emulation.local import HarnessOptions, local_cluster
 
     effective = settings
     if settings.mode != "netns" and settings.vm_mbps is not None:

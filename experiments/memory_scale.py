@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from sonic.cluster.local import HarnessOptions, local_cluster
+from sonic.emulation.local import HarnessOptions, local_cluster
 from sonic.sizes import parse_size_list
 
 RESULTS = Path(__file__).parent / "results" / "memory_scale.csv"

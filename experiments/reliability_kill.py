@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sonic.app import load_app
-from sonic.cluster.local import HarnessOptions, local_cluster
+from sonic.emulation.local import HarnessOptions, local_cluster
 from sonic.cluster.procs import backoff, pid_alive
 from sonic.cluster.spec import ClusterSpec
 from sonic.errors import SonicError

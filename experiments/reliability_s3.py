@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sonic.app import load_app
-from sonic.cluster.local import HarnessOptions, local_cluster
+from sonic.emulation.local import HarnessOptions, local_cluster
 from sonic.cluster.spec import ClusterSpec
 from sonic.errors import SonicError
 from sonic.inputs import generate_input

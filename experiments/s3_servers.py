@@ -2,7 +2,7 @@
 
 Candidates, all on loopback, all running at once, measured in interleaved rounds:
 
-- ``sonic``:  sonic.cluster.s3server (aiohttp, objects on disk, SigV4 checked);
+- ``sonic``:  sonic.emulation.s3server (aiohttp, objects on disk, SigV4 checked);
 - ``moto``:   moto's own server (``python -m moto.server``), what sonic embedded before
               (its server mode keeps objects in RAM; needs ``pip install 'moto[server]'``);
 - ``s3rver``: the npm package s3rver (Koa, objects on disk; needs node and
@@ -35,7 +35,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from sonic.cluster.procs import backoff, spawn, stop_pid, tail
-from sonic.cluster.s3server import EMBEDDED_S3_CREDENTIALS
+from sonic.emulation.s3server import EMBEDDED_S3_CREDENTIALS
 from sonic.runtime.bench import write_blob
 from sonic.runtime.s3load import S3Target, Throughput, file_aggregate, s3_aggregate
 
@@ -81,7 +81,7 @@ def cpu_seconds(pid: int) -> float:
 def sonic_server(work: Path) -> Iterator[tuple[S3Target, int]]:
     ready = work / "sonic-ready.json"
     log = work / "sonic.log"
-    proc = spawn([sys.executable, "-m", "sonic.cluster.s3server", "--port", "0", "--bucket", BUCKET,
+    proc = spawn([sys.executable, "-m", "sonic.emulation.s3server", "--port", "0", "--bucket", BUCKET,
                   "--data-dir", str(work / "sonic-data"), "--ready-file", str(ready)], log=log)
     try:
         for _ in backoff(time.monotonic() + READY_TIMEOUT_S):

@@ -41,7 +41,7 @@ def run_demo(*, progress: bool = True, echo: Echo = print, vms: int = DEMO_VMS,
              runs: int = RUNS) -> dict[str, Any]:
     from models import AppModel
     from profiler import ProfileStore, profile_app
-    from sonic.cluster.local import local_cluster
+    from sonic.emulation.local import local_cluster
     from sonic.planning import plan_for
     from sonic.runtime.calibrate import calibrate_cluster
     from sonic.runtime.session import open_coordinator

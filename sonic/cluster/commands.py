@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from sonic.cluster import listed
-from sonic.cluster.cgroups import VMLimits
-from sonic.cluster.local import HarnessOptions, cluster_down, cluster_status, cluster_up, load_cluster_file
 from sonic.cluster.spec import DEFAULT_CLUSTER_FILE, ClusterSpec, load_cluster
+from sonic.emulation.cgroups import VMLimits
+from sonic.emulation.local import HarnessOptions, cluster_down, cluster_status, cluster_up, load_cluster_file
 from sonic.runtime.program import real_agent_program
 
 

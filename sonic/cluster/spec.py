@@ -104,7 +104,7 @@ class LocalClusterInfo:
     vm_mbps: float | None = None
     s3_mbps: float | None = None
     s3_latency_ms: float | None = None
-    # Added by the harness (sonic.cluster.local); all optional so older files still load.
+    # Added by the harness (sonic.emulation.local); all optional so older files still load.
     cluster_id: str = ""                 # names its namespaces/links; marks its directory
     state: str = "up"                    # "starting" until `up` finished, then "up"
     subnet: str | None = None            # netns mode: the /24 its bridge owns

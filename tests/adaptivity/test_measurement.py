@@ -11,8 +11,8 @@ import pytest
 
 from profiler.repeat import run_best_of
 from sonic.app import load_app
-from sonic.cluster.local import HarnessOptions, local_cluster
 from sonic.cluster.spec import ClusterSpec
+from sonic.emulation.local import HarnessOptions, local_cluster
 from sonic.planning import plan_for
 from sonic.runtime.coordinator import Coordinator
 from sonic.runtime.protocol import read_secret

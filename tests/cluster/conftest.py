@@ -12,8 +12,8 @@ from types import ModuleType
 
 import pytest
 
-from sonic.cluster.local import HarnessOptions
 from sonic.cluster.readiness import AgentProgram
+from sonic.emulation.local import HarnessOptions
 
 HERE = Path(__file__).resolve().parent
 FAKE_AGENT = HERE / "fake_agent.py"
@@ -59,7 +59,7 @@ def cluster_root(tmp_path: Path) -> Path:
 
 
 def netns_usable() -> str | None:
-    from sonic.cluster.netns import netns_unusable_reason
+    from sonic.emulation.netns import netns_unusable_reason
 
     if os.geteuid() != 0:
         return "needs root"
@@ -69,7 +69,7 @@ def netns_usable() -> str | None:
 
 
 def sshd_usable() -> str | None:
-    from sonic.cluster.sshd import SSHD_BINARY
+    from sonic.emulation.sshd import SSHD_BINARY
 
     if not (Path(SSHD_BINARY).exists() or shutil.which("sshd")):
         return "needs openssh-server (/usr/sbin/sshd)"

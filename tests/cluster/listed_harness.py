@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sonic.cluster.procs import backoff, spawn, stop_pid, tail
-from sonic.cluster.s3server import EMBEDDED_S3_CREDENTIALS
+from sonic.emulation.s3server import EMBEDDED_S3_CREDENTIALS
 
 REPO = Path(__file__).resolve().parents[2]
 S3_READY_TIMEOUT_S = 30.0
@@ -88,7 +88,7 @@ def s3_server(directory: Path, host: str = "127.0.0.1", netns_argv: Sequence[str
     """The project's S3-compatible server, run as a user would run MinIO; yields its endpoint."""
     directory.mkdir(parents=True, exist_ok=True)
     ready = directory / "ready.json"
-    argv = [*netns_argv, sys.executable, "-m", "sonic.cluster.s3server", "--host", host, "--port", "0" if not netns_argv
+    argv = [*netns_argv, sys.executable, "-m", "sonic.emulation.s3server", "--host", host, "--port", "0" if not netns_argv
             else "9000", "--bucket", "sonic-scratch", "--data-dir", str(directory / "data"), "--ready-file", str(ready)]
     env = {**os.environ, **EMBEDDED_S3_CREDENTIALS, "PYTHONPATH": str(REPO)}
     process = spawn(argv, log=directory / "s3.log", env=env, cwd=directory)

@@ -1,4 +1,4 @@
-"""Throwaway sshd (sonic.cluster.sshd) and SSH bootstrap (sonic.cluster.bootstrap)."""
+"""Throwaway sshd (sonic.emulation.sshd) and SSH bootstrap (sonic.cluster.bootstrap)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from sonic.cluster.codebundle import build_bundle
 from sonic.cluster.procs import pid_alive, stop_pid
 from sonic.cluster.readiness import AgentProgram
 from sonic.cluster.spec import SSHSpec, VMSpec
-from sonic.cluster.sshd import ClientKeys, SSHServer, keygen, make_client_keys, start_sshd
+from sonic.emulation.sshd import ClientKeys, SSHServer, keygen, make_client_keys, start_sshd
 from sonic.errors import ClusterFileError, TransportError
 
 pytestmark = [pytest.mark.ssh, pytest.mark.usefixtures("require_sshd")]
@@ -131,7 +131,7 @@ def test_wrong_key_is_an_auth_error(server: SSHServer, keys: ClientKeys, tmp_pat
 
 
 def test_unreachable_port_names_host_and_port(keys: ClientKeys, tmp_path: Path) -> None:
-    from sonic.cluster.sshd import free_port
+    from sonic.emulation.sshd import free_port
 
     port = free_port("127.0.0.1")
     vm = VMSpec(name="vm9", host="127.0.0.1", ssh=SSHSpec(key=str(keys.key), port=port,

@@ -1,4 +1,4 @@
-"""Per-VM cgroups (sonic.cluster.cgroups) on this machine's real cgroup hierarchy (root only)."""
+"""Per-VM cgroups (sonic.emulation.cgroups) on this machine's real cgroup hierarchy (root only)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from sonic.cluster import cgroups
-from sonic.cluster.cgroups import VMLimits
+from sonic.emulation import cgroups
+from sonic.emulation.cgroups import VMLimits
 from sonic.errors import UserInputError
 
 pytestmark = pytest.mark.skipif(cgroups.unusable_reason() is not None,

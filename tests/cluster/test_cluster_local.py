@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from sonic.cluster import commands
-from sonic.cluster.local import HarnessOptions, cluster_down, cluster_status, cluster_up, local_cluster
 from sonic.cluster.procs import backoff, pid_alive
 from sonic.cluster.readiness import AgentProgram
 from sonic.cluster.spec import ClusterSpec, load_cluster
+from sonic.emulation.local import HarnessOptions, cluster_down, cluster_status, cluster_up, local_cluster
 from sonic.errors import ClusterFileError, TransportError, UserInputError
 
 
@@ -68,7 +68,7 @@ def test_loopback_up_status_down(cluster_root: Path, options: HarnessOptions) ->
 def test_embedded_s3_reachable_with_client_env(cluster_root: Path, options: HarnessOptions) -> None:
     import boto3
 
-    from sonic.cluster.local import client_env
+    from sonic.emulation.local import client_env
 
     with local_cluster(1, "loopback", cluster_root, options=options) as spec:
         env = client_env(spec)
@@ -243,7 +243,7 @@ def _real_agent_missing() -> bool:
 @pytest.mark.skipif(_real_agent_missing(), reason="sonic.runtime.agent / client have not landed yet")
 @pytest.mark.parametrize("mode", ["loopback", "ssh"])
 def test_up_with_the_real_agent(cluster_root: Path, mode: str) -> None:
-    from sonic.cluster.sshd import SSHD_BINARY
+    from sonic.emulation.sshd import SSHD_BINARY
 
     if mode == "ssh" and not Path(SSHD_BINARY).exists():
         pytest.skip("needs openssh-server")

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from sonic.cluster import netns
-from sonic.cluster.local import HarnessOptions, client_env, cluster_status, local_cluster
 from sonic.cluster.procs import pid_alive
 from sonic.cluster.readiness import AgentProgram
 from sonic.cluster.spec import ClusterSpec, load_cluster
+from sonic.emulation import netns
+from sonic.emulation.local import HarnessOptions, client_env, cluster_status, local_cluster
 
 pytestmark = [pytest.mark.root, pytest.mark.usefixtures("require_netns", "require_sshd")]
 
@@ -123,7 +123,7 @@ def test_netns_teardown_when_body_raises(cluster_root: Path, options: HarnessOpt
 def test_netns_failed_start_leaves_nothing(
     cluster_root: Path, make_program: Callable[..., AgentProgram], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sonic.cluster import local as local_mod
+    from sonic.emulation import local as local_mod
 
     made: list[str] = []
     real_create = netns.create_network

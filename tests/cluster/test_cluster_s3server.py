@@ -1,4 +1,4 @@
-"""The embedded S3 server (sonic.cluster.s3server) through boto3, in its own process."""
+"""The embedded S3 server (sonic.emulation.s3server) through boto3, in its own process."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
 from sonic.cluster.procs import backoff, pid_alive, spawn, stop_pid, tail
-from sonic.cluster.s3server import EMBEDDED_S3_CREDENTIALS, TokenBucket
+from sonic.emulation.s3server import EMBEDDED_S3_CREDENTIALS, TokenBucket
 
 BUCKET = "sonic-test"
 
@@ -28,7 +28,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     d = tmp_path_factory.mktemp("s3")
     ready = d / "ready.json"
     data = d / "data"
-    proc = spawn([sys.executable, "-m", "sonic.cluster.s3server", "--port", "0", "--bucket", BUCKET,
+    proc = spawn([sys.executable, "-m", "sonic.emulation.s3server", "--port", "0", "--bucket", BUCKET,
                   "--ready-file", str(ready), "--fail-seed", "7", "--data-dir", str(data)], log=d / "s3.log")
     try:
         for _ in backoff(time.monotonic() + 30):
@@ -171,7 +171,7 @@ def test_token_bucket_rate() -> None:
 def test_bad_fail_rate_is_refused(tmp_path: Path) -> None:
     import subprocess
 
-    result = subprocess.run([sys.executable, "-m", "sonic.cluster.s3server", "--fail-rate", "2"],
+    result = subprocess.run([sys.executable, "-m", "sonic.emulation.s3server", "--fail-rate", "2"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "--fail-rate" in result.stderr
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from sonic.cluster import cgroups
-from sonic.cluster.cgroups import VMLimits
-from sonic.cluster.local import HarnessOptions, local_cluster
 from sonic.cluster.spec import load_cluster
+from sonic.emulation import cgroups
+from sonic.emulation.cgroups import VMLimits
+from sonic.emulation.local import HarnessOptions, local_cluster
 
 
 def _cgroups_unusable() -> str | None:

@@ -19,8 +19,8 @@ for _path in (str(_HERE), str(_HERE.parents[1])):
 from reliability_helpers import SORT_BYTES, all_pids, assert_gone, options, worker_pids  # noqa: E402
 
 from sonic.app import load_app  # noqa: E402
-from sonic.cluster.local import local_cluster  # noqa: E402
 from sonic.cluster.spec import ClusterSpec  # noqa: E402
+from sonic.emulation.local import local_cluster  # noqa: E402
 from sonic.inputs import generate_input  # noqa: E402
 
 

@@ -29,7 +29,7 @@ from reliability_helpers import (
 )
 
 from sonic.app import load_app
-from sonic.cluster.local import local_cluster
+from sonic.emulation.local import local_cluster
 from sonic.plan import PassingMethod, fixed_plan
 from sonic.runtime.scheduler import Event, InstanceFinished, VMLost
 

@@ -96,7 +96,7 @@ def test_cluster_gc_removes_jobs_that_no_longer_exist(fresh_cluster: ClusterSpec
     import subprocess
     import sys
 
-    from sonic.cluster.local import client_env
+    from sonic.emulation.local import client_env
     from sonic.runtime.client import AgentClient
     from sonic.runtime.objects import file_checksum
     from sonic.runtime.protocol import read_secret

@@ -17,7 +17,7 @@ import pytest
 from reliability_helpers import all_pids, assert_gone, make_coordinator, options
 
 from sonic.app import load_app
-from sonic.cluster.local import local_cluster
+from sonic.emulation.local import local_cluster
 from sonic.plan import PassingMethod, fixed_plan
 from sonic.runtime.scheduler import Event, InstanceFinished, VMLost
 
@@ -29,7 +29,7 @@ def netns_unusable() -> str | None:
         return "needs root"
     if not Path("/usr/sbin/sshd").exists():
         return "needs openssh-server"
-    from sonic.cluster.netns import netns_unusable_reason
+    from sonic.emulation.netns import netns_unusable_reason
 
     return netns_unusable_reason()
 

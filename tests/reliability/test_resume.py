@@ -17,8 +17,8 @@ import pytest
 from reliability_helpers import kill9, options, wait_until
 
 from sonic.app import load_app
-from sonic.cluster.local import client_env, local_cluster
 from sonic.cluster.spec import ClusterSpec
+from sonic.emulation.local import client_env, local_cluster
 from sonic.inputs import generate_input
 from sonic.plan import PassingMethod, fixed_plan
 from sonic.runtime.remote import RemoteSettings, RemoteStore

@@ -16,8 +16,8 @@ import pytest
 from reliability_helpers import all_pids, assert_gone, make_coordinator, options, s3_control
 
 from sonic.app import load_app
-from sonic.cluster.local import local_cluster
 from sonic.cluster.spec import ClusterSpec
+from sonic.emulation.local import local_cluster
 from sonic.plan import PassingMethod, fixed_plan
 from sonic.runtime.remote import RemoteSettings, RemoteStore
 

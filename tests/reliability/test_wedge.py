@@ -17,8 +17,8 @@ from faultapps import control_doc, write_input
 from reliability_helpers import FAULTY_SPEC, kill9, make_coordinator, options, wait_until, worker_pids
 
 from sonic.app import App, load_app
-from sonic.cluster.local import local_cluster
 from sonic.cluster.spec import ClusterSpec
+from sonic.emulation.local import local_cluster
 from sonic.errors import ExecutionError
 from sonic.plan import PassingMethod, fixed_plan
 from sonic.runtime.client import AgentClient, Timeouts

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from sonic.app import load_app
-from sonic.cluster.local import HarnessOptions, local_cluster
 from sonic.cluster.spec import ClusterSpec
+from sonic.emulation.local import HarnessOptions, local_cluster
 from sonic.inputs import generate_input
 from sonic.runtime.coordinator import Coordinator
 from sonic.runtime.protocol import read_secret
@@ -28,7 +28,7 @@ def mode_unusable(mode: str) -> str | None:
     if mode == "netns":
         if os.geteuid() != 0:
             return "needs root"
-        from sonic.cluster.netns import netns_unusable_reason
+        from sonic.emulation.netns import netns_unusable_reason
 
         return netns_unusable_reason()
     return None

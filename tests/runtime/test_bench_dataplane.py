@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from subprocess import CompletedProcess
 
-from sonic.cluster.local import HarnessOptions, local_cluster
+from sonic.emulation.local import HarnessOptions, local_cluster
 
 
 def test_bench_dataplane_table_to_redirected_stdout(

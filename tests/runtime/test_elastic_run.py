@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from sonic.app import load_app
-from sonic.cluster.local import HarnessOptions, local_cluster
 from sonic.cluster.spec import ClusterSpec
+from sonic.emulation.local import HarnessOptions, local_cluster
 from sonic.inputs import generate_input
 from sonic.plan import ParallelismChoice, PassingMethod, Plan, fixed_plan
 from sonic.runtime.coordinator import Coordinator

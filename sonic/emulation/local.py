@@ -40,7 +40,7 @@ from typing import Any
 
 import yaml
 
-from sonic.cluster import bootstrap, netns
+from sonic.cluster import bootstrap
 from sonic.cluster.codebundle import build_bundle, project_root
 from sonic.cluster.procs import (
     DEFAULT_STOP_TIMEOUT_S,
@@ -64,7 +64,6 @@ from sonic.cluster.readiness import (
     read_secret,
     wait_agent_ready,
 )
-from sonic.cluster import cgroups
 from sonic.cluster.s3auth import cluster_credentials
 from sonic.cluster.spec import (
     DEFAULT_CLUSTER_FILE,
@@ -75,7 +74,8 @@ from sonic.cluster.spec import (
     VMSpec,
     parse_cluster,
 )
-from sonic.cluster.sshd import make_client_keys, require_sshd, start_sshd
+from sonic.emulation import cgroups, netns
+from sonic.emulation.sshd import make_client_keys, require_sshd, start_sshd
 from sonic.errors import ClusterFileError, SonicError, TransportError, UserInputError
 from sonic.runtime.program import real_agent_program
 
@@ -303,7 +303,7 @@ class _Starter:
         sdir.mkdir()
         ready = sdir / "ready.json"
         host, port = (self.plan.s3_ip, NETNS_S3_PORT) if self.plan else (LOOPBACK, 0)
-        argv = [sys.executable, "-m", "sonic.cluster.s3server", "--host", host, "--port", str(port),
+        argv = [sys.executable, "-m", "sonic.emulation.s3server", "--host", host, "--port", str(port),
                 "--bucket", self.options.bucket, "--region", self.options.region, "--ready-file", str(ready),
                 "--data-dir", str(sdir / "objects")]   # objects on disk in the cluster dir, gone on `down`
         if self.local.s3_latency_ms:

@@ -1,4 +1,4 @@
-"""The S3 REST subset boto3 uses, over aiohttp, on top of :mod:`sonic.cluster.s3store`.
+"""The S3 REST subset boto3 uses, over aiohttp, on top of :mod:`sonic.emulation.s3store`.
 
 Covered: ListBuckets; Create/Head/DeleteBucket; Put/Get (single Range, If-Match,
 If-None-Match)/Head/DeleteObject; DeleteObjects; ListObjects (v1) and ListObjectsV2 with
@@ -32,8 +32,8 @@ import xxhash
 from aiohttp import web
 
 from sonic.cluster.s3auth import AuthError, Credentials, SignedRequest, verify
-from sonic.cluster.s3shaping import SHAPING_CHUNK, Pacer
-from sonic.cluster.s3store import ObjectInfo, ObjectStore, S3Error, Segment
+from sonic.emulation.s3shaping import SHAPING_CHUNK, Pacer
+from sonic.emulation.s3store import ObjectInfo, ObjectStore, S3Error, Segment
 
 XMLNS = "http://s3.amazonaws.com/doc/2006-03-01/"
 XML_HEAD = '<?xml version="1.0" encoding="UTF-8"?>\n'

@@ -3,7 +3,7 @@
 Why not moto (its predecessor here): moto keeps every object in RAM and spends CPU per byte, so
 after one 512 MB sort it held 2.3-2.9 GB and made "remote" look several times slower than it
 is. This server stores one file per object, streams bodies in and ``sendfile``s them out, and
-speaks the S3 subset boto3 uses (see :mod:`sonic.cluster.s3http`); docs/architecture.md has the
+speaks the S3 subset boto3 uses (see :mod:`sonic.emulation.s3http`); docs/architecture.md has the
 measurements behind the choice.
 
 Why its own process: so the harness can place it in a network namespace and rate-limit its
@@ -18,7 +18,7 @@ added here; so are in-process bandwidth shaping (useful in loopback mode, where 
 to shape) and fault injection (a fraction of requests answered ``503 SlowDown``, as S3 does
 under load) for reliability tests.
 
-Run: ``python -m sonic.cluster.s3server --host H --port P [--latency-ms L] [--fail-rate F]
+Run: ``python -m sonic.emulation.s3server --host H --port P [--latency-ms L] [--fail-rate F]
 [--mbps M] [--conn-mbps M] [--bucket B] [--data-dir D] [--ready-file PATH]``. Once listening it
 prints one JSON line ``{"host", "port", "pid", "endpoint_url"}`` and, with ``--ready-file``,
 writes the same document there atomically. SIGTERM/SIGINT stop it and remove its objects.
@@ -48,9 +48,9 @@ from typing import Any
 from aiohttp import web
 
 from sonic.cluster.s3auth import Credentials
-from sonic.cluster.s3http import S3Api, drain
-from sonic.cluster.s3shaping import Behaviour, Pacer, Stats, TokenBucket
-from sonic.cluster.s3store import ObjectStore, S3Error
+from sonic.emulation.s3http import S3Api, drain
+from sonic.emulation.s3shaping import Behaviour, Pacer, Stats, TokenBucket
+from sonic.emulation.s3store import ObjectStore, S3Error
 
 __all__ = ["EMBEDDED_S3_CREDENTIALS", "Behaviour", "Front", "Stats", "TokenBucket", "main"]
 
@@ -197,7 +197,7 @@ async def serve(args: argparse.Namespace, data_root: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sonic.cluster.s3server", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m sonic.emulation.s3server", description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="TCP port; 0 picks a free one")
     parser.add_argument("--latency-ms", type=float, default=_env_float("SONIC_S3_LATENCY_MS", 0.0),
