@@ -144,7 +144,7 @@ class AgentClient:
         try:
             yield sock
             ok = True
-        except socket.timeout:
+        except TimeoutError:
             raise TransportError(f"agent {self.peer} did not answer in time") from None
         except OSError as exc:
             if exc.errno in LOCAL_ERRNOS and not isinstance(exc, ConnectionError):

@@ -47,8 +47,8 @@ from sonic.runtime.heartbeat import Heartbeat, HeartbeatSettings, Target, probe
 from sonic.runtime.journal import Journal, JournalError, JournalHeader, replay
 from sonic.runtime.lease import LeaseKeeper
 from sonic.runtime.objects import file_checksum
-from sonic.runtime.replan import ModelReplanner
 from sonic.runtime.remote import RemoteSettings, RemoteStore
+from sonic.runtime.replan import ModelReplanner
 from sonic.runtime.scheduler import (
     Dispatch,
     Event,

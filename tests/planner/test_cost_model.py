@@ -7,6 +7,7 @@ consumer c (3 instances, 2 s). Round calibration figures make every term checkab
 from __future__ import annotations
 
 import pytest
+from planner_samples import _noop, cluster, prediction_for, stage_prediction
 
 from sonic.app import App
 from sonic.cluster.spec import Calibration
@@ -15,7 +16,6 @@ from sonic.plan import PassingMethod
 from sonic.planner.cost import Assignment, CostModel, objective_value, perf_per_dollar
 from sonic.planner.placement import PlacementSpace
 from sonic.planner.problem import build_problem
-from planner_samples import _noop, cluster, prediction_for, stage_prediction
 
 MB = 1_000_000
 CAL = Calibration(vm_bandwidth_Bps=100e6, vm_latency_s=0.0, disk_write_Bps=200e6, disk_read_Bps=400e6,
