@@ -4,7 +4,7 @@ Per app (the built-ins ``sort``, ``video``, ``lightgbm`` and the examples ``topk
 ``starjoin``, ``skewed``, which Sonic was not tuned on) and per input size, as a new user would:
 
 1. a fresh model store (a ``SONIC_HOME``-like directory of its own per app, emptied first);
-2. ``sonic profile APP`` (:func:`profiler.cli.run_profile`): the built-ins with their
+2. ``sonic profile APP`` (:func:`sonic.workflows.profiling.run_profile`): the built-ins with their
    recommended sweep and default runs, the examples with :data:`EXAMPLE_SWEEP` x
    :data:`EXAMPLE_RUNS`;
 3. R rounds (30 in full mode within a 75-minute budget, see :func:`config`); every round
@@ -49,6 +49,8 @@ EXAMPLE_SWEEP = "1MB,2MB,4MB,8MB,16MB"
 EXAMPLE_RUNS = 2
 #: Minutes the whole experiment may take (overrides the config's ``budget_s``).
 BUDGET_ENV = "SONIC_ADAPTIVITY_BUDGET_MIN"
+#: Comma-separated app names (``topk,starjoin,skewed``) to run only those apps of :func:`config`.
+APPS_ENV = "SONIC_ADAPTIVITY_APPS"
 #: An ordinary seed (not the skewed app's deliberately mispredicted ``seed % 1000 == 777``).
 INPUT_SEED = 101
 COLUMNS = ["app", "input_bytes", "size_label", "round", "position", "strategy", "latency_s",
@@ -83,7 +85,7 @@ def short_name(app_spec: str) -> str:
 
 def profile_args(app_spec: str, quick: bool) -> tuple[str | None, int]:
     """(sizes, runs) of the ``sonic profile`` call: the recommended sweep for built-ins."""
-    from profiler.cli import DEFAULT_RUNS, RECOMMENDED_SIZES
+    from sonic.workflows.profiling import DEFAULT_RUNS, RECOMMENDED_SIZES
 
     if app_spec in BUILTINS:
         if quick:  # as experiments.profiling does for --quick: the first four sizes, 2 runs
@@ -121,6 +123,13 @@ def run(quick: bool = False, cfg: dict[str, Any] | None = None) -> dict[str, Any
     cfg = {**config(quick), **(cfg or {})}
     if os.environ.get(BUDGET_ENV):
         cfg["budget_s"] = float(os.environ[BUDGET_ENV]) * 60
+    if os.environ.get(APPS_ENV):
+        wanted = {name.strip() for name in os.environ[APPS_ENV].split(",") if name.strip()}
+        unknown = wanted - {short_name(a) for a in cfg["sizes"]}
+        if unknown:
+            raise SystemExit(f"{APPS_ENV}: unknown app(s) {', '.join(sorted(unknown))}; "
+                             f"choose from {', '.join(short_name(a) for a in cfg['sizes'])}")
+        cfg["sizes"] = {a: sizes for a, sizes in cfg["sizes"].items() if short_name(a) in wanted}
     t0 = time.monotonic()
     budget = cfg.get("budget_s")
     rows: list[dict[str, Any]] = []
@@ -161,7 +170,7 @@ def _write_meta(cfg: dict[str, Any], done: int, budget: float | None, seconds: f
 
 
 def _profile(app_spec: str, quick: bool, override: tuple[str, int] | None) -> dict[str, Any]:
-    from profiler.cli import run_profile
+    from sonic.workflows.profiling import run_profile
 
     root = store_root(app_spec)
     if root.exists():
