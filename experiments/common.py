@@ -156,7 +156,7 @@ def plan(app: App, prediction: AppPrediction, spec: ClusterSpec, strategy: str,
     """The planner exactly as ``sonic plan`` calls it, except that it is told the truth about
     warm workers: the coordinator warms every VM's pool before the clock starts
     (``Coordinator.execute(warm=True)``), so no VM pays a cold start inside the measured run.
-    (``sonic.planning.plan_for`` passes no ``warm=`` and so adds one calibrated cold start
+    (``sonic.workflows.planning.plan_for`` passes no ``warm=`` and so adds one calibrated cold start
     to every prediction.)"""
     from sonic.planner import make_plan
 
@@ -168,7 +168,7 @@ def plan(app: App, prediction: AppPrediction, spec: ClusterSpec, strategy: str,
 
 
 def predict(app: App, input_bytes: int, root: Path, input_path: Path | None = None) -> AppPrediction:
-    from sonic.planning import predict as predict_models
+    from sonic.workflows.planning import predict as predict_models
 
     features = app.feature_extractor(input_path) if (app.feature_extractor and input_path) else None
     return predict_models(app, input_bytes, root, features)

@@ -41,7 +41,7 @@ from experiments.common import (
     write_csv,
 )
 from sonic.plan import PassingMethod, Plan
-from sonic.planning import untrusted_prediction
+from sonic.workflows.planning import untrusted_prediction
 from sonic.prediction import AppPrediction
 
 NAME = "fanout"

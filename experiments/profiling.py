@@ -3,7 +3,7 @@
 Profiling uses the profiler's default executor, as ``sonic profile APP`` does: the reference
 executor with best-of-k timing of short instances, every instance in a forked child at
 raised priority, runs interleaved over sizes. (Profiling through the cluster runtime,
-:class:`profiler.cluster.ClusterExecutor`, was tried first: on this machine the emulated
+:class:`sonic.workflows.cluster_profiling.ClusterExecutor`, was tried first: on this machine the emulated
 VMs' instances share two cores with each other and with other jobs, so per-instance times
 depend on how many instances run at once, i.e. on the input size's fanout, and on the
 noise of the shared machine; the models' held-out check then rejected lightgbm's ``pca``
@@ -25,10 +25,10 @@ APPS = ("sort", "video", "lightgbm")
 
 
 def profile_sizes(app: str, quick: bool) -> list[int]:
-    """The sweep ``sonic profile APP`` uses by default (:data:`profiler.cli.RECOMMENDED_SIZES`:
+    """The sweep ``sonic profile APP`` uses by default (:data:`sonic.workflows.profiling.RECOMMENDED_SIZES`:
     five doubling sizes starting where the workload's fanout has left its floor); ``--quick``
     keeps its first four."""
-    from profiler.cli import DEFAULT_SIZES, RECOMMENDED_SIZES
+    from sonic.workflows.profiling import DEFAULT_SIZES, RECOMMENDED_SIZES
     from sonic.sizes import parse_size
 
     sizes = [parse_size(s) for s in RECOMMENDED_SIZES.get(app, DEFAULT_SIZES).split(",")]
@@ -37,7 +37,7 @@ def profile_sizes(app: str, quick: bool) -> list[int]:
 
 def profile_runs(quick: bool) -> int:
     """``sonic profile``'s default number of runs per size (2 with ``--quick``)."""
-    from profiler.cli import DEFAULT_RUNS
+    from sonic.workflows.profiling import DEFAULT_RUNS
 
     return 2 if quick else DEFAULT_RUNS
 

@@ -248,7 +248,7 @@ def cluster_up(n: int | None, mode: str | None, vm_mbps: float | None, s3_mbps: 
                s3_latency_ms: float | None, vm_cores: int | None, vm_cpus: float | None, vm_memory_mb: int | None,
                cluster_path: Path) -> None:
     """Start an emulated cluster of N VMs here (--local N), or agents on the VMs a cluster file lists."""
-    from sonic.cluster import commands
+    from sonic.workflows import cluster_commands as commands
 
     if n is None:
         given = [flag for flag, value in (("--mode", mode), ("--vm-mbps", vm_mbps), ("--s3-mbps", s3_mbps),
@@ -275,7 +275,7 @@ def cluster_up(n: int | None, mode: str | None, vm_mbps: float | None, s3_mbps: 
 @cluster_option
 def cluster_status(as_json: bool, cluster_path: Path) -> None:
     """Show every VM's agent state."""
-    from sonic.cluster import commands
+    from sonic.workflows import cluster_commands as commands
 
     rows = commands.status(cluster_path)
     if as_json:
@@ -324,7 +324,7 @@ def cluster_gc(as_json: bool, cluster_path: Path) -> None:
 @cluster_option
 def cluster_down(cluster_path: Path) -> None:
     """Stop the agents and everything the harness started; remove the secret."""
-    from sonic.cluster import commands
+    from sonic.workflows import cluster_commands as commands
 
     if not cluster_path.exists():  # a mistyped path must not be reported as "cluster is down"
         raise UserInputError(f"no cluster file at {cluster_path}: nothing to stop; pass the --cluster file that "
@@ -354,8 +354,8 @@ def cluster_down(cluster_path: Path) -> None:
 def profile(app_spec: str, sizes: str | None, runs: int, sample_inputs: tuple[Path, ...], root: Path | None,
             cluster_path: Path | None, local_reference: bool) -> None:
     """Profile APP over a size sweep (or your sample inputs) and fit its parameter models."""
-    from profiler.cli import run_profile
     from sonic.sizes import parse_size_list
+    from sonic.workflows.profiling import run_profile
 
     if sample_inputs and sizes:
         raise UserInputError("give either --sizes (generated inputs) or --inputs (your samples), not both")
@@ -394,7 +394,7 @@ def plan(app_spec: str, input_path: Path | None, input_size: str | None, objecti
          deadline: float | None, strategy: str, root: Path | None, as_json: bool, dot: bool,
          cluster_path: Path) -> None:
     """Plan per-edge passing and placement for APP."""
-    from sonic.planning import plan_command
+    from sonic.workflows.planning import plan_command
 
     plan_command(app_spec, input_path=input_path, input_size=input_size, objective=objective, budget=budget,
                  deadline=deadline, strategy=strategy, root=resolved_root(root), as_json=as_json, dot=dot,
@@ -406,7 +406,7 @@ def plan(app_spec: str, input_path: Path | None, input_size: str | None, objecti
 @json_option
 def demo(as_json: bool) -> None:
     """Local cluster, profile, plan, run Sonic vs all-remote, report, tear down."""
-    from sonic.demo import run_demo
+    from sonic.workflows.demo import run_demo
 
     summary = run_demo(progress=not as_json, echo=click.echo)
     if as_json:

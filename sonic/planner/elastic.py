@@ -3,7 +3,7 @@
 A stage declared with ``parallelism=(min, max)`` (:class:`sonic.app.Parallelism`) has no
 fixed instance count: every count changes the bytes per instance and so the predicted time,
 memory and output of that stage (and of the stages it feeds). The caller (the I/O side,
-:mod:`sonic.planning`) re-predicts the app once per candidate combination of counts and hands
+:mod:`sonic.workflows.planning`) re-predicts the app once per candidate combination of counts and hands
 the planner the list; each :class:`~sonic.prediction.AppPrediction` carries its counts as the
 elastic stages' ``instances``. The planner stays pure: for every option it builds the problem
 and runs the exact DP (:func:`sonic.planner.optimise.optimise`); the plan chosen is the best

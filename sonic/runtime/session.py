@@ -22,7 +22,6 @@ from sonic.measured import input_digest, load_measured, save_measured
 from sonic.metrics import RunResult
 from sonic.plan import Plan
 from sonic.planner import make_plan
-from sonic.planning import plan_for
 from sonic.prediction import AppPrediction, StagePrediction
 from sonic.progress import InstanceProgress, ProgressMode, as_mode
 from sonic.reference import input_refs
@@ -31,6 +30,7 @@ from sonic.runtime.coordinator import Coordinator
 from sonic.runtime.journal import Journal
 from sonic.runtime.protocol import read_secret
 from sonic.runtime.replan import DEFAULT_THRESHOLD, ModelReplanner
+from sonic.workflows.planning import plan_for
 
 Echo = Callable[[str], None]
 

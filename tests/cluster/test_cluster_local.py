@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from sonic.cluster import commands
 from sonic.cluster.procs import backoff, pid_alive
 from sonic.cluster.readiness import AgentProgram
 from sonic.cluster.spec import ClusterSpec, load_cluster
 from sonic.emulation.local import HarnessOptions, cluster_down, cluster_status, cluster_up, local_cluster
 from sonic.errors import ClusterFileError, TransportError, UserInputError
+from sonic.workflows import cluster_commands as commands
 
 
 def wait_gone(pid: int, timeout_s: float = 10.0) -> None:
@@ -260,7 +260,7 @@ def test_up_with_the_real_agent(cluster_root: Path, mode: str) -> None:
 
 def test_emulated_vms_share_the_host_cores_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     """`sonic cluster up --local N` claims the host's cores shared out, never more than exist."""
-    from sonic.cluster import commands
+    from sonic.workflows import cluster_commands as commands
 
     monkeypatch.setattr(commands.os, "cpu_count", lambda: 2)
     assert [commands.fair_cores(n) for n in (1, 2, 3, 8)] == [2, 1, 1, 1]

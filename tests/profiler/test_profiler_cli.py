@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from profiler.cli import run_profile
+from sonic.workflows.profiling import run_profile
 
 
 def test_run_profile_profiles_fits_and_prints(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from profiler import ProfileStore, profile_app
-from profiler.cluster import ClusterExecutor
+from sonic.workflows.cluster_profiling import ClusterExecutor
 from profiler.synthetic import CHAIN, chain_behaviour, simulate_run
 from sonic.app import App
 from sonic.metrics import RunResult
@@ -38,9 +38,9 @@ def test_cluster_runs_are_planned_remote_and_stored_as_cluster(tmp_path: Path,
         strategies.append(strategy)
         return f"plan-{input_bytes}", None
 
-    monkeypatch.setattr("sonic.cluster.spec.load_cluster", lambda path: object())
-    monkeypatch.setattr("sonic.runtime.session.open_coordinator", lambda cluster: coordinator)
-    monkeypatch.setattr("sonic.planning.plan_for", plan_for)
+    monkeypatch.setattr("sonic.workflows.cluster_profiling.load_cluster", lambda path: object())
+    monkeypatch.setattr("sonic.workflows.cluster_profiling.open_coordinator", lambda cluster: coordinator)
+    monkeypatch.setattr("sonic.workflows.cluster_profiling.plan_for", plan_for)
     store = ProfileStore(tmp_path)
     with ClusterExecutor(tmp_path / "cluster.yaml", "profiler.synthetic:CHAIN", tmp_path) as executor:
         profile_app(CHAIN, [64_000, 128_000], 1, store=store, executor_factory=executor)

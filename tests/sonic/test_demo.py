@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from sonic.demo import render_summary, run_demo
+from sonic.workflows.demo import render_summary, run_demo
 
 
 def test_demo_runs_the_whole_loop_and_cleans_up() -> None:

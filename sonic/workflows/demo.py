@@ -17,11 +17,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from models import AppModel
+from profiler import ProfileStore, profile_app
 from sonic.app import load_app
+from sonic.cluster.spec import load_cluster
+from sonic.emulation.local import local_cluster
 from sonic.inputs import generate_input
 from sonic.metrics import RunResult
 from sonic.plan import Plan
+from sonic.runtime.calibrate import calibrate_cluster
+from sonic.runtime.session import open_coordinator
 from sonic.sizes import format_size
+from sonic.workflows.planning import plan_for
 
 Echo = Callable[[str], None]
 
@@ -39,13 +46,6 @@ RUNS = 3
 def run_demo(*, progress: bool = True, echo: Echo = print, vms: int = DEMO_VMS,
              profile_sizes: tuple[int, ...] = PROFILE_SIZES, input_bytes: int = DEMO_INPUT_BYTES,
              runs: int = RUNS) -> dict[str, Any]:
-    from models import AppModel
-    from profiler import ProfileStore, profile_app
-    from sonic.emulation.local import local_cluster
-    from sonic.planning import plan_for
-    from sonic.runtime.calibrate import calibrate_cluster
-    from sonic.runtime.session import open_coordinator
-
     def say(text: str) -> None:
         if progress:
             echo(text)
@@ -61,8 +61,6 @@ def run_demo(*, progress: bool = True, echo: Echo = print, vms: int = DEMO_VMS,
             say("[2/5] calibrating the cluster (bandwidth, latency, disk, S3, invocation) ...")
             calibrate_cluster(cluster_path, net_bytes=16_000_000, disk_bytes=16_000_000, s3_bytes=4_000_000,
                               repeats=2)
-            from sonic.cluster.spec import load_cluster
-
             cluster = load_cluster(cluster_path)
             say(f"[3/5] profiling {DEMO_APP} at {', '.join(format_size(s) for s in profile_sizes)} ...")
             store = ProfileStore(workdir / "state")

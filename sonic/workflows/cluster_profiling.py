@@ -11,25 +11,23 @@ from pathlib import Path
 from types import TracebackType
 
 from sonic.app import App
+from sonic.cluster.spec import load_cluster
 from sonic.metrics import RunResult
 from sonic.reference import input_refs
+from sonic.runtime.session import open_coordinator
+from sonic.workflows.planning import plan_for
 
 
 class ClusterExecutor:
     """Runs the app on the cluster of ``cluster_path``; use as a context manager."""
 
     def __init__(self, cluster_path: Path, app_spec: str, root: Path) -> None:
-        from sonic.cluster.spec import load_cluster
-        from sonic.runtime.session import open_coordinator
-
         self.cluster = load_cluster(cluster_path)
         self.app_spec = app_spec
         self.root = Path(root)
         self.coordinator = open_coordinator(self.cluster)
 
     def __call__(self, app: App, input_path: Path) -> RunResult:
-        from sonic.planning import plan_for
-
         refs, _ = input_refs(Path(input_path))
         plan, _ = plan_for(app, sum(r.size for r in refs), self.cluster, strategy="remote", root=self.root)
         return self.coordinator.execute(app, self.app_spec, Path(input_path), plan)

@@ -15,6 +15,7 @@ from profiler.sweep import Executor, ProgressEvent, profile_app
 from sonic.app import load_app
 from sonic.errors import UserInputError
 from sonic.progress import note as progress_note
+from sonic.reference import input_refs
 from sonic.sizes import parse_size_list
 
 Echo = Callable[[str], None]
@@ -95,8 +96,6 @@ def samples_by_size(paths: Sequence[Path]) -> dict[int, list[Path]]:
     """The user's sample inputs grouped by size in bytes. A directory given is either one
     input (a directory input of the app) if it holds no sub-directories and is passed with
     others, or a folder of inputs, one per entry, if it is the only path given."""
-    from sonic.reference import input_refs
-
     entries: list[Path] = []
     for path in paths:
         if path.is_dir() and len(paths) == 1:
@@ -120,7 +119,9 @@ def _executor(cluster: Path | None, app_spec: str, root: Path) -> Iterator[Execu
     if cluster is None:
         yield run_best_of
         return
-    from profiler.cluster import ClusterExecutor
+    # Imported only now, as the models below: the runtime and the models' scikit-learn would
+    # inflate the measured baseline of every instance forked from this process.
+    from sonic.workflows.cluster_profiling import ClusterExecutor
 
     with ClusterExecutor(cluster, app_spec, root) as executor:
         yield executor

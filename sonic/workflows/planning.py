@@ -9,14 +9,21 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 from collections.abc import Callable
 from pathlib import Path
 
+from models import AppModel
+from models.app_model import EXTRAPOLATION_FACTOR
+from models.persist import model_dir
 from sonic.app import App, Parallelism, load_app
-from sonic.cluster.spec import ClusterSpec, load_cluster
+from sonic.cluster.spec import ClusterSpec, VMSpec, load_cluster
 from sonic.errors import UserInputError
 from sonic.plan import Plan
+from sonic.planner import make_plan, render_dot, render_table
+from sonic.planner.elastic import make_elastic_plan
 from sonic.prediction import AppPrediction, Estimate, StagePrediction
+from sonic.reference import input_refs
 from sonic.sizes import parse_size
 
 Echo = Callable[[str], None]
@@ -35,8 +42,6 @@ def untrusted_prediction(app: App, input_bytes: int) -> AppPrediction:
 
 def predict(app: App, input_bytes: int, root: Path, features: dict[str, float] | None = None) -> AppPrediction:
     """Predict every stage's parameters from the app's fitted models (or an untrusted placeholder)."""
-    from models import AppModel  # models/ is optional until profiled; imported lazily
-
     try:
         model = AppModel.load(app.name, root)
     except FileNotFoundError:
@@ -49,8 +54,6 @@ def predict(app: App, input_bytes: int, root: Path, features: dict[str, float] |
 
 def require_models(app: App, root: Path) -> None:
     """``sonic plan`` refuses to print placeholder numbers for an app never profiled."""
-    from models.persist import model_dir
-
     if not (model_dir(root, app.name) / "manifest.json").exists():
         raise UserInputError(f"app {app.name!r} has no profile or models under {root}; run `sonic profile "
                              f"{app.name}` first (or pass --root / set SONIC_HOME to where its models are)")
@@ -60,8 +63,6 @@ def plan_for(app: App, input_bytes: int, cluster: ClusterSpec, *, strategy: str 
              objective: str = "latency", budget: float | None = None, deadline: float | None = None,
              root: Path = Path(".sonic"), features: dict[str, float] | None = None,
              measured: AppPrediction | None = None) -> tuple[Plan, AppPrediction]:
-    from sonic.planner import make_plan
-
     if strategy == "oracle":
         if measured is None:
             raise UserInputError("the oracle strategy plans from a measured run; run the app once first")
@@ -72,8 +73,6 @@ def plan_for(app: App, input_bytes: int, cluster: ClusterSpec, *, strategy: str 
     # serverless platform keeps), so plans are made for warm VMs.
     options = count_options(app, prediction, root, features) if strategy != "oracle" else None
     if options:
-        from sonic.planner.elastic import make_elastic_plan
-
         # The prediction returned is the chosen counts' one: re-planning compares against it.
         return make_elastic_plan(app, options, cluster, objective=objective, strategy=strategy, budget=budget,
                                  deadline=deadline, warm=cluster.vm_names)
@@ -101,9 +100,6 @@ def count_options(app: App, base: AppPrediction, root: Path,
     plan's decision, so an error of its fanout model cannot mislead the plan: a stage
     distrusted only for its fanout is trusted here.
     """
-    from models import AppModel
-    from models.app_model import EXTRAPOLATION_FACTOR
-
     elastic = app.elastic_stages()
     if not elastic or base.source != "models":
         return None
@@ -131,17 +127,11 @@ def plan_command(app_spec: str, *, input_path: Path | None, input_size: str | No
                  budget: float | None, deadline: float | None, strategy: str, root: Path, as_json: bool,
                  dot: bool, cluster_path: Path, echo: Echo) -> Plan:
     """``sonic plan``: print the plan as a table, JSON or DOT."""
-    import json
-
-    from sonic.planner import render_dot, render_table
-
     app = load_app(app_spec)
     if (input_path is None) == (input_size is None):
         raise UserInputError("give exactly one of --input PATH or --input-size SIZE")
     features = None
     if input_path is not None:
-        from sonic.reference import input_refs
-
         refs, _ = input_refs(input_path)
         input_bytes = sum(r.size for r in refs)
         features = app.features_of(input_path) or None
@@ -169,8 +159,6 @@ def plan_command(app_spec: str, *, input_path: Path | None, input_size: str | No
 
 def _features_for_size(app: App, input_bytes: int, root: Path, echo: Echo, *, quiet: bool) -> dict[str, float] | None:
     """Without an input file, an app's declared features are those typical of the size."""
-    from models import AppModel
-
     try:
         model = AppModel.load(app.name, root)
     except FileNotFoundError:
@@ -185,8 +173,6 @@ def _features_for_size(app: App, input_bytes: int, root: Path, echo: Echo, *, qu
 
 def _default_cluster(echo: Echo, quiet: bool) -> ClusterSpec:
     """Planning needs no running cluster: without a cluster file, plan for 4 default VMs."""
-    from sonic.cluster.spec import VMSpec
-
     if not quiet:
         echo("note: no cluster file; planning for 4 default VMs (2 cores, 4 GiB each, default calibration)")
     return ClusterSpec(vms=[VMSpec(f"vm{i}", f"vm{i}") for i in range(4)])
