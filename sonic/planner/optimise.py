@@ -475,7 +475,7 @@ def check_request(objective: str, strategy: str, budget: float | None, deadline:
 
 def make_plan(app: App, prediction: AppPrediction, cluster: ClusterSpec, *, objective: str = "latency",
               strategy: str = "sonic", budget: float | None = None, deadline: float | None = None,
-              warm: WarmSpec = None, count_options: Sequence[AppPrediction] | None = None) -> Plan:
+              warm: WarmSpec = None) -> Plan:
     """Plan ``app`` for the predicted parameters on ``cluster`` (pure: no I/O).
 
     ``objective``: latency | cost | perf-per-dollar; ``budget`` (USD) and ``deadline`` (s)
@@ -484,16 +484,9 @@ def make_plan(app: App, prediction: AppPrediction, cluster: ClusterSpec, *, obje
     prediction built from a measured run). ``warm``: warm worker processes per VM name (or
     names of fully warm VMs); default none, so every VM used pays one cold start.
     Raises :class:`InfeasibleError` naming the best alternative when nothing meets the request.
-    ``count_options``: for an app with elastic stages, one prediction per candidate combination
-    of their instance counts; the plan then chooses the counts too (:mod:`sonic.planner.elastic`)
-    and ``prediction`` is not used.
+    An app with elastic stages, planned over candidate instance counts, goes through
+    :func:`sonic.planner.elastic.make_elastic_plan`, which calls this module's optimiser per option.
     """
-    if count_options is not None:
-        from sonic.planner.elastic import make_elastic_plan  # imports this module
-
-        plan, _ = make_elastic_plan(app, count_options, cluster, objective=objective, strategy=strategy,
-                                    budget=budget, deadline=deadline, warm=warm)
-        return plan
     check_request(objective, strategy, budget, deadline)
     problem = build_problem(app, prediction, cluster, warm)
     space = PlacementSpace(problem.vms)

@@ -19,7 +19,7 @@ from planner_samples import _noop, cluster, stage_prediction
 from sonic.app import App
 from sonic.errors import InfeasibleError, PlanError
 from sonic.plan import Plan
-from sonic.planner import make_plan, render_table
+from sonic.planner import render_table
 from sonic.planner.bruteforce import TooManyPlans, brute_force_elastic
 from sonic.planner.cost import objective_value
 from sonic.planner.elastic import make_elastic_plan
@@ -143,14 +143,6 @@ def test_more_instances_when_compute_dominates_fewer_when_overhead_does() -> Non
                for o in choice.alternatives)
     table = render_table(heavy)
     assert "elastic stage" in table and f"[{choice.chosen}: " in table
-
-
-def test_make_plan_with_count_options_is_the_elastic_plan() -> None:
-    spec = cluster(2)
-    app, options = _sort_like(per_mb_s=0.05, fixed_s=0.1)
-    direct, _ = make_elastic_plan(app, options, spec)
-    via = make_plan(app, options[0], spec, count_options=options)
-    assert via.to_json() == direct.to_json()
 
 
 def test_count_options_are_checked() -> None:
