@@ -52,7 +52,7 @@ def show_models(app_spec: str, root: Path | str = Path(".sonic"), as_json: bool 
     else:
         echo(format_report(rows))
     if plot_path is not None:
-        from models.plot import plot_models
+        from models.plot import plot_models  # matplotlib: imported only when a plot is asked for
 
         written = plot_models(model, ProfileStore(root).load(app.name), Path(plot_path))
         if not as_json:

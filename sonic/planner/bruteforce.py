@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from sonic.app import App
 from sonic.cluster.spec import ClusterSpec
-from sonic.errors import PlanError
+from sonic.errors import InfeasibleError, PlanError
 from sonic.plan import PassingMethod
 from sonic.planner.cost import Assignment, CostModel, objective_value
 from sonic.planner.optimise import Candidate
@@ -120,8 +120,6 @@ def brute_force_elastic(app: App, options: list[AppPrediction], cluster: Cluster
     """The best plan over every count option (each an app prediction with its elastic stages'
     counts) and every plan of each, by exhaustive search; ``None`` if none meets the request.
     Options whose stages fit no VM contribute no plan, as in the optimiser."""
-    from sonic.errors import InfeasibleError
-
     scored: list[Candidate] = []
     for option in options:
         try:
