@@ -9,7 +9,7 @@ Per app (the built-ins ``sort``, ``video``, ``lightgbm`` and the examples ``topk
    :data:`EXAMPLE_RUNS`;
 3. R rounds (30 in full mode within a 75-minute budget, see :func:`config`); every round
    runs ``sonic``, ``remote``, ``vm`` and ``direct`` once each, in an order rotated per round (drift of the shared machine then favours no strategy), every run
-   through :func:`sonic.runtime.session.run_on_cluster` exactly as ``sonic run APP --input X
+   through :func:`sonic.workflows.session.run_on_cluster` exactly as ``sonic run APP --input X
    --strategy S`` runs it: planned from the current models, re-planned mid-job when a stage
    deviates, and **learning on** (every validated run is offered to the champion/challenger
    refit, whatever strategy ran it).
@@ -118,7 +118,7 @@ def run(quick: bool = False, cfg: dict[str, Any] | None = None) -> dict[str, Any
     {app: (sizes, runs)}, ``vms``, ``mode``)."""
     # Import what every round needs now, not lazily after half an hour of profiling: the tree
     # may be edited while the experiment runs.
-    import sonic.runtime.session  # noqa: F401
+    import sonic.workflows.session  # noqa: F401
 
     cfg = {**config(quick), **(cfg or {})}
     if os.environ.get(BUDGET_ENV):
@@ -190,7 +190,7 @@ def _profile(app_spec: str, quick: bool, override: tuple[str, int] | None) -> di
 def _round(app_spec: str, path: Path, round_no: int, cluster_file: Path) -> list[dict[str, Any]]:
     """One run of every strategy on ``path``, the order rotated by the round number."""
     from sonic.app import load_app
-    from sonic.runtime.session import run_on_cluster
+    from sonic.workflows.session import run_on_cluster
 
     app = load_app(app_spec)
     k = round_no % len(STRATEGIES)

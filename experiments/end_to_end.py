@@ -86,7 +86,7 @@ def input_for(app_name: str, size: int) -> Path:
 
 
 def run(quick: bool = False, cfg: dict[str, Any] | None = None) -> dict[str, Any]:
-    from sonic.runtime.session import open_coordinator
+    from sonic.workflows.session import open_coordinator
 
     cfg = {**config(quick), **(cfg or {})}
     apps = tuple(a for a in APPS if a in cfg["sizes"])

@@ -85,7 +85,7 @@ def run(quick: bool = False, cfg: dict[str, Any] | None = None) -> dict[str, Any
             spec = calibrate(cluster_file, quick=quick)
             calibrations.append(calibration_row(spec, experiment=NAME, vm_mbps=mbps, settings=eff.describe()))
             synthetic.install_on_cluster(spec)
-            from sonic.runtime.session import open_coordinator
+            from sonic.workflows.session import open_coordinator
 
             coord = open_coordinator(spec)
             try:

@@ -48,7 +48,7 @@ def config(quick: bool) -> dict[str, Any]:
 
 def run(quick: bool = False, cfg: dict[str, Any] | None = None) -> dict[str, Any]:
     from sonic.app import load_app
-    from sonic.runtime.session import open_coordinator
+    from sonic.workflows.session import open_coordinator
 
     cfg = {**config(quick), **(cfg or {})}
     rows: list[dict[str, Any]] = []

@@ -177,7 +177,7 @@ def run(app_spec: str, input_path: Path, local_reference: bool, plan_path: Path 
         if local_reference:
             result = _run_reference(app, input_path, target.directory, as_json)
         else:
-            from sonic.runtime.session import run_on_cluster
+            from sonic.workflows.session import run_on_cluster
 
             result = run_on_cluster(app, input_path, cluster_path=cluster_path, plan_path=plan_path,
                                     strategy=strategy, objective=objective, app_spec=app_spec,

@@ -14,8 +14,8 @@ from sonic.app import App
 from sonic.cluster.spec import load_cluster
 from sonic.metrics import RunResult
 from sonic.reference import input_refs
-from sonic.runtime.session import open_coordinator
 from sonic.workflows.planning import plan_for
+from sonic.workflows.session import open_coordinator
 
 
 class ClusterExecutor:

@@ -26,9 +26,9 @@ from sonic.inputs import generate_input
 from sonic.metrics import RunResult
 from sonic.plan import Plan
 from sonic.runtime.calibrate import calibrate_cluster
-from sonic.runtime.session import open_coordinator
 from sonic.sizes import format_size
 from sonic.workflows.planning import plan_for
+from sonic.workflows.session import open_coordinator
 
 Echo = Callable[[str], None]
 
