@@ -357,8 +357,9 @@ class AppModel:
                         x += src.total_output_bytes
             m = sm.metrics
             extra = (x_app, *fvec) if fvec else (x_app,)
-            if sm.uses_total_output(fvec is not None):  # total output, shared out over the instances
-                total = sm.total_output.predict_estimate(x * n, extra)
+            total_model = sm.total_output if sm.uses_total_output(fvec is not None) else None
+            if total_model is not None:  # total output, shared out over the instances
+                total = total_model.predict_estimate(x * n, extra)
                 output_bytes = Estimate(total.mean / n, total.hi / n)
             else:
                 output_bytes = m["output_bytes"].predict_estimate(x, extra)

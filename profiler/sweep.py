@@ -190,7 +190,8 @@ def profile_app(
                 progress(ProgressEvent(size, r + 1, total, "start", cold=cold))
             t_run = time.perf_counter()
             sample = samples[size][r % len(samples[size])] if samples is not None else None
-            run_exec = cold_exec if cold else executor_factory
+            # An executor profiling elastic stages also takes partitions= (the counts to run at).
+            run_exec: Callable[..., RunResult] = cold_exec if cold else executor_factory
             if elastic and not cold:
                 run_exec = functools.partial(run_exec, partitions=profile_counts(app, r, elastic_counts))
             result = _one_run(app, size, seed + r, workdir, run_exec,

@@ -150,7 +150,8 @@ class Stage:
 
     @property
     def qualname(self) -> str:
-        return f"{self.fn.__module__}.{self.fn.__qualname__}"
+        # A Protocol-typed callable: any callable object is accepted, so __qualname__ may be absent.
+        return f"{self.fn.__module__}.{getattr(self.fn, '__qualname__', type(self.fn).__qualname__)}"
 
 
 @dataclass

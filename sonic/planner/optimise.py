@@ -45,6 +45,7 @@ import math
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 from sonic.app import App
 from sonic.cluster.spec import ClusterSpec
@@ -325,7 +326,7 @@ class _Optimiser:
         _, latency, s3, used, _, trace = label
         decisions: list[Decision] = []
         while trace is not None:
-            trace, decision = trace  # type: ignore[misc]
+            trace, decision = cast(tuple[object, Decision], trace)
             decisions.append(decision)
         placements = {d.stage: d.placement for d in decisions}
         methods: dict[tuple[str, str], PassingMethod] = {}
@@ -345,6 +346,7 @@ class _Optimiser:
         if len(labels) <= 1:
             return labels
         price = self.price
+        ranked: list[tuple[Any, ...]]  # (sort key..., index): the key's shape depends on track_cost
         if self.track_cost:
             ranked = sorted(((lab[0] + (lab[1], lab[2]) + lab[3], i) for i, lab in enumerate(labels)))
         else:

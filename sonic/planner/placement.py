@@ -128,8 +128,8 @@ class PlacementSpace:
                         break
                     counts[j] += 1
                     vectors.append(tuple(counts))
-        for k in vectors:
-            chosen = [v for g, kg in zip(usable, k) for v in g.members[:kg]]
+        for vector in vectors:
+            chosen = [v for g, kg in zip(usable, vector) for v in g.members[:kg]]
             placement = self.spread(n, sorted(chosen))
             if placement is not None:
                 found.setdefault(placement.id, placement)

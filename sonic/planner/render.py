@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sonic.app import App
 from sonic.plan import Plan
 from sonic.planner.cost import perf_per_dollar
@@ -57,7 +59,7 @@ def _parallelism_lines(plan: Plan) -> list[str]:
     return _grid(rows) + [""] if len(rows) > 1 else []
 
 
-def _grid(rows: list[tuple[str, ...]]) -> list[str]:
+def _grid(rows: Sequence[tuple[str, ...]]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     out = []
     for k, row in enumerate(rows):

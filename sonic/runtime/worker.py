@@ -13,7 +13,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 from sonic.app import load_app
 from sonic.errors import SonicError, UserInputError
@@ -22,13 +22,13 @@ from sonic.routing import InstanceSpec, ObjectRef
 from sonic.runtime.protocol import FRAME_LENGTH, decode_doc, encode_doc, length_prefixed
 
 
-def write_frame(stream: BinaryIO, doc: dict[str, Any]) -> None:
+def write_frame(stream: IO[bytes], doc: dict[str, Any]) -> None:
     """One frame of the network protocol's codec (plain: the pipe needs no MAC)."""
     stream.write(length_prefixed(encode_doc(doc)))
     stream.flush()
 
 
-def read_frame(stream: BinaryIO) -> dict[str, Any] | None:
+def read_frame(stream: IO[bytes]) -> dict[str, Any] | None:
     """The next frame's map, or ``None`` at end of stream (the other side is gone)."""
     head = stream.read(FRAME_LENGTH.size)
     if len(head) < FRAME_LENGTH.size:

@@ -70,9 +70,10 @@ def run_on_cluster(app: App, input_path: Path, *, cluster_path: Path, plan_path:
     spec = app_spec or app.name
     digest = input_digest(input_path)
     prediction = None
-    run = RunOptions(stage_timeout_s, lease_s, resume, root / "jobs")
+    journal_dir = root / "jobs"
+    run = RunOptions(stage_timeout_s, lease_s, resume, journal_dir)
     if resume is not None:  # the plan the crashed run executed, from its journal
-        plan = Journal(run.journal_dir, resume).read()[0].plan_object(app, cluster.vm_names)
+        plan = Journal(journal_dir, resume).read()[0].plan_object(app, cluster.vm_names)
     elif plan_path is not None:
         plan = Plan.load(plan_path).check(app, cluster.vm_names)
     else:

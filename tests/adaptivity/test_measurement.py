@@ -13,9 +13,9 @@ from profiler.repeat import run_best_of
 from sonic.app import load_app
 from sonic.cluster.spec import ClusterSpec
 from sonic.emulation.local import HarnessOptions, local_cluster
-from sonic.workflows.planning import plan_for
 from sonic.runtime.coordinator import Coordinator
 from sonic.runtime.protocol import read_secret
+from sonic.workflows.planning import plan_for
 
 SPEC = "tests.adaptivity.measureapp:APP"
 

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from profiler import ProfileStore, profile_app
-from sonic.workflows.cluster_profiling import ClusterExecutor
 from profiler.synthetic import CHAIN, chain_behaviour, simulate_run
 from sonic.app import App
 from sonic.metrics import RunResult
+from sonic.workflows.cluster_profiling import ClusterExecutor
 
 
 class FakeCoordinator:

@@ -207,7 +207,7 @@ def train(ctx: Context) -> None:
         n_classes = int(data["n_classes"])
     booster = lgb.train(shard_params(index, n_classes), lgb.Dataset(X_train, label=y_train),
                         num_boost_round=NUM_BOOST_ROUND)
-    probs = booster.predict(X_test, num_threads=1).astype(np.float32)
+    probs = np.asarray(booster.predict(X_test, num_threads=1), dtype=np.float32)
     with ctx.output("pred").open("wb") as fh:
         np.savez(fh, probs=probs, y_test=y_test, shard=np.int64(index))
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from sonic.errors import InputFormatError
 
-FOURCC = cv2.VideoWriter_fourcc(*"MJPG")
+FOURCC = cv2.VideoWriter.fourcc(*"MJPG")
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")

@@ -65,9 +65,9 @@ def frame_features(small: np.ndarray) -> np.ndarray:
     diff = np.abs(img - background[None, None, :]).max(axis=2)
     mask = np.where(diff > FOREGROUND_THRESHOLD, 255, 0).astype(np.uint8)
     # A 3x3 median removes isolated noise pixels without eroding the shape's corners much.
-    mask = cv2.medianBlur(mask, 3)
+    denoised = cv2.medianBlur(mask, 3)
     out = np.zeros(N_FEATURES, dtype=np.float32)
-    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    contours, _ = cv2.findContours(denoised, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     if not contours:
         return out
     blob = max(contours, key=cv2.contourArea)
@@ -81,7 +81,7 @@ def frame_features(small: np.ndarray) -> np.ndarray:
     triangle_area, _ = cv2.minEnclosingTriangle(blob)
     vertices = len(cv2.approxPolyDP(blob, 0.04 * perimeter, True))
     out[:N_SCALAR_FEATURES] = (
-        area / mask.size,
+        area / denoised.size,
         4.0 * math.pi * area / max(perimeter * perimeter, 1e-6),  # circularity: 1 for a disc
         area / max(hull_area, 1e-6),  # solidity
         area / max(w * h, 1),  # bounding-box fill: ~1 square, ~0.79 circle, ~0.5 triangle
@@ -90,7 +90,7 @@ def frame_features(small: np.ndarray) -> np.ndarray:
         min(vertices, 8) / 8.0,
         w / max(h, 1),
     )
-    crop = mask[y:y + h, x:x + w]
+    crop = denoised[y:y + h, x:x + w]
     grid = cv2.resize(crop, (MASK_GRID, MASK_GRID), interpolation=cv2.INTER_AREA)
     out[N_SCALAR_FEATURES:] = grid.reshape(-1).astype(np.float32) / 255.0
     return out
@@ -124,6 +124,8 @@ def training_set(params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
             if not ok:
                 raise RuntimeError("cv2.imencode failed while rendering training frames")
             decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+            if decoded is None:
+                raise RuntimeError("cv2.imdecode failed while rendering training frames")
             feats.append(frame_features(scene.prepare_frame(decoded)))
             labels.append(label)
     return np.stack(feats), np.array(labels, dtype=np.int64)

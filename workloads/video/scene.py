@@ -8,10 +8,11 @@ scene. Every frame also gets Gaussian pixel noise, so the codec has real work to
 Everything is a pure function of a 32-bit *video seed*: :func:`iter_segments` draws segment
 after segment from one generator (classes in shuffled rounds of all four), so the class of
 frame ``i`` (:func:`class_schedule`) does not depend on how many frames the video has. The
-video seed is written into every frame as a black/white block strip along the bottom :data:`STRIP_H` rows (:func:`draw_seed_strip`);
-the validator decodes it from the first frame (:func:`read_seed_strip`) and recomputes the
-ground truth. The strip is outside the *scene* (rows ``0 .. SCENE_H``), which is all the
-classifier ever sees (:func:`prepare_frame` crops it away).
+video seed is written into every frame as a black/white block strip along the bottom
+:data:`STRIP_H` rows (:func:`draw_seed_strip`); the validator decodes it from the first
+frame (:func:`read_seed_strip`) and recomputes the ground truth. The strip is outside the
+*scene* (rows ``0 .. SCENE_H``), which is all the classifier ever sees (:func:`prepare_frame`
+crops it away).
 """
 
 from __future__ import annotations
@@ -77,15 +78,20 @@ def video_seed(seed: int) -> int:
     return int(np.random.SeedSequence(seed).generate_state(1, dtype=np.uint32)[0])
 
 
+def _rgb(rng: np.random.Generator) -> tuple[int, int, int]:
+    red, green, blue = (int(v) for v in rng.integers(0, 256, size=3))
+    return red, green, blue
+
+
 def sample_segment(rng: np.random.Generator, start: int, label: int | None = None) -> Segment:
     """Draw one segment; ``label`` forces the class (used to balance training data)."""
     length = int(rng.integers(MIN_SEGMENT, MAX_SEGMENT + 1))
     drawn = int(rng.integers(len(CLASSES)))
     cls = drawn if label is None else label
-    background = tuple(int(v) for v in rng.integers(0, 256, size=3))
+    background = _rgb(rng)
     # Rejection-sample a colour far enough from the background in at least one channel.
     while True:
-        colour = tuple(int(v) for v in rng.integers(0, 256, size=3))
+        colour = _rgb(rng)
         if max(abs(a - b) for a, b in zip(colour, background)) >= MIN_CONTRAST:
             break
     radius = int(rng.integers(MIN_RADIUS, MAX_RADIUS + 1))
