@@ -8,7 +8,9 @@ results exist):
 - ``end_to_end``  profile + fit models, then 3 apps x 3 sizes x 5 strategies (netns)
 - ``prediction``  model error vs profiling runs; predicted vs measured latency (no cluster)
 - ``scale``       concurrent mixed jobs per strategy (netns)
-- ``peer``        sort through Lithops localhost beside Sonic on a loopback cluster
+- ``peer``        sort through Lithops localhost, Sonic (live plan, vm, direct) on a loopback cluster and
+                  one numpy process, interleaved rounds (SONIC_PEER_SIZES, SONIC_PEER_ROUNDS; needs
+                  ``pip install -e '.[experiments]'`` for Lithops)
 - ``adaptivity``  per app (built-ins + examples) x 2 sizes: fresh store, profile, then 30 rounds of
                   sonic/remote/vm/direct (order rotated) through ``sonic run`` with learning on (netns)
 
@@ -27,6 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from experiments import common
+from sonic.errors import UserInputError
 
 EXPERIMENTS = ("fanout", "end_to_end", "prediction", "scale", "peer", "adaptivity")
 
@@ -75,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             common.log("interrupted; clusters were torn down by their context managers")
             return 130
+        except UserInputError as exc:  # a setting or a missing optional package: one line, exit code 2
+            print(f"error: {name}: {exc}", file=sys.stderr)
+            return 2
         except Exception as exc:  # noqa: BLE001 - report and (optionally) go on with the next experiment
             traceback.print_exc()
             failures.append(f"{name}: {type(exc).__name__}: {exc}")

@@ -7,12 +7,12 @@ storage backend (a directory under ``TMPDIR``), and nothing of it outlives the r
 
 The algorithm is the one of ``workloads.sort`` (same record format, same range
 partitioning by the first 4 key bytes, same final sort by the full 10-byte key, same
-validator), in Lithops' idiom: the input is one storage object; mapper ``i`` reads its 4 MB
-byte range with a ranged GET (so no split stage: that only helps Lithops) and writes R
-partition objects; reducer ``r`` reads partition ``r`` of every mapper, sorts and writes
-``sorted-r``. Timed: from the first ``map`` call to the last reducer's result, with the
-input already in storage and the worker pool warmed by a no-op job (as Sonic's clock
-starts with the input in S3 and warm workers).
+validator), in Lithops' idiom: the input is one storage object; mapper ``i`` reads its byte
+range of whole records (``--tasks`` ranges, default one per 4 MB) with a ranged GET (so no
+split stage: that only helps Lithops) and writes R partition objects; reducer ``r`` reads
+partition ``r`` of every mapper, sorts and writes ``sorted-r``. Timed: from the first ``map``
+call to the last reducer's result, with the input already in storage and the worker pool
+warmed by a no-op job (as Sonic's clock starts with the input in S3 and warm workers).
 
     python -m experiments.lithops_sort --input FILE --runs 1 --workers 2 --out result.json
 
@@ -35,7 +35,7 @@ from typing import Any
 BUCKET = "storage"
 
 
-def _map(i: int, m: int, key: str, size: int, prefix: str, chunk: int) -> int:
+def _map(i: int, m: int, key: str, first: int, end: int, prefix: str) -> int:
     import numpy as np
 
     from lithops import Storage
@@ -43,8 +43,7 @@ def _map(i: int, m: int, key: str, size: int, prefix: str, chunk: int) -> int:
     from workloads.sort import RECORD_BYTES
 
     storage = Storage()
-    first, last = i * chunk, min(size, (i + 1) * chunk) - 1
-    raw = storage.get_object(BUCKET, key, extra_get_args={"Range": f"bytes={first}-{last}"})
+    raw = storage.get_object(BUCKET, key, extra_get_args={"Range": f"bytes={first}-{end - 1}"}) if end > first else b""
     records = np.frombuffer(raw, dtype=np.uint8).reshape(-1, RECORD_BYTES)
     r = m
     part = ((records[:, :4].copy().view(">u4").ravel().astype(np.uint64) * np.uint64(r)) >> np.uint64(32)).astype(np.intp)
@@ -79,7 +78,7 @@ def _noop(x: int) -> int:
 def _one_run(lithops: Any, config: dict[str, Any], storage: Any, input_path: Path, key: str, size: int, m: int,
              workers: int) -> dict[str, Any]:
     """One timed sort. Both executors are created (and the first warmed) before the clock."""
-    from workloads.sort import APP, CHUNK_BYTES
+    from workloads.sort import APP, chunk_bounds
 
     map_exec = lithops.FunctionExecutor(config=config)
     reduce_exec = lithops.FunctionExecutor(config=config)
@@ -88,7 +87,8 @@ def _one_run(lithops: Any, config: dict[str, Any], storage: Any, input_path: Pat
     prefix = f"sort-{uuid.uuid4().hex[:8]}"
     try:
         t0 = time.perf_counter()
-        map_exec.map(_map, [{"i": i, "m": m, "key": key, "size": size, "prefix": prefix, "chunk": CHUNK_BYTES}
+        bounds = chunk_bounds(size, m)
+        map_exec.map(_map, [{"i": i, "m": m, "key": key, "first": bounds[i], "end": bounds[i + 1], "prefix": prefix}
                             for i in range(m)])
         mapped = sum(_results(map_exec))
         t_map = time.perf_counter() - t0
@@ -119,7 +119,8 @@ def _results(fexec: Any) -> list[Any]:
     return list(fexec.get_result())
 
 
-def run(input_path: Path, runs: int, workers: int) -> dict[str, Any]:
+def run(input_path: Path, runs: int, workers: int, tasks: int | None = None) -> dict[str, Any]:
+    """``tasks`` mappers and as many reducers (default: ``workloads.sort.num_chunks``, 4 MB each)."""
     import lithops
 
     from workloads.sort import num_chunks
@@ -132,7 +133,7 @@ def run(input_path: Path, runs: int, workers: int) -> dict[str, Any]:
     key = f"input/{input_path.name}"
     with open(input_path, "rb") as fh:
         storage.put_object(BUCKET, key, fh)
-    m = num_chunks(size)
+    m = tasks or num_chunks(size)
     results = []
     for run_index in range(runs):
         results.append({**_one_run(lithops, config, storage, input_path, key, size, m, workers), "run": run_index})
@@ -144,9 +145,11 @@ def main() -> None:
     parser.add_argument("--input", type=Path, required=True)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--tasks", type=int, default=None,
+                        help="mappers (= reducers); default: one per 4 MB chunk, as workloads.sort without a plan")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    doc = run(args.input.resolve(), args.runs, args.workers)
+    doc = run(args.input.resolve(), args.runs, args.workers, args.tasks)
     args.out.write_text(json.dumps(doc, indent=1))
 
 
