@@ -372,6 +372,8 @@ def summary() -> list[dict[str, Any]]:
         entry["best_fixed"] = best
         entry["sonic_over_best_fixed"] = sonic / fixed[best] if best else math.nan
         entry["all_ok"] = bool(at_size) and all(_ok(r) for r in at_size)
+        # The machine is shared: a reader must see how loaded it was while these ran.
+        entry["load_1m_median"] = median([float(r["load_1m"]) for r in at_size if r.get("load_1m", "") != ""])
         out.append(entry)
     return out
 

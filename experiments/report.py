@@ -380,7 +380,8 @@ def section_peer() -> str:
              "(`experiments/sort_floor.py`). Every clock starts with the input in the system's storage and warm "
              "workers; every output passes the `workloads.sort` validator. Median (min-max) seconds of the valid "
              "runs; counts are the instances per stage that ran; shuffle objects are the objects the map stage "
-             "stored (Lithops: M x R).\n\n")
+             "stored (Lithops: M x R). The machine is shared: the last column is its 1-minute load average "
+             "(2 cores) before each run.\n\n")
     text += figure("peer.png", "Sort latency: Lithops localhost, Sonic (live plan, vm, direct), numpy floor")
     summary = peer.summary()
 
@@ -392,11 +393,11 @@ def section_peer() -> str:
         return f"{f(e[f'{system}_median_s'])} ({spread})" + (f", {bad} invalid" if bad else "")
 
     text += table(["input", "lithops", "sonic (live)", "vm", "direct", "numpy floor", "lithops / sonic",
-                   "sonic / floor", "sonic / best fixed", "all valid"],
+                   "sonic / floor", "sonic / best fixed", "all valid", "load (1 min, median)"],
                   [[f"{e['input_bytes'] / MB:g} MB", cell(e, "lithops"), cell(e, "sonic"), cell(e, "vm"),
                     cell(e, "direct"), cell(e, "floor"), f"{f(e['lithops_over_sonic'])}x",
                     f"{f(e['sonic_over_floor'])}x", f"{f(e['sonic_over_best_fixed'])}x ({e['best_fixed'] or '-'})",
-                    e["all_ok"]] for e in summary])
+                    e["all_ok"], f(e["load_1m_median"], 1)] for e in summary])
     text += "\n" + table(["input", "system", "methods", "instances per stage", "objects stored per edge",
                           "shuffle objects", "S3 requests"],
                          [[f"{e['input_bytes'] / MB:g} MB", system, e[f"{system}_methods"] or "-",
