@@ -15,8 +15,8 @@ Rules:
 - Inputs: on the same VM -> ``local``; else by the edge's method: ``remote`` if the object was
   uploaded, otherwise ``direct`` from the VM holding it (a ``vm`` edge whose consumer had to
   run elsewhere, e.g. a shuffle whose inputs live on several VMs, falls back to ``direct``).
-- Packed outputs: an instance of a stage whose out-edges are all scatter stores its outputs as
-  one object (partitions + index) and reports each partition; routing, locations and lineage
+- Packed outputs: an instance of a stage whose out-edges are all scatter, at least one of them
+  not VM-Storage, stores its outputs as one object (partitions + index) and reports each partition; routing, locations and lineage
   stay per partition (its logical key), fetches read the partition's range of the pack.
 - Failures: only the failed instance is retried, up to ``max_attempts`` failures, then the
   job fails naming stage, instance, VM and error. A function failure (exception, OOM kill,
@@ -498,7 +498,11 @@ class JobState:
                 inst.attempts += 1
                 self.running[vm] += 1
                 upload = any(self.method(stage, e.dst) is PassingMethod.REMOTE for e in self.app.out_edges(stage))
-                pack = self.pack_outputs and packs_outputs(self.app, stage)
+                # Packing saves objects and S3/agent requests where bytes leave the VM; an
+                # all-VM-Storage shuffle would only pay for it (a file per partition is still
+                # made for its consumers, and on this machine a small file costs ~1-2 ms).
+                pack = self.pack_outputs and packs_outputs(self.app, stage) and any(
+                    self.method(stage, e.dst) is not PassingMethod.VM for e in self.app.out_edges(stage))
                 actions.append(Dispatch(inst.spec, vm, tuple(sources), upload, inst.attempts, pack))
         return actions
 

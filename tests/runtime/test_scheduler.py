@@ -192,3 +192,25 @@ def test_a_replanner_sees_each_finished_stage_and_its_plan_reaches_stages_not_st
     assert state.plan.edge("work", "join").method is PassingMethod.REMOTE
     # split had started (it was done) when the plan changed: its upload decision stood.
     assert not next(d for d in dispatches if d.spec.stage == "split").upload
+
+
+@pytest.mark.parametrize("method", list(PassingMethod))
+def test_a_scatter_producer_packs_unless_its_edges_stay_on_the_vm(method: PassingMethod) -> None:
+    """split (all out-edges scatter) stores one packed object when its bytes leave the VM (direct,
+    remote); work (a gather out-edge) never packs. Consumers get the partitions by range: their
+    inputs carry the pack and offset the producer reported."""
+    app = make_app()
+    state = JobState(app, fixed_plan(app, method, ["vm0", "vm1"]), {"vm0": 2, "vm1": 2}, INPUT)
+    (split,) = [a for a in state.start() if isinstance(a, Dispatch)]
+    assert split.pack is (method is not PassingMethod.VM)
+    names = ["part-0", "part-1"]
+    ranges = {n: ("_packed", 10 * i) for i, n in enumerate(names)} if split.pack else {}
+    outs = tuple((n, 10, f"ck-{n}") for n in names)
+    work = [a for a in state.handle(InstanceFinished("split", 0, split.vm, outs, split.upload, {}, ranges))
+            if isinstance(a, Dispatch)]
+    assert len(work) == 2 and not any(d.pack for d in work)
+    refs = sorted((s.ref for d in work for s in d.sources), key=lambda r: r.name)
+    assert [(r.pack, r.offset, r.key, r.stored_key) for r in refs] == (
+        [("_packed", 0, "split/0/part-0", "split/0/_packed"), ("_packed", 10, "split/0/part-1", "split/0/_packed")]
+        if split.pack else [("", 0, "split/0/part-0", "split/0/part-0"), ("", 0, "split/0/part-1", "split/0/part-1")])
+    assert not JobState(app, fixed_plan(app, method, ["vm0"]), {"vm0": 1}, INPUT, pack_outputs=False).start()[0].pack
