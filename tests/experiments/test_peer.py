@@ -96,3 +96,14 @@ def test_summary_targets_and_report(experiments) -> None:  # type: ignore[no-unt
     text = report.write().read_text()
     assert "| 1000 MB | 12.00 (11.00-13.00) | 6.00 (5.00-7.00) |" in text
     assert "live sonic plan >= 1.5x faster than Lithops" in text
+
+
+def test_without_lithops_it_says_how_to_install_it(experiments, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    from experiments import peer
+    from sonic.errors import UserInputError
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "lithops" else real_find_spec(name, *a))
+    with pytest.raises(UserInputError, match=r"pip install -e '\.\[experiments\]'"):
+        peer.run(quick=True)
