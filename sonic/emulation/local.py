@@ -378,10 +378,11 @@ class _Starter:
 
     def _launch(self, bind: str | None, port: int | None) -> bootstrap.AgentLaunch:
         bundle = build_bundle(self.root / "code-cache")
+        rs = self.spec.remote_storage
         return bootstrap.AgentLaunch(
             program=self.program, secret=self.secret, bundle=bundle, bind=bind, port=port,
             env=cluster_credentials(self.secret), ready_timeout_s=self.options.agent_ready_timeout_s,
-            **self._s3_args(),
+            s3_endpoint=rs.endpoint_url, s3_bucket=rs.bucket, s3_region=rs.region,
         )
 
     def _ssh_agents(self) -> None:

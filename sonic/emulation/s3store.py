@@ -18,6 +18,7 @@ multipart upload only renames files.
 from __future__ import annotations
 
 import bisect
+import builtins
 import hashlib
 import os
 import re
@@ -238,7 +239,8 @@ class ObjectStore:
         os.replace(written, upload.directory / str(number))
         upload.parts[number] = (etag, size)
 
-    def check_completion(self, upload: Upload, listed: list[tuple[int, str]]) -> list[int]:
+    # builtins.list: inside this class `list` names the listing method above.
+    def check_completion(self, upload: Upload, listed: builtins.list[tuple[int, str]]) -> builtins.list[int]:
         """Validate the client's part list as S3 does; return the part numbers in order."""
         if not listed:
             raise S3Error(400, "MalformedXML", "You must specify at least one part")
@@ -253,7 +255,7 @@ class ObjectStore:
                 raise S3Error(400, "EntityTooSmall", "Your proposed upload is smaller than the minimum allowed size")
         return numbers
 
-    def assemble(self, upload: Upload, numbers: list[int]) -> tuple[list[Segment], str]:
+    def assemble(self, upload: Upload, numbers: builtins.list[int]) -> tuple[builtins.list[Segment], str]:
         """The listed parts as the segments of one object, and its multipart ETag (S3's
         formula: MD5 of the parts' binary ETags, dash, part count)."""
         digest = hashlib.md5(usedforsecurity=False)

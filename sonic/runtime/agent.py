@@ -849,7 +849,7 @@ class Agent:
                     self.op_put(req, sock, peer)
                     continue
                 if op == "run":
-                    reply = self.op_run(req, sock)
+                    reply: dict[str, Any] = self.op_run(req, sock)
                     protocol.send_frame(sock, reply)
                     continue
                 handler = {"ping": self.op_ping, "warm": self.op_warm, "drop": self.op_drop,
@@ -858,7 +858,7 @@ class Agent:
                            "rawtcp_pull": self.op_rawtcp_pull, "diskbench": self.op_diskbench,
                            "coldstart": self.op_coldstart, "app_install": self.op_app_install}.get(op)  # type: ignore[arg-type]
                 if handler is None:
-                    reply: dict[str, Any] = {"ok": False, "kind": "request", "error": f"unknown op {op!r}"}
+                    reply = {"ok": False, "kind": "request", "error": f"unknown op {op!r}"}
                 else:
                     reply = handler(req)
             except BadKeyError as exc:

@@ -138,8 +138,8 @@ class Coordinator:
             reachable.append(name)
         if not reachable:
             raise TransportError(f"no agent of the cluster answers: {'; '.join(errors)}")
-        for error in errors:
-            logger.warning("leaving an agent out of this job: %s", error)
+        for message in errors:
+            logger.warning("leaving an agent out of this job: %s", message)
         return reachable
 
     def _target(self, name: str) -> Target:

@@ -97,11 +97,11 @@ class RemoteSettings:
         """Settings of a cluster's remote storage; a local cluster's embedded S3 takes the key
         pair derived from the cluster secret (:func:`sonic.cluster.s3auth.cluster_credentials`)."""
         rs = cluster.remote_storage
-        keys: dict[str, str] = {}
         if cluster.local is not None and cluster.secret_file:
             pair = cluster_credentials(read_secret(cluster.secret_file))
-            keys = {"access_key": pair["AWS_ACCESS_KEY_ID"], "secret_key": pair["AWS_SECRET_ACCESS_KEY"]}
-        return cls(rs.bucket, rs.endpoint_url, rs.region, rs.multipart_threshold_mb, **keys)
+            return cls(rs.bucket, rs.endpoint_url, rs.region, rs.multipart_threshold_mb,
+                       access_key=pair["AWS_ACCESS_KEY_ID"], secret_key=pair["AWS_SECRET_ACCESS_KEY"])
+        return cls(rs.bucket, rs.endpoint_url, rs.region, rs.multipart_threshold_mb)
 
 
 #: Bytes per read when streaming a GET body to a file (never the whole object in memory).
