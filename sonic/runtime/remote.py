@@ -3,12 +3,15 @@
 Large objects go multipart (boto3's managed transfer, several connections); every object
 carries its xxh3 checksum as user metadata and downloads are verified against it.
 
-Retries come in two layers. Each HTTP request is retried by botocore's ``standard`` mode:
-throttling (``503 SlowDown`` and friends), 500/502/503/504 and connection errors, with
-jittered exponential backoff, ``max_attempts`` tries. Whole operations (an upload, a download,
-a listing) are retried on top, ``operation_attempts`` times with full-jitter backoff, for what
-the inner layer gives up on: its retry quota drained by a burst of throttling, or a multipart
-transfer that failed half-way. Client errors (403, 404, bad bucket) are never retried.
+Retries: one policy, botocore's ``standard`` mode, retries each HTTP request: throttling
+(``503 SlowDown`` and friends), 500/502/503/504 and connection errors, with jittered
+exponential backoff, ``max_attempts`` retries. A whole operation (an upload, a download, a
+listing) is tried again, ``operation_attempts`` times with full-jitter backoff, only for what
+botocore did not retry to the end: a request it gave up on early because its retry quota was
+drained by a burst of throttling, or a transfer that broke half-way (a connection lost in a
+streamed body, s3transfer's own give-up). An error that botocore already retried
+``max_attempts`` times is final, so attempts never multiply (up to 9 x 4 = 36 requests
+before). Client errors (403, 404, bad bucket) are never retried.
 """
 
 from __future__ import annotations
@@ -69,6 +72,17 @@ def is_retryable(exc: BaseException) -> bool:
     return False
 
 
+def retried_to_the_end(exc: BaseException, max_attempts: int) -> bool:
+    """Whether botocore already spent all its ``max_attempts`` retries on this error response
+    (its ``RetryAttempts``; botocore's max_attempts counts retries after the first request):
+    trying the operation again would multiply the attempts."""
+    client_error = _client_error(exc)
+    if client_error is None:
+        return False  # no response: a connection or transfer broken half-way
+    retries = int(client_error.response.get("ResponseMetadata", {}).get("RetryAttempts") or 0)
+    return retries >= max_attempts
+
+
 def is_missing(exc: BaseException) -> bool:
     client_error = _client_error(exc)
     return client_error is not None and str(client_error.response.get("Error", {}).get("Code", "")) in MISSING_CODES
@@ -82,8 +96,8 @@ class RemoteSettings:
     endpoint_url: str | None = None
     region: str = "us-east-1"
     multipart_threshold_mb: int = 16
-    max_attempts: int = 8               # per HTTP request (botocore standard mode)
-    operation_attempts: int = 4         # per upload/download/listing, on top of the above
+    max_attempts: int = 8               # retries per HTTP request (botocore standard mode)
+    operation_attempts: int = 4         # per upload/download/listing, for what botocore did not retry to the end
     backoff_base_s: float = 0.2         # operation retry n waits uniform(0, min(cap, base * 2**n))
     backoff_cap_s: float = 5.0
     connect_timeout_s: float = 5.0
@@ -142,7 +156,8 @@ class RemoteStore:
                     cleanup()
                 if is_missing(exc):
                     raise MissingObjectError(f"{what}: no such object in {self.where}") from None
-                if not is_retryable(exc) or attempt == attempts - 1:
+                final = not is_retryable(exc) or retried_to_the_end(exc, self.settings.max_attempts)
+                if final or attempt == attempts - 1:
                     tries = f" after {attempt + 1} attempts" if attempt else ""
                     raise TransportError(f"{what} failed{tries}: {exc}") from None
                 delay = random.uniform(0.0, min(self.settings.backoff_cap_s, self.settings.backoff_base_s * 2 ** attempt))

@@ -2,9 +2,9 @@
 ``sort`` through Remote-Storage still completes with validated output, every time.
 
 Retries happen per request (botocore standard mode: jittered exponential backoff on
-throttling and 5xx) and per operation on top (``RemoteStore._retrying``) for whatever the
-first layer gives up on. ``experiments/reliability_s3.py`` measures completion and latency
-over more runs.
+throttling and 5xx); an operation is tried again (``RemoteStore._retrying``) only for what
+botocore did not retry to the end (a drained retry quota, a transfer broken half-way).
+``experiments/reliability_s3.py`` measures completion and latency over more runs.
 """
 
 from __future__ import annotations
@@ -12,12 +12,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import botocore.retries.quota
 import pytest
 from reliability_helpers import all_pids, assert_gone, make_coordinator, options, s3_control
 
 from sonic.app import load_app
 from sonic.cluster.spec import ClusterSpec
 from sonic.emulation.local import local_cluster
+from sonic.errors import TransportError
 from sonic.plan import PassingMethod, fixed_plan
 from sonic.runtime.remote import RemoteSettings, RemoteStore
 
@@ -54,11 +56,14 @@ def test_sort_completes_with_ten_percent_s3_failures(throttled_cluster: ClusterS
 
 
 def test_operation_retry_outlasts_a_drained_request_retry_budget(throttled_cluster: ClusterSpec,
-                                                                 tmp_path: Path) -> None:
-    """With botocore allowed a single attempt per request, every 503 surfaces as an error:
-    the operation-level retry (jittered backoff) alone must carry uploads and downloads."""
+                                                                 tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """With botocore's retry quota drained (as after a burst of throttling), botocore retries
+    nothing and every 503 surfaces as an error: the operation-level retry (jittered backoff)
+    alone must carry uploads and downloads."""
+    monkeypatch.setattr(botocore.retries.quota.RetryQuota, "acquire", lambda self, capacity_amount: False)
     settings = RemoteSettings.for_cluster(throttled_cluster)
-    store = RemoteStore(RemoteSettings(**{**settings.__dict__, "max_attempts": 1, "operation_attempts": 12,
+    store = RemoteStore(RemoteSettings(**{**settings.__dict__, "operation_attempts": 12,
                                           "backoff_base_s": 0.01, "backoff_cap_s": 0.05}))
     blob = tmp_path / "blob"
     blob.write_bytes(b"x" * 50_000)
@@ -70,3 +75,22 @@ def test_operation_retry_outlasts_a_drained_request_retry_budget(throttled_clust
         assert store.delete_prefix("retry-test/") == 10
     finally:
         s3_control(throttled_cluster, "faults", {"fail_rate": FAIL_RATE})
+
+
+def test_attempts_do_not_multiply(throttled_cluster: ClusterSpec, tmp_path: Path) -> None:
+    """A request botocore already tried max_attempts times is not tried again by the operation
+    layer: an S3 that always answers 503 sees one request and max_attempts retries for one upload."""
+    settings = RemoteSettings.for_cluster(throttled_cluster)
+    store = RemoteStore(RemoteSettings(**{**settings.__dict__, "max_attempts": 3, "operation_attempts": 4,
+                                          "backoff_base_s": 0.01, "backoff_cap_s": 0.05}))
+    blob = tmp_path / "blob"
+    blob.write_bytes(b"x" * 50_000)
+    s3_control(throttled_cluster, "faults", {"fail_rate": 1.0})
+    try:
+        before = s3_control(throttled_cluster, "stats")
+        with pytest.raises(TransportError):
+            store.upload(blob, "never/stored")
+        after = s3_control(throttled_cluster, "stats")
+    finally:
+        s3_control(throttled_cluster, "faults", {"fail_rate": FAIL_RATE})
+    assert int(after["requests"]) - int(before["requests"]) == 1 + 3  # type: ignore[call-overload]
