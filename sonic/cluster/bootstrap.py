@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import paramiko
+import tenacity
 
 from sonic.cluster.codebundle import CodeBundle
 from sonic.cluster.procs import backoff
@@ -316,27 +317,35 @@ def _connect_once(target: SSHTarget, timeouts: SSHTimeouts) -> paramiko.SSHClien
 def open_session(
     target: SSHTarget, timeouts: SSHTimeouts = SSHTimeouts(), retry: RetryPolicy = RetryPolicy()
 ) -> Session:
-    """Connect with retries on transient failures; host-key and auth problems fail at once."""
-    delay = retry.first_s
-    for attempt in range(1, retry.attempts + 1):
+    """Connect with retries on transient failures; host-key and auth problems fail at once.
+
+    The retry loop is tenacity's: ``retry.attempts`` tries, waits doubling from
+    ``retry.first_s`` up to ``retry.max_s``, only for :func:`_is_transient` failures."""
+
+    def connect() -> Session:
         try:
             return Session(_connect_once(target, timeouts), target, timeouts)
-        except paramiko.AuthenticationException as exc:
+        except paramiko.AuthenticationException as exc:  # never transient: a wrong user or key
             raise TransportError(
                 f"ssh authentication as {target.user} to {target.where} (VM {target.name}) failed ({exc}); "
                 "check ssh.user and ssh.key in the cluster file"
             ) from None
-        except Exception as exc:
-            if not _is_transient(exc):
-                raise
-            if attempt == retry.attempts:
-                raise TransportError(
-                    f"cannot reach sshd of VM {target.name} at {target.where} after {attempt} attempts: "
-                    f"{type(exc).__name__}: {exc}"
-                ) from None
-            time.sleep(delay)  # backoff between connection attempts, not a readiness wait
-            delay = min(delay * 2, retry.max_s)
-    raise AssertionError("unreachable")
+
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(max(1, retry.attempts)),
+        wait=tenacity.wait_exponential(multiplier=retry.first_s, max=retry.max_s),
+        retry=tenacity.retry_if_exception(_is_transient),
+        reraise=True,
+    )
+    try:
+        return retrying(connect)
+    except Exception as exc:
+        if not _is_transient(exc):
+            raise
+        raise TransportError(
+            f"cannot reach sshd of VM {target.name} at {target.where} after {max(1, retry.attempts)} attempts: "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
 
 
 def check_data_dir(vm: VMSpec, data_dir: str) -> str:
