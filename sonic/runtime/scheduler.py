@@ -16,7 +16,7 @@ Rules:
   uploaded, otherwise ``direct`` from the VM holding it (a ``vm`` edge whose consumer had to
   run elsewhere, e.g. a shuffle whose inputs live on several VMs, falls back to ``direct``).
 - Packed outputs: an instance of a stage whose out-edges are all scatter, at least one of them
-  not VM-Storage, stores its outputs as one object (partitions + index) and reports each partition; routing, locations and lineage
+  Remote-Storage, stores its outputs as one object (partitions + index) and reports each partition; routing, locations and lineage
   stay per partition (its logical key), fetches read the partition's range of the pack.
 - Failures: only the failed instance is retried, up to ``max_attempts`` failures, then the
   job fails naming stage, instance, VM and error. A function failure (exception, OOM kill,
@@ -498,11 +498,11 @@ class JobState:
                 inst.attempts += 1
                 self.running[vm] += 1
                 upload = any(self.method(stage, e.dst) is PassingMethod.REMOTE for e in self.app.out_edges(stage))
-                # Packing saves objects and S3/agent requests where bytes leave the VM; an
-                # all-VM-Storage shuffle would only pay for it (a file per partition is still
-                # made for its consumers, and on this machine a small file costs ~1-2 ms).
-                pack = self.pack_outputs and packs_outputs(self.app, stage) and any(
-                    self.method(stage, e.dst) is not PassingMethod.VM for e in self.app.out_edges(stage))
+                # Packing saves S3 requests (M PUTs instead of M x R); it saves no request of a
+                # Direct or VM-Storage edge (one pull or read per partition either way) and costs
+                # a copy per partition read on the pack's VM, so only Remote-Storage packs
+                # (docs/architecture.md has the measurements).
+                pack = self.pack_outputs and upload and packs_outputs(self.app, stage)
                 actions.append(Dispatch(inst.spec, vm, tuple(sources), upload, inst.attempts, pack))
         return actions
 

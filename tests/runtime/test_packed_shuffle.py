@@ -1,7 +1,8 @@
-"""A shuffle stores one packed object per producer instance (issue 12): sort on a real loopback
-cluster with every fixed strategy validates, its run report shows M objects stored for the
-M x R shuffle, and with Remote-Storage the bucket holds M map objects, read by M x R ranged
-GETs. ``pack_outputs=False`` keeps the old one-object-per-file layout (M x R objects)."""
+"""A Remote-Storage shuffle stores one packed object per producer instance (issue 12): sort on
+a real loopback cluster validates with every fixed strategy; with Remote-Storage its run report
+shows M objects stored for the M x R shuffle, the bucket holds M map objects and the consumers
+make one ranged GET per mapper. ``pack_outputs=False`` keeps the old one-object-per-file layout
+(M x R objects, M x R PUTs)."""
 
 from __future__ import annotations
 
@@ -65,9 +66,9 @@ def test_sort_stores_one_object_per_mapper(loopback: ClusterSpec, sort_input: Pa
     edges = {(e["src"], e["dst"]): e for e in report["edges"]}  # type: ignore[union-attr]
     stages = {s["name"]: s["instances"] for s in report["stages"]}  # type: ignore[union-attr]
     assert stages == {"split": 1, "map": MAPS, "reduce": REDUCES}
-    # The run report: objects stored per shuffle = producer instances (not M x R) where bytes
-    # leave the VM; an all-VM-Storage shuffle keeps one file per partition (no copies to pay).
-    packed = strategy != "vm"
+    # The run report: objects stored per shuffle = producer instances (not M x R) for
+    # Remote-Storage; Direct and VM-Storage keep one file per partition (no copies to pay).
+    packed = strategy == "remote"
     assert edges[("map", "reduce")]["objects_stored"] == (MAPS if packed else MAPS * REDUCES)
     assert edges[("split", "map")]["objects_stored"] == (1 if packed else MAPS)
     assert all(e["method"] == strategy for e in edges.values())
@@ -98,6 +99,7 @@ def test_remote_shuffle_is_m_objects_read_by_m_times_r_ranged_gets(loopback: Clu
 
 
 def test_unpacked_layout_still_runs_and_stores_m_times_r(loopback: ClusterSpec, sort_input: Path) -> None:
-    report = _run(loopback, "direct", sort_input, pack=False)
+    report = _run(loopback, "remote", sort_input, pack=False)
     edges = {(e["src"], e["dst"]): e for e in report["edges"]}  # type: ignore[union-attr]
     assert edges[("map", "reduce")]["objects_stored"] == MAPS * REDUCES
+    assert report["s3_requests"]["put"] == MAPS + MAPS * REDUCES  # split's chunks + every partition

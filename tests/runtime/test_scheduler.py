@@ -195,14 +195,14 @@ def test_a_replanner_sees_each_finished_stage_and_its_plan_reaches_stages_not_st
 
 
 @pytest.mark.parametrize("method", list(PassingMethod))
-def test_a_scatter_producer_packs_unless_its_edges_stay_on_the_vm(method: PassingMethod) -> None:
-    """split (all out-edges scatter) stores one packed object when its bytes leave the VM (direct,
-    remote); work (a gather out-edge) never packs. Consumers get the partitions by range: their
-    inputs carry the pack and offset the producer reported."""
+def test_a_scatter_producer_packs_for_remote_storage(method: PassingMethod) -> None:
+    """split (all out-edges scatter) stores one packed object when its edge is Remote-Storage
+    (M PUTs instead of M x R); work (a gather out-edge) never packs. Consumers get the
+    partitions by range: their inputs carry the pack and offset the producer reported."""
     app = make_app()
     state = JobState(app, fixed_plan(app, method, ["vm0", "vm1"]), {"vm0": 2, "vm1": 2}, INPUT)
     (split,) = [a for a in state.start() if isinstance(a, Dispatch)]
-    assert split.pack is (method is not PassingMethod.VM)
+    assert split.pack is (method is PassingMethod.REMOTE)
     names = ["part-0", "part-1"]
     ranges = {n: ("_packed", 10 * i) for i, n in enumerate(names)} if split.pack else {}
     outs = tuple((n, 10, f"ck-{n}") for n in names)
