@@ -31,7 +31,7 @@ from pathlib import Path
 
 from sonic.app import load_app
 from sonic.emulation.local import HarnessOptions, local_cluster
-from sonic.cluster.procs import backoff, pid_alive
+from sonic.emulation.procs import backoff, pid_alive
 from sonic.cluster.spec import ClusterSpec
 from sonic.errors import SonicError
 from sonic.inputs import generate_input

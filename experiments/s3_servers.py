@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from sonic.cluster.procs import backoff, spawn, stop_pid, tail
+from sonic.emulation.procs import backoff, spawn, stop_pid, tail
 from sonic.emulation.s3server import EMBEDDED_S3_CREDENTIALS
 from sonic.runtime.bench import write_blob
 from sonic.runtime.s3load import S3Target, Throughput, file_aggregate, s3_aggregate

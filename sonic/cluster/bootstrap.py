@@ -32,10 +32,10 @@ import paramiko
 import tenacity
 
 from sonic.cluster.codebundle import CodeBundle
-from sonic.cluster.procs import backoff
 from sonic.cluster.readiness import AGENT_INFO_FILE, AgentProgram, agent_args, wait_agent_ready
 from sonic.cluster.spec import SSHSpec, VMSpec
 from sonic.errors import ClusterFileError, SonicError, TransportError
+from sonic.polling import backoff
 
 DEFAULT_SSH_CONFIG = Path("~/.ssh/config")
 DEFAULT_KNOWN_HOSTS = Path("~/.ssh/known_hosts")

@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import sonic
-from sonic.cluster.procs import backoff
 from sonic.errors import (
     AuthenticationError,
     ClusterFileError,
     TransportError,
 )
+from sonic.polling import backoff
 
 # A cold agent imports numpy/pandas/boto3 and builds its worker pool: several seconds on a
 # busy 2-core CI box; 30 s is generous yet still fails fast on a crashed agent (we also

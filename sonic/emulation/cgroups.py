@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sonic.cluster.procs import backoff
+from sonic.emulation.procs import backoff
 from sonic.errors import UserInputError
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")

@@ -42,17 +42,6 @@ import yaml
 
 from sonic.cluster import bootstrap
 from sonic.cluster.codebundle import build_bundle, project_root
-from sonic.cluster.procs import (
-    DEFAULT_STOP_TIMEOUT_S,
-    backoff,
-    cwd_under,
-    is_ours,
-    pid_alive,
-    spawn,
-    stop_pid,
-    stop_session,
-    tail,
-)
 from sonic.cluster.readiness import (
     AGENT_INFO_FILE,
     AGENT_READY_TIMEOUT_S,
@@ -75,6 +64,17 @@ from sonic.cluster.spec import (
     parse_cluster,
 )
 from sonic.emulation import cgroups, netns
+from sonic.emulation.procs import (
+    DEFAULT_STOP_TIMEOUT_S,
+    backoff,
+    cwd_under,
+    is_ours,
+    pid_alive,
+    spawn,
+    stop_pid,
+    stop_session,
+    tail,
+)
 from sonic.emulation.sshd import make_client_keys, require_sshd, start_sshd
 from sonic.errors import ClusterFileError, SonicError, TransportError, UserInputError
 from sonic.runtime.program import real_agent_program

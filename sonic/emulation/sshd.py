@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sonic.cluster.procs import backoff, spawn, tail
+from sonic.emulation.procs import backoff, spawn, tail
 from sonic.errors import SonicError, TransportError
 
 SSHD_BINARY = "/usr/sbin/sshd"          # sshd must be started by absolute path (it re-execs itself)

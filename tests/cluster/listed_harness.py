@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from sonic.cluster.procs import backoff, spawn, stop_pid, tail
+from sonic.emulation.procs import backoff, spawn, stop_pid, tail
 from sonic.emulation.s3server import EMBEDDED_S3_CREDENTIALS
 
 REPO = Path(__file__).resolve().parents[2]

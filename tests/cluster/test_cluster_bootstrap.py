@@ -26,9 +26,9 @@ from sonic.cluster.bootstrap import (
     stop_agent,
 )
 from sonic.cluster.codebundle import build_bundle
-from sonic.cluster.procs import pid_alive, stop_pid
 from sonic.cluster.readiness import AgentProgram
 from sonic.cluster.spec import SSHSpec, VMSpec
+from sonic.emulation.procs import pid_alive, stop_pid
 from sonic.emulation.sshd import ClientKeys, SSHServer, keygen, make_client_keys, start_sshd
 from sonic.errors import ClusterFileError, TransportError
 

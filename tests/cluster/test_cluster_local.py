@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from sonic.cluster.procs import backoff, pid_alive
 from sonic.cluster.readiness import AgentProgram
 from sonic.cluster.spec import ClusterSpec, load_cluster
 from sonic.emulation.local import HarnessOptions, cluster_down, cluster_status, cluster_up, local_cluster
+from sonic.emulation.procs import backoff, pid_alive
 from sonic.errors import ClusterFileError, TransportError, UserInputError
 from sonic.workflows import cluster_commands as commands
 
@@ -224,7 +224,7 @@ def test_status_without_cluster_file_is_actionable(tmp_path: Path) -> None:
 
 
 def test_in_process_s3_shaping_in_loopback(cluster_root: Path, options: HarnessOptions) -> None:
-    from sonic.cluster.procs import cmdline
+    from sonic.emulation.procs import cmdline
 
     with local_cluster(1, "loopback", cluster_root, s3_mbps=80, options=options) as spec:
         assert spec.local is not None

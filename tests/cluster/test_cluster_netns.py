@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from sonic.cluster.procs import pid_alive
 from sonic.cluster.readiness import AgentProgram
 from sonic.cluster.spec import ClusterSpec, load_cluster
 from sonic.emulation import netns
 from sonic.emulation.local import HarnessOptions, client_env, cluster_status, local_cluster
+from sonic.emulation.procs import pid_alive
 
 pytestmark = [pytest.mark.root, pytest.mark.usefixtures("require_netns", "require_sshd")]
 

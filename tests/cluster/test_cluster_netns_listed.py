@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from sonic.cluster.procs import pid_alive, stop_pid
 from sonic.emulation import netns
+from sonic.emulation.procs import pid_alive, stop_pid
 from sonic.emulation.sshd import make_client_keys, start_sshd
 
 from .listed_harness import REPO, cluster_yaml, run_json, s3_server, sonic_cli, user_env, write_user_app

@@ -16,7 +16,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from sonic.cluster.procs import backoff, pid_alive, spawn, stop_pid, tail
+from sonic.emulation.procs import backoff, pid_alive, spawn, stop_pid, tail
 from sonic.emulation.s3server import EMBEDDED_S3_CREDENTIALS
 
 BUCKET = "sonic-ranges"

@@ -17,7 +17,7 @@ import pytest
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
-from sonic.cluster.procs import backoff, pid_alive, spawn, stop_pid, tail
+from sonic.emulation.procs import backoff, pid_alive, spawn, stop_pid, tail
 from sonic.emulation.s3server import EMBEDDED_S3_CREDENTIALS, TokenBucket
 
 BUCKET = "sonic-test"

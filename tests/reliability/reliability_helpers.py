@@ -9,9 +9,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from sonic.cluster.procs import backoff, pid_alive
 from sonic.cluster.spec import ClusterSpec
 from sonic.emulation.local import HarnessOptions
+from sonic.emulation.procs import backoff, pid_alive
 from sonic.runtime.client import AgentClient, Timeouts
 from sonic.runtime.coordinator import Coordinator
 from sonic.runtime.heartbeat import HeartbeatSettings

@@ -30,7 +30,7 @@ from faultapps import control_doc, write_input
 from reliability_helpers import FAULTY_SPEC, assert_gone
 
 from sonic.app import load_app
-from sonic.cluster.procs import pid_alive
+from sonic.emulation.procs import pid_alive
 from sonic.plan import PassingMethod, fixed_plan
 
 PROJECT = Path(__file__).resolve().parents[2]

@@ -13,34 +13,14 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+
+from sonic.polling import backoff
 
 # SIGTERM grace before SIGKILL: agents stop their worker pools on SIGTERM, which takes well
 # under a second; 5 s leaves room on a loaded CI machine without making `down` feel stuck.
 DEFAULT_STOP_TIMEOUT_S = 5.0
-
-# Polling backoff bounds: start fast (processes usually come up in ~100 ms) and cap the
-# interval so a deadline is never overshot by much.
-BACKOFF_FIRST_S = 0.01
-BACKOFF_MAX_S = 0.25
-
-
-def backoff(deadline: float, first: float = BACKOFF_FIRST_S, cap: float = BACKOFF_MAX_S) -> Iterator[float]:
-    """Yield the remaining time until ``deadline`` (monotonic), sleeping with exponential
-    backoff between yields; stops once the deadline has passed. The first yield is immediate."""
-    delay = first
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return
-        yield remaining
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return
-        time.sleep(min(delay, remaining))
-        delay = min(delay * 2, cap)
-
 
 # Popen objects of the children we spawned, by PID: polling them reaps the child and keeps
 # subprocess from warning about a "still running" process when the object is collected.
