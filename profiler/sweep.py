@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from profiler.cold import ColdExecutor
 from profiler.isolation import ChildFailure, in_fork
 from profiler.repeat import run_best_of
 from profiler.schema import run_to_frame
@@ -176,8 +177,6 @@ def profile_app(
     t_sweep = time.perf_counter()
     plan: list[tuple[int, int, bool]] = [(r, s, False) for r in range(runs) for s in ordered]
     if cold_runs:
-        from profiler.cold import ColdExecutor  # imported lazily: only cold sweeps need it
-
         cold_exec: Executor = ColdExecutor.for_app(app)
         plan += [(r, s, True) for r in range(cold_runs) for s in ordered]
     # Inputs are generated once per (size, seed) and shared by the warm and cold runs.
