@@ -3,9 +3,10 @@ stderr otherwise, nothing with ``--json``.
 
 Results never go through here: a verb prints its results to stdout whatever stdout is (a
 terminal, a pipe, ``> out.txt``); progress only ever goes to stderr, so stdout stays exactly the
-results. On a terminal, click's progress bar redraws one line per stage; without one, a line is
-written when a stage finishes and at most every :data:`LINE_INTERVAL_S` seconds while it runs
-(a log file gets a handful of lines, not one per instance).
+results. On a terminal, click's progress bar redraws one line per stage. Without one, a plain
+status line at most every :data:`LINE_INTERVAL_S` seconds, the first one only after the work has
+run that long: a log of a long job gets a line every few seconds, not one per instance, and a
+short command (or one that fails early) prints nothing but its result or its one error line.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from __future__ import annotations
 import enum
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import click
 
-#: Seconds between two plain progress lines of one unfinished stage (non-terminal output).
+#: Seconds between two plain progress lines (non-terminal output), and before the first.
 LINE_INTERVAL_S = 10.0
 
 
@@ -56,13 +58,15 @@ class InstanceProgress:
     The only progress printer for instance counts: the reference executor and the cluster
     coordinator both report through it (``sonic run`` either way)."""
 
-    def __init__(self, mode: ProgressMode, *, indent: str = "",
-                 interval_s: float = LINE_INTERVAL_S) -> None:
+    def __init__(self, mode: ProgressMode, *, indent: str = "", interval_s: float = LINE_INTERVAL_S,
+                 clock: Callable[[], float] = time.monotonic, echo: Callable[[str], None] = note) -> None:
         self.mode = mode
         self.indent = indent
         self.interval_s = interval_s
+        self.clock = clock
+        self.echo = echo
         self._bars: dict[str, Any] = {}  # click's ProgressBar is not public API, hence Any
-        self._last_line: dict[str, float] = {}
+        self._last_line: float | None = None  # LINES: when the last line was due (first: the start)
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         if self.mode is ProgressMode.LIVE:
@@ -82,10 +86,9 @@ class InstanceProgress:
             del self._bars[stage]
 
     def _line(self, stage: str, done: int, total: int) -> None:
-        now = time.monotonic()
-        last = self._last_line.get(stage)
-        if done >= total or last is None or now - last >= self.interval_s:
-            self._last_line[stage] = now
-            note(f"{self.indent}{stage}: {done}/{total} instances")
-            if done >= total:
-                del self._last_line[stage]
+        now = self.clock()
+        if self._last_line is None:
+            self._last_line = now
+        elif now - self._last_line >= self.interval_s:
+            self._last_line = now
+            self.echo(f"{self.indent}{stage}: {done}/{total} instances")
