@@ -69,3 +69,15 @@ def test_replay_dispatches_only_unfinished_instances(tmp_path: Path) -> None:
     dispatched = [(a.spec.stage, a.spec.index) for a in actions if isinstance(a, Dispatch)]
     assert dispatched == [("map", 0)], dispatched
     assert sum(state.running.values()) == 1   # the slot accounting matches what really runs
+
+
+def test_packed_outputs_keep_their_ranges_through_the_journal(tmp_path: Path) -> None:
+    """A packed producer's partitions (issue 12) are journaled with the pack and offset that
+    hold them, so a resumed job's consumers still fetch the right range."""
+    journal = Journal(tmp_path / "jobs", JOB).create(header())
+    packed = InstanceFinished("map", 1, "vm0", (("part-0000", 300, "s0"), ("part-0001", 200, "s1")), True,
+                              ranges={"part-0000": ("_packed", 0), "part-0001": ("_packed", 300)})
+    journal.record(packed)
+    journal.close()
+    _, done = Journal(tmp_path / "jobs", JOB).read()
+    assert done == [packed]
