@@ -215,7 +215,10 @@ def _print_run(result: Any) -> None:
     for s in result.stages:
         click.echo(f"  stage {s.name:12s} {s.instances:4d} instances {s.seconds:8.2f} s  peak {s.peak_memory_mb:7.1f} MB")
     for e in result.edges:
-        click.echo(f"  edge  {e.src + ' -> ' + e.dst:24s} {e.method:7s} {e.bytes:12d} B {e.seconds:8.2f} s")
+        click.echo(f"  edge  {e.src + ' -> ' + e.dst:24s} {e.method:7s} {e.bytes:12d} B {e.seconds:8.2f} s  "
+                   f"{e.objects_stored:6d} objects stored")
+    if result.s3_requests:
+        click.echo(f"  S3 requests: {result.s3_requests.get('put', 0)} PUT, {result.s3_requests.get('get', 0)} GET")
     if result.predicted_vs_actual:
         from sonic.comparison import render
 
