@@ -8,7 +8,7 @@ export SONIC_HOME=${OUT:-/tmp/sonic-sort-live}/store SONIC_CLUSTER=${OUT:-/tmp/s
 cd "$(dirname "$0")/../.."
 sonic cluster up --local 2
 sonic cluster calibrate --json > ${OUT:-/tmp/sonic-sort-live}/calib.json
-time sonic profile sort
+time sonic profile sort --local-reference   # SONIC_CLUSTER is set: profile on the reference executor, as the issue says
 [ -f "${OUT:-/tmp/sonic-sort-live}/sort256.in" ] || sonic workloads gen sort --size 256MB -o "${OUT:-/tmp/sonic-sort-live}/sort256.in"
 for s in remote vm direct; do sonic run sort --input ${OUT:-/tmp/sonic-sort-live}/sort256.in --strategy $s --json > ${OUT:-/tmp/sonic-sort-live}/warm.$s.json 2>${OUT:-/tmp/sonic-sort-live}/warm.$s.err; done
 sonic plan sort --input-size 256MB
