@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from reliability_helpers import kill9, options, wait_until
@@ -85,9 +86,11 @@ def job_files(spec: ClusterSpec, job: str) -> list[Path]:
 
 
 def bucket_keys(spec: ClusterSpec, job: str) -> int:
-    os.environ.update(client_env(spec))
-    remote = RemoteStore(RemoteSettings.for_cluster(spec))
-    return int(remote.client.list_objects_v2(Bucket=remote.settings.bucket, Prefix=f"{job}/").get("KeyCount", 0))
+    # The cluster's S3 keys for this call only: left in os.environ they would reach every
+    # process a later test starts (an embedded S3 server then refuses its own clients' keys).
+    with mock.patch.dict(os.environ, client_env(spec)):
+        remote = RemoteStore(RemoteSettings.for_cluster(spec))
+        return int(remote.client.list_objects_v2(Bucket=remote.settings.bucket, Prefix=f"{job}/").get("KeyCount", 0))
 
 
 @pytest.mark.parametrize("size", [pytest.param(32_000_000, id="32MB"),
