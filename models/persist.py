@@ -21,20 +21,11 @@ import joblib
 import sklearn
 
 import sonic
-from sonic.errors import NotFittedError, UserInputError
+from sonic.errors import CorruptModelError, ModelsNotFoundError
 
 FORMAT = 2
 MODEL_FILE = "model.joblib"
 MANIFEST_FILE = "manifest.json"
-
-
-class CorruptModelError(UserInputError):
-    """A saved model or manifest cannot be read; names the file."""
-
-
-class ModelsNotFoundError(NotFittedError, FileNotFoundError):
-    """No saved models for the app. Also a FileNotFoundError, so callers that treat "no
-    models yet" as a missing file (the planner's untrusted fallback) keep working."""
 
 
 class SavableModel(Protocol):

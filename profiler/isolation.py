@@ -14,20 +14,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar, cast
 
-from sonic.errors import ExecutionError
+from sonic.errors import ChildFailure, ExecutionError
 from sonic.forking import ChildVanished, fork_and_report
 
 T = TypeVar("T")
-
-
-class ChildFailure(Exception):
-    """What a forked task raised, carried back as plain fields (exceptions with custom
-    constructors do not survive pickling)."""
-
-    def __init__(self, kind: str, message: str, fields: dict[str, object]) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.fields = fields
 
 
 def in_fork(task: Callable[[], T], describe: Callable[[BaseException], dict[str, object]] | None = None) -> T:

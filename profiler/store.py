@@ -17,13 +17,9 @@ import pandas as pd
 import pyarrow as pa
 
 from profiler.schema import COLUMNS, LATER_COLUMNS
-from sonic.errors import UserInputError
+from sonic.errors import CorruptProfileError
 
 DEFAULT_ROOT = Path(".sonic")
-
-
-class CorruptProfileError(UserInputError):
-    """A profile part file cannot be read or lacks required columns; names the file."""
 
 
 class ProfileStore:

@@ -26,7 +26,7 @@ from profiler.repeat import run_best_of
 from profiler.schema import run_to_frame
 from profiler.store import ProfileStore
 from sonic.app import App
-from sonic.errors import ExecutionError, SonicError, UserInputError
+from sonic.errors import ExecutionError, ProfilingError, SonicError, UserInputError
 from sonic.metrics import RunResult
 from sonic.reference import ReferenceExecutor
 from sonic.sizes import format_size
@@ -61,16 +61,6 @@ def human_size(n: int) -> str:
         if n >= factor and n % factor == 0:
             return f"{n // factor}{unit}"
     return format_size(n)
-
-
-class ProfilingError(ExecutionError):
-    """A run of the sweep failed. Carries the stage (if known), the size and the cause."""
-
-    def __init__(self, message: str, *, stage: str | None, size: int, runs_recorded: int) -> None:
-        super().__init__(message)
-        self.stage = stage
-        self.size = size
-        self.runs_recorded = runs_recorded
 
 
 @dataclass

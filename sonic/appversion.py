@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from sonic.errors import AppDefinitionError, SonicError
+from sonic.errors import AppCodeError, AppDefinitionError
 
 #: Separates the app spec from its code digest in what the coordinator sends to agents.
 VERSION_SEP = "@"
@@ -21,10 +21,6 @@ HASH_DIGITS = 16
 #: Set by the agent (see :func:`sonic.runtime.appcode.handle_install`); its workers inherit it
 #: and find code there.
 APPS_DIR_ENV = "SONIC_APPS_DIR"
-
-
-class AppCodeError(SonicError):
-    """The app's code could not be installed or imported on a VM."""
 
 
 def split_spec(app_spec: str) -> tuple[str, str | None]:

@@ -2,25 +2,50 @@
 
 Every error a user can cause or meet derives from :class:`SonicError`. The CLI turns
 :class:`UserInputError` into exit code 2 and any other :class:`SonicError` into exit code 1,
-printing ``str(error)``: one line that names what is wrong and what to do.
+printing ``str(error)``: one line that names what is wrong and what to do. Every exception
+class of ``sonic``, ``profiler``, ``models`` and ``workloads`` is defined here (the modules
+that raise them re-export them under their old names, e.g. ``models.persist.CorruptModelError``);
+``sonic/runtime``'s own classes join when that package's split lands.
 
-    SonicError
-    ├── UserInputError           bad input: exit code 2
-    │   ├── AppDefinitionError   an application DAG that cannot run
-    │   ├── SizeFormatError      "50MB"-style sizes
-    │   ├── PlanError            a plan file that does not fit the app or the cluster
-    │   ├── ClusterFileError     a cluster file that is malformed
-    │   ├── InputFormatError     the application input is not in the format the app reads
-    │   └── InfeasibleError      no plan meets the request (with the best alternative)
-    ├── ExecutionError           a stage instance failed (names stage, instance, VM)
-    ├── NotFittedError           (models) predicting before fit
-    ├── TransportError           a peer (agent, S3, SSH) cannot be reached or misbehaves
-    │   ├── AuthenticationError  a peer failed the cluster-secret handshake
-    │   ├── CorruptObjectError   an object's bytes do not match its size/checksum
-    │   └── MissingObjectError   the peer holding an object does not have it (any more)
+    class                        exit  raised by / meaning
+    SonicError                     1   base of every error Sonic raises on purpose
+    ├── UserInputError             2   bad input
+    │   ├── AppDefinitionError     2   an application DAG that cannot run
+    │   ├── SizeFormatError        2   "50MB"-style sizes
+    │   ├── PlanError              2   a plan file that is malformed or does not fit the app or the cluster
+    │   │   └── TooManyPlans       2   (planner.bruteforce) the search space exceeds the caller's limit
+    │   ├── ClusterFileError       2   a cluster file that is malformed
+    │   ├── InputFormatError       2   the application input is not in the format the app reads
+    │   ├── InfeasibleError        2   no plan meets the request (with the best alternative)
+    │   ├── CorruptProfileError    2   (profiler.store) a profile part file cannot be read
+    │   └── CorruptModelError      2   (models.persist) a saved model or manifest cannot be read
+    ├── ExecutionError             1   a stage instance failed (names stage, instance, VM)
+    │   ├── SelectionError         1   (routing) an edge's selection matched none of the producer's files
+    │   ├── ProfilingError         1   (profiler.sweep) a run of the profiling sweep failed
+    │   ├── ChildVanished          1   (forking) a forked child ended without reporting
+    │   └── ChildFailure           1   (profiler.isolation) what a forked task raised, as plain fields
+    ├── NotFittedError             1   (models) predicting before fit
+    │   └── ModelsNotFoundError    1   (models.persist) no saved models for the app; also FileNotFoundError
+    ├── AppCodeError               1   (appversion) the app's code cannot be installed or imported on a VM
+    ├── NetnsError                 1   (emulation.netns) creating or removing the emulated network failed
+    ├── SSHDError                  1   (emulation.sshd) the throwaway sshd cannot be set up or started
+    ├── S3Error                    1   (emulation.s3store) an S3 error response of the embedded server
+    └── TransportError             1   a peer (agent, S3, SSH) cannot be reached or misbehaves
+        ├── AuthenticationError    1   a peer failed the cluster-secret handshake
+        │   └── AuthError          1   (cluster.s3auth) an S3 request the embedded server must refuse
+        ├── CorruptObjectError     1   an object's bytes do not match its size/checksum
+        ├── MissingObjectError     1   the peer holding an object does not have it (any more)
+        ├── HostKeyError           1   (cluster.bootstrap) an SSH host key is unknown or does not match
+        ├── BootstrapError         1   (cluster.bootstrap) some VMs could not be bootstrapped or stopped
+        └── RouteCheckError        1   (emulation.netns) an address does not route through our bridge
+
+The exit code is the class attribute ``exit_code``; ``sonic.cli`` prints the one line and exits
+with it. Anything that is not a SonicError is a bug and prints as an internal error (exit 1).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class SonicError(Exception):
@@ -83,3 +108,104 @@ class CorruptObjectError(TransportError):
 
 class MissingObjectError(TransportError):
     """The agent or bucket that should hold an object does not have it."""
+
+
+# --- classes raised by one module each (re-exported there under the same name) ---
+
+
+class TooManyPlans(PlanError):
+    """The search space is larger than the caller's limit."""
+
+
+class CorruptProfileError(UserInputError):
+    """A profile part file cannot be read or lacks required columns; names the file."""
+
+
+class CorruptModelError(UserInputError):
+    """A saved model or manifest cannot be read; names the file."""
+
+
+class SelectionError(ExecutionError):
+    """An edge's output selection matched none of the files its producer wrote."""
+
+
+class ProfilingError(ExecutionError):
+    """A run of the sweep failed. Carries the stage (if known), the size and the cause."""
+
+    def __init__(self, message: str, *, stage: str | None, size: int, runs_recorded: int) -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.size = size
+        self.runs_recorded = runs_recorded
+
+
+class ChildVanished(ExecutionError):
+    """The child ended without reporting (killed, out of memory, ``os._exit`` in the task).
+    ``how`` says how it ended, e.g. "killed by signal 9"; callers wrap it in their own error."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__(how)
+        self.how = how
+
+
+class ChildFailure(ExecutionError):
+    """What a forked task raised, carried back as plain fields (exceptions with custom
+    constructors do not survive pickling)."""
+
+    def __init__(self, kind: str, message: str, fields: dict[str, object]) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.fields = fields
+
+
+class ModelsNotFoundError(NotFittedError, FileNotFoundError):
+    """No saved models for the app. Also a FileNotFoundError, so callers that treat "no
+    models yet" as a missing file (the planner's untrusted fallback) keep working."""
+
+
+class AppCodeError(SonicError):
+    """The app's code could not be installed or imported on a VM."""
+
+
+class NetnsError(SonicError):
+    """Creating or removing the emulated network failed."""
+
+
+class SSHDError(SonicError):
+    """The throwaway sshd could not be set up or started."""
+
+
+class S3Error(SonicError):
+    """An S3 error response: HTTP status, S3 error code, message."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class AuthError(AuthenticationError):
+    """A request the server must refuse; ``code`` is the S3 error code to answer with."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class HostKeyError(TransportError):
+    """The SSH server's host key is unknown or does not match known_hosts."""
+
+
+class BootstrapError(TransportError):
+    """Some VMs could not be bootstrapped (or stopped); ``failures`` maps VM name to error."""
+
+    def __init__(self, message: str, failures: dict[str, SonicError], done: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.failures = failures
+        self.done = done
+
+
+class RouteCheckError(TransportError):
+    """An address does not route through our bridge: sending to it could leave the machine."""

@@ -19,16 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from sonic.errors import ChildVanished
+
 T = TypeVar("T")
-
-
-class ChildVanished(Exception):
-    """The child ended without reporting (killed, out of memory, ``os._exit`` in the task).
-    ``how`` says how it ended, e.g. "killed by signal 9"; callers wrap it in their own error."""
-
-    def __init__(self, how: str) -> None:
-        super().__init__(how)
-        self.how = how
 
 
 @dataclass(frozen=True)

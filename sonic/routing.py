@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from sonic.app import APP_INPUT, App, Edge, Pattern
-from sonic.errors import ExecutionError
+from sonic.errors import SelectionError
 
 
 @dataclass(frozen=True)
@@ -119,10 +119,6 @@ def partitions_of(app: App, stage: str, chosen: Mapping[str, int]) -> dict[str, 
     """The chosen counts of ``stage``'s elastic scatter consumers (what its instances must write)."""
     return {e.dst: int(chosen[e.dst]) for e in app.out_edges(stage)
             if e.pattern is Pattern.SCATTER and e.dst in chosen and app.stages[e.dst].parallelism is not None}
-
-
-class SelectionError(ExecutionError):
-    """An edge's output selection matched none of the files its producer wrote."""
 
 
 def selected(edge: Edge, outputs: Sequence[Sequence[ObjectRef]]) -> list[list[ObjectRef]]:

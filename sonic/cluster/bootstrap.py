@@ -34,7 +34,7 @@ import tenacity
 from sonic.cluster.codebundle import CodeBundle
 from sonic.cluster.readiness import AGENT_INFO_FILE, AgentProgram, agent_args, wait_agent_ready
 from sonic.cluster.spec import SSHSpec, VMSpec
-from sonic.errors import ClusterFileError, SonicError, TransportError
+from sonic.errors import BootstrapError, ClusterFileError, HostKeyError, SonicError, TransportError
 from sonic.polling import backoff
 
 DEFAULT_SSH_CONFIG = Path("~/.ssh/config")
@@ -58,10 +58,6 @@ AGENT_STOP_TIMEOUT_S = 5.0
 
 # Directories that must never be a VM's data_dir, because `down` deletes the data_dir.
 _PROTECTED_DIRS = {"/", "/tmp", "/var", "/var/tmp", "/home", "/root", "/usr", "/etc", "/opt", "/srv", "/run", "/bin", "/lib"}
-
-
-class HostKeyError(TransportError):
-    """The SSH server's host key is unknown or does not match known_hosts."""
 
 
 @dataclass(frozen=True)
@@ -594,15 +590,6 @@ def stop_agent(
             command += f" && rm -rf {q(data_dir)}"
         session.check(command)
         return stopped
-
-
-class BootstrapError(TransportError):
-    """Some VMs could not be bootstrapped (or stopped); ``failures`` maps VM name to error."""
-
-    def __init__(self, message: str, failures: dict[str, SonicError], done: dict[str, Any]) -> None:
-        super().__init__(message)
-        self.failures = failures
-        self.done = done
 
 
 #: Called once per VM as soon as its job ends: (VM name, result, or the error it failed with).

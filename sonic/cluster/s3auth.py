@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl, quote
 
+from sonic.errors import AuthError
+
 ALGORITHM = "AWS4-HMAC-SHA256"
 # S3 answers RequestTimeTooSkewed beyond 15 minutes; so do we.
 MAX_SKEW = timedelta(minutes=15)
@@ -28,15 +30,6 @@ _AUTH_RE = re.compile(
     r"^AWS4-HMAC-SHA256\s+Credential=(?P<cred>[^,\s]+),\s*SignedHeaders=(?P<signed>[^,\s]+),\s*Signature=(?P<sig>[0-9a-f]+)\s*$"
 )
 _SPACES = re.compile(r"\s+")
-
-
-class AuthError(Exception):
-    """A request the server must refuse; ``code`` is the S3 error code to answer with."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from sonic.errors import SonicError, TransportError
+from sonic.errors import NetnsError, RouteCheckError
 
 SUBNET_BASE = "10.213"           # dedicated /16; each cluster takes one /24 of it
 BRIDGE_HOST = 1                  # 10.213.K.1: the bridge (root namespace side)
@@ -47,14 +47,6 @@ TBF_LATENCY = "50ms"
 # and 4 ms worth of rate so the timer granularity never caps the rate below the target.
 TBF_MIN_BURST_BYTES = 64 * 1024
 TBF_BURST_SECONDS = 0.004
-
-
-class NetnsError(SonicError):
-    """Creating or removing the emulated network failed."""
-
-
-class RouteCheckError(TransportError):
-    """An address does not route through our bridge: sending to it could leave the machine."""
 
 
 def _run(argv: Sequence[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -29,21 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from sonic.errors import S3Error
+
 # S3's rules (bucket naming, multipart part sizes and counts).
 BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 MIN_PART_SIZE = 5 * 1024 * 1024
 MAX_PARTS = 10_000
 MAX_KEY_BYTES = 1024
-
-
-class S3Error(Exception):
-    """An S3 error response: HTTP status, S3 error code, message."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 def no_such_bucket(name: str) -> S3Error:

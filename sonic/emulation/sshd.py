@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sonic.emulation.procs import backoff, spawn, tail
-from sonic.errors import SonicError, TransportError
+from sonic.errors import SSHDError, TransportError
 
 SSHD_BINARY = "/usr/sbin/sshd"          # sshd must be started by absolute path (it re-execs itself)
 # sshd starts in tens of milliseconds; 10 s covers a loaded machine and a slow first key load.
@@ -32,10 +32,6 @@ KEYGEN_TIMEOUT_S = 20.0
 PORT_ATTEMPTS = 5
 # Enough concurrent unauthenticated connections for the bounded bootstrap pool plus retries.
 MAX_STARTUPS = "64:30:128"
-
-
-class SSHDError(SonicError):
-    """The throwaway sshd could not be set up or started."""
 
 
 @dataclass

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from sonic.app import App
 from sonic.cluster.spec import ClusterSpec
-from sonic.errors import InfeasibleError, PlanError
+from sonic.errors import InfeasibleError, TooManyPlans
 from sonic.plan import PassingMethod
 from sonic.planner.cost import Assignment, CostModel, objective_value
 from sonic.planner.optimise import Candidate
@@ -34,10 +34,6 @@ class BruteForceResult:
     cost_usd: float
     assignment: Assignment
     plans: int                   # plans scored (meeting the constraints or not)
-
-
-class TooManyPlans(PlanError):
-    """The search space is larger than the caller's limit."""
 
 
 def assignments(problem: Problem, space: PlacementSpace, model: CostModel, ss: SearchSpace) -> Iterator[Assignment]:
