@@ -86,14 +86,25 @@ def mac(secret: bytes, role: bytes, first: bytes, second: bytes) -> bytes:
     return hmac.new(secret, role + b"|" + first + b"|" + second, hashlib.sha256).digest()
 
 
-def recv_exact(sock: socket.socket, n: int, peer: str) -> bytes:
+class PeerClosedError(TransportError):
+    """The peer closed the connection cleanly between two frames (not inside one): the normal
+    end of a pooled connection, which a server need not log as a failure.
+
+    (A runtime exception outside :mod:`sonic.errors` until that file's move of the runtime's
+    classes lands; it derives from the tree's TransportError.)"""
+
+
+def recv_exact(sock: socket.socket, n: int, peer: str, *, frame_start: bool = False) -> bytes:
+    """``n`` bytes from ``sock``; a close raises TransportError, or :class:`PeerClosedError`
+    when ``frame_start`` says nothing of a frame was expected yet and nothing came."""
     buf = bytearray(n)
     view = memoryview(buf)
     got = 0
     while got < n:
         k = sock.recv_into(view[got:])
         if k == 0:
-            raise TransportError(f"{peer} closed the connection ({got}/{n} bytes of a frame received)")
+            error = PeerClosedError if frame_start and got == 0 else TransportError
+            raise error(f"{peer} closed the connection ({got}/{n} bytes of a frame received)")
         got += k
     return bytes(buf)
 
@@ -143,7 +154,7 @@ def send_frame(sock: socket.socket, doc: dict[str, Any]) -> None:
 
 
 def recv_frame(sock: socket.socket, peer: str, *, limit: int = MAX_FRAME) -> dict[str, Any]:
-    (length,) = FRAME_LENGTH.unpack(recv_exact(sock, FRAME_LENGTH.size, peer))
+    (length,) = FRAME_LENGTH.unpack(recv_exact(sock, FRAME_LENGTH.size, peer, frame_start=True))
     if length > limit:
         raise TransportError(f"{peer} sent a {length}-byte frame, above the {limit}-byte limit; closing")
     raw = recv_exact(sock, length, peer)

@@ -161,12 +161,12 @@ def test_a_partition_corrupted_in_transit_is_fetched_again(tmp_path: Path, monke
             path.write_bytes(good)
             return 0.01
 
-    monkeypatch.setattr(agent, "_peer", lambda *args: FlakyPeer())
+    monkeypatch.setattr(agent.fetcher, "peer", lambda *args: FlakyPeer())
     item = {"stage": "p", "instance": 0, "name": "part-9", "size": len(good),
             "checksum": xxhash.xxh3_128(good).hexdigest(), "method": "direct", "vm": "vm0", "host": "127.0.0.1",
             "port": 1, "pack": PACK_NAME, "offset": 4096}
     try:
-        path, _ = agent.ensure_local("job1", item)
+        path, _ = agent.fetcher.ensure_local("job1", item)
         assert path.read_bytes() == good and calls == [4096, 4096]
     finally:
         agent.stop()
