@@ -11,11 +11,13 @@ from __future__ import annotations
 import enum
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sonic.app import App
+from sonic.documents import decode, dotted
 from sonic.errors import PlanError
 
 OBJECTIVES = ("latency", "cost", "perf-per-dollar")
@@ -46,6 +48,25 @@ class PassingMethod(str, enum.Enum):
         except ValueError:
             allowed = ", ".join(m.value for m in cls)
             raise PlanError(f"{where}: method {value!r} is not allowed; use one of {allowed}") from None
+
+    @classmethod
+    def from_wire(cls, name: str) -> PassingMethod:
+        """The method a message names: its plan name (``vm``, ``direct``, ``remote``, what new
+        code sends) or the runtime's old name of VM-Storage, ``local`` (still accepted). The
+        one place that maps the two names; see docs/architecture.md, "One name per method"."""
+        method = WIRE_ALIASES.get(name)
+        if method is not None:
+            return method
+        try:
+            return cls(name)
+        except ValueError:
+            known = ", ".join([*(m.value for m in cls), *WIRE_ALIASES])
+            raise ValueError(f"unknown passing method {name!r} (known: {known})") from None
+
+
+#: Old names of passing methods on the agent protocol, accepted when decoding a message:
+#: the runtime called VM-Storage (read the object in place on this VM) "local".
+WIRE_ALIASES: dict[str, PassingMethod] = {"local": PassingMethod.VM}
 
 
 @dataclass(frozen=True)
@@ -157,7 +178,11 @@ class Plan:
 
     @classmethod
     def from_json(cls, doc: Any, *, source: str = "plan") -> Plan:
-        """Parse and type-check a plan document; errors name the key and the fix."""
+        """Parse and type-check a plan document; errors name the key and the fix.
+
+        The keys and their types are decoded by msgspec into these dataclasses (a wrong type
+        names its path, e.g. ``$.stages.map.instances``); the checks before fill the defaults
+        and keep the messages for a wrong top level, the checks after are those of values."""
         if not isinstance(doc, dict):
             raise PlanError(f"{source}: a plan must be a JSON object, got {type(doc).__name__}")
         missing = [k for k in ("app", "stages", "edges") if k not in doc]
@@ -170,69 +195,55 @@ class Plan:
         objective = doc.get("objective", "latency")
         if objective not in OBJECTIVES:
             raise PlanError(f"{source}: objective {objective!r} is not one of {', '.join(OBJECTIVES)}")
-        strategy = doc.get("strategy", "sonic")
-        if not isinstance(strategy, str):
-            raise PlanError(f"{source}: strategy must be a string")
-        if not isinstance(doc["stages"], dict):
-            raise PlanError(f"{source}: \"stages\" must be an object mapping stage name to its plan")
+        typed = {"input_bytes": 0, "objective": "latency", "strategy": "sonic", **doc}
+        where = _plan_where(doc)
         stages: dict[str, StagePlan] = {}
-        for name, sdoc in doc["stages"].items():
+        if isinstance(doc["stages"], dict):
+            typed["stages"] = {}  # each stage is decoded on its own, so that an error names it
+            for name, sdoc in doc["stages"].items():
+                choice = None
+                if isinstance(sdoc, dict) and sdoc.get("parallelism") is not None:
+                    choice = ParallelismChoice.from_json(sdoc["parallelism"], where=f"{source}: stage {name!r}")
+                stages[str(name)] = decode(_stage_defaults(sdoc), StagePlan, source=source, error=PlanError,
+                                           fix=PLAN_FIX, where=where, mapping="an object", at=["stages", str(name)])
+                stages[str(name)].parallelism = choice
+        if isinstance(doc["edges"], list):
+            typed["edges"] = [_edge_defaults(i, edoc, source) for i, edoc in enumerate(doc["edges"])]
+        plan = decode(typed, cls, source=source, error=PlanError, fix=PLAN_FIX, where=where, mapping="an object")
+        plan.stages = stages
+        plan._check_values(source)
+        return plan
+
+    def _check_values(self, source: str) -> None:
+        """What the types do not say: ranges, finite numbers, sums, one entry per edge."""
+        for name, stage in self.stages.items():
             where = f"{source}: stage {name!r}"
-            if not isinstance(sdoc, dict):
-                raise PlanError(f"{where} must be an object with instances and placement")
-            placement = sdoc.get("placement", {})
-            if not isinstance(placement, dict) or not all(
-                isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_INSTANCES for v in placement.values()
-            ):
+            placement, instances = stage.placement, stage.instances
+            if not all(0 <= v <= MAX_INSTANCES for v in placement.values()):
                 raise PlanError(f"{where}: placement must map VM names to integers from 0 to {MAX_INSTANCES}")
-            instances = sdoc.get("instances", sum(placement.values()))
-            if not isinstance(instances, int) or isinstance(instances, bool) or not 1 <= instances <= MAX_INSTANCES:
+            if not 1 <= instances <= MAX_INSTANCES:
                 shown = str(instances) if len(str(instances)) <= 20 else str(instances)[:17] + "..."
                 raise PlanError(f"{where}: instances must be an integer from 1 to {MAX_INSTANCES}, got {shown}")
             if placement and sum(placement.values()) != instances:
                 raise PlanError(f"{where}: placement puts {sum(placement.values())} instances on VMs but the stage has "
                                 f"{instances}; make the placement counts add up to instances")
-            memory = sdoc.get("memory_mb", 0.0)
-            if not _number(memory, high=MAX_MEMORY_MB):
+            if not _number(stage.memory_mb, high=MAX_MEMORY_MB):
                 raise PlanError(f"{where}: memory_mb must be a finite number from 0 to {MAX_MEMORY_MB}")
-            choice = None
-            if sdoc.get("parallelism") is not None:
-                choice = ParallelismChoice.from_json(sdoc["parallelism"], where=where)
-                if choice.chosen != instances:
-                    raise PlanError(f"{where}: parallelism chosen {choice.chosen} differs from instances {instances}; "
-                                    "make them equal")
-            stages[name] = StagePlan(instances, {str(k): v for k, v in placement.items()}, float(memory), choice)
-        if not isinstance(doc["edges"], list):
-            raise PlanError(f"{source}: \"edges\" must be a list of {{src, dst, method}} objects")
-        edges: list[EdgePlan] = []
+            if stage.parallelism is not None and stage.parallelism.chosen != instances:
+                raise PlanError(f"{where}: parallelism chosen {stage.parallelism.chosen} differs from instances "
+                                f"{instances}; make them equal")
         seen: set[tuple[str, str]] = set()
-        for i, edoc in enumerate(doc["edges"]):
-            if not isinstance(edoc, dict) or not {"src", "dst", "method"} <= set(edoc):
-                raise PlanError(f"{source}: edge #{i} must be an object with src, dst and method")
-            if not isinstance(edoc["src"], str) or not isinstance(edoc["dst"], str):
-                raise PlanError(f"{source}: edge #{i}: src and dst must be stage names")
-            where = f"{source}: edge {edoc['src']} -> {edoc['dst']}"
-            if (edoc["src"], edoc["dst"]) in seen:
+        for edge in self.edges:
+            where = f"{source}: edge {edge.src} -> {edge.dst}"
+            if (edge.src, edge.dst) in seen:
                 raise PlanError(f"{where} is listed twice; keep one entry per edge")
-            seen.add((edoc["src"], edoc["dst"]))
-            predicted = edoc.get("predicted_s", {})
-            if not isinstance(predicted, dict) or not all(_number(v) for v in predicted.values()):
+            seen.add((edge.src, edge.dst))
+            if not all(_number(v) for v in edge.predicted_s.values()):
                 raise PlanError(f"{where}: predicted_s must map methods to finite, non-negative seconds")
-            edges.append(EdgePlan(str(edoc["src"]), str(edoc["dst"]), str(edoc.get("pattern", "")),
-                                  PassingMethod.parse(edoc["method"], where=where),
-                                  {str(k): float(v) for k, v in predicted.items()}))
-        input_bytes = doc.get("input_bytes", 0)
-        if not isinstance(input_bytes, int) or isinstance(input_bytes, bool) or not 0 <= input_bytes <= MAX_INPUT_BYTES:
+        if not 0 <= self.input_bytes <= MAX_INPUT_BYTES:
             raise PlanError(f"{source}: input_bytes must be an integer from 0 to {MAX_INPUT_BYTES} (1 PB)")
-        predicted_tot = doc.get("predicted", {})
-        if not isinstance(predicted_tot, dict) or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                for v in predicted_tot.values()):
+        if not all(math.isfinite(v) for v in self.predicted.values()):
             raise PlanError(f"{source}: predicted must be an object of finite numbers")
-        notes = doc.get("notes", [])
-        if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
-            raise PlanError(f"{source}: notes must be a list of strings")
-        return cls(str(doc["app"]), input_bytes, objective, strategy, stages, edges, dict(predicted_tot), notes)
 
     @classmethod
     def load(cls, path: Path) -> Plan:
@@ -279,6 +290,53 @@ class Plan:
                             f"stage {name!r} is placed on unknown VM {vm!r}; the cluster has {', '.join(sorted(known))}"
                         )
         return self
+
+
+#: How a type error in a plan file ends: the fix.
+PLAN_FIX = "see `sonic plan APP --json` for the format"
+
+
+def _stage_defaults(sdoc: Any) -> Any:
+    """A stage entry with its defaults filled (``instances``: the placement total) and its
+    parallelism left out (:meth:`ParallelismChoice.from_json` checks and decodes it)."""
+    if not isinstance(sdoc, dict):
+        return sdoc  # msgspec names it: must be an object
+    sdoc = {k: v for k, v in sdoc.items() if k != "parallelism"}
+    placement = sdoc.get("placement", {})
+    if "instances" not in sdoc and isinstance(placement, dict) and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in placement.values()):
+        sdoc["instances"] = sum(placement.values())
+    return sdoc
+
+
+def _edge_defaults(index: int, edoc: Any, source: str) -> Any:
+    """An edge entry with its defaults filled; an unknown method is named with the allowed ones."""
+    if not isinstance(edoc, dict) or not {"src", "dst", "method"} <= set(edoc):
+        raise PlanError(f"{source}: edge #{index} must be an object with src, dst and method")
+    if isinstance(edoc["src"], str) and isinstance(edoc["dst"], str):
+        PassingMethod.parse(edoc["method"], where=f"{source}: edge {edoc['src']} -> {edoc['dst']}")
+    return {"pattern": "", **edoc}
+
+
+def _plan_where(doc: dict[str, Any]) -> Callable[[list[str | int]], str]:
+    """How plan messages name the path msgspec reports: ``stage 'map': instances``,
+    ``edge #0 split -> map: predicted_s``, ``"input_bytes"``."""
+    def where(path: list[str | int]) -> str:
+        head, rest = (path[0], path[1:]) if path else ("", [])
+        if head == "stages" and rest:
+            name, inner = rest[0], rest[1:]
+            return f"stage {name!r}" + (f": {dotted(inner)}" if inner else "")
+        if head == "edges" and rest and isinstance(rest[0], int):
+            index, inner = rest[0], rest[1:]
+            edges = doc.get("edges")
+            edoc = edges[index] if isinstance(edges, list) and index < len(edges) else None
+            label = f"edge #{index}"
+            if isinstance(edoc, dict) and isinstance(edoc.get("src"), str) and isinstance(edoc.get("dst"), str):
+                label += f" {edoc['src']} -> {edoc['dst']}"
+            return label + (f": {dotted(inner)}" if inner else "")
+        return f'"{head}"' + (dotted(rest) if rest and not isinstance(rest[0], str) else
+                              ("." + dotted(rest) if rest else "")) if head else "the plan"
+    return where
 
 
 def fixed_plan(app: App, method: PassingMethod, vm_names: list[str], *, input_bytes: int = 0) -> Plan:

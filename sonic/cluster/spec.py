@@ -11,12 +11,13 @@ import math
 import os
 import re
 import urllib.parse
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 
+from sonic.documents import decode, dotted, unknown_keys
 from sonic.errors import ClusterFileError
 
 DEFAULT_CLUSTER_FILE = Path(".sonic/cluster.yaml")
@@ -156,8 +157,6 @@ class ClusterSpec:
         os.replace(tmp, path)
 
 
-T = TypeVar("T")
-
 # Plausible ranges of numeric keys: anything outside is a typo (10**30 cores, a negative
 # price, 1e308 MB), refused with the range in the message. (low, high), both inclusive.
 RANGES: dict[tuple[str, str], tuple[float, float]] = {
@@ -188,99 +187,49 @@ def _check_range(cls: type, key: str, value: Any, where: str) -> None:
         raise ClusterFileError(f"{where} is {shown}; it must be {allowed}")
 
 
-def _build(cls: type[T], doc: Any, where: str) -> T:
-    if not isinstance(doc, dict):
-        raise ClusterFileError(f"{where} must be a mapping, got {type(doc).__name__}")
-    allowed = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(doc) - set(allowed))
-    if unknown:
-        raise ClusterFileError(f"{where}: unknown key {unknown[0]!r}; allowed keys: {', '.join(allowed)}")
-    kwargs: dict[str, Any] = {}
-    hints = {f.name: f.type for f in fields(cls)}  # type: ignore[arg-type]
-    for key, value in doc.items():
-        kwargs[key] = _coerce(value, str(hints[key]), f"{where}.{key}")
-        _check_range(cls, key, kwargs[key], f"{where}.{key}")
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:  # a required key is missing
-        missing = str(exc).split("argument")[-1].strip(": ")
-        raise ClusterFileError(f"{where}: missing required key {missing}") from None
+#: How a type error in the cluster file ends: the fix.
+FIX = "fix it in the cluster file (`sonic cluster up --local 1` writes a valid one to compare with)"
+#: Sections that may be empty or null in the file and then take their defaults.
+DEFAULTED_SECTIONS = ("remote_storage", "prices", "calibration", "local")
 
 
-def _coerce(value: Any, hint: str, where: str) -> Any:
-    optional = "None" in hint
-    if value is None:
-        if optional:
-            return None
-        raise ClusterFileError(f"{where} must not be empty")
-    base = hint.replace(" | None", "").strip()
-    if base == "bool":
-        if not isinstance(value, bool):
-            raise ClusterFileError(f"{where} must be true or false, got {value!r}")
-        return value
-    if base == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ClusterFileError(f"{where} must be an integer, got {value!r}")
-        return value
-    if base == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ClusterFileError(f"{where} must be a number, got {value!r}")
-        try:
-            number = float(value)
-        except OverflowError:
-            number = math.inf
-        if not math.isfinite(number):
-            raise ClusterFileError(f"{where} must be a finite number, got {value!r}")
-        return number
-    if base == "str":
-        if not isinstance(value, str):
-            raise ClusterFileError(f"{where} must be a string, got {value!r}")
-        return value
-    if base == "dict[str, int]":
-        if not isinstance(value, dict) or not all(
-                isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) for k, v in value.items()):
-            raise ClusterFileError(f"{where} must map names to integers, got {_short(value)}")
-        return value
-    if base == "list[str]":
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ClusterFileError(f"{where} must be a list of strings, got {_short(value)}")
-        return value
-    return value  # nested records are handled by the caller
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+def _check_numbers(record: Any, where: str) -> None:
+    """Finite floats and plausible ranges in ``record`` and the records inside it (msgspec has
+    checked the types; NaN, inf and 10**30 cores are types it accepts)."""
+    for f in fields(record):
+        value = getattr(record, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ClusterFileError(f"{where}.{f.name} must be a finite number, got {value!r}")
+        _check_range(type(record), f.name, value, f"{where}.{f.name}")
+        if is_dataclass(value):
+            _check_numbers(value, f"{where}.{f.name}")
 
 
 def parse_cluster(doc: Any, *, source: str = "cluster file", check_paths: bool = True) -> ClusterSpec:
+    """Decode a parsed cluster document into a :class:`ClusterSpec` (types and required keys by
+    msgspec, errors naming the key's path), then check what types cannot say."""
     if not isinstance(doc, dict):
         raise ClusterFileError(f"{source}: must be a YAML mapping with a 'vms' list")
-    allowed = {"vms", "remote_storage", "prices", "calibration", "secret_file", "local"}
-    unknown = sorted(set(doc) - allowed)
-    if unknown:
-        raise ClusterFileError(f"{source}: unknown key {unknown[0]!r}; allowed keys: {', '.join(sorted(allowed))}")
+    at, key, allowed = unknown_keys(doc, ClusterSpec)
+    if key:
+        shown = ", ".join(sorted(allowed)) if not at else ", ".join(allowed)
+        raise ClusterFileError(f"{source}: {dotted(at) + ': ' if at else ''}unknown key {key!r}; allowed keys: {shown}")
     vms_doc = doc.get("vms")
     if not isinstance(vms_doc, list) or not vms_doc:
         raise ClusterFileError(f"{source}: 'vms' must be a non-empty list of VMs with name and host")
-    vms: list[VMSpec] = []
-    for i, vdoc in enumerate(vms_doc):
+    # An empty or null section means its defaults (as `remote_storage: {}` always has).
+    doc = {k: v for k, v in doc.items() if k not in DEFAULTED_SECTIONS or v}
+    spec = decode(doc, ClusterSpec, source=source, error=ClusterFileError, fix=FIX)
+    for i, vm in enumerate(spec.vms):
         where = f"{source}: vms[{i}]"
-        if not isinstance(vdoc, dict):
-            raise ClusterFileError(f"{where} must be a mapping with name and host")
-        for required in ("name", "host"):
-            if required not in vdoc:
-                raise ClusterFileError(f"{where}: missing required key {required!r}")
-        ssh_doc = vdoc.get("ssh")
-        vm = _build(VMSpec, {k: v for k, v in vdoc.items() if k != "ssh"}, where)
-        if ssh_doc is not None:
-            vm.ssh = _build(SSHSpec, ssh_doc, f"{where}.ssh")
+        _check_numbers(vm, where)
+        if vm.ssh is not None:
             if not 0 < vm.ssh.port < 65536:
                 raise ClusterFileError(f"{where}.ssh.port {vm.ssh.port} is not a TCP port (1-65535)")
             if check_paths and vm.ssh.key:
-                key = Path(os.path.expanduser(vm.ssh.key))
-                if not key.is_file():
-                    raise ClusterFileError(f"{where}.ssh.key: no key file at {key}; fix the path or create the key")
+                key_path = Path(os.path.expanduser(vm.ssh.key))
+                if not key_path.is_file():
+                    raise ClusterFileError(f"{where}.ssh.key: no key file at {key_path}; fix the path or create the key")
         if not NAME_RE.match(vm.name):
             raise ClusterFileError(f"{where}: VM name {vm.name!r} must be 1-64 ASCII letters, digits, '_' or '-', "
                                    "starting with a letter or '_'")
@@ -290,29 +239,22 @@ def parse_cluster(doc: Any, *, source: str = "cluster file", check_paths: bool =
             raise ClusterFileError(f"{where}: cores and memory_mb must be positive")
         if not 0 < vm.agent_port < 65536:
             raise ClusterFileError(f"{where}: agent_port {vm.agent_port} is not a TCP port (1-65535)")
-        vms.append(vm)
-    names = [vm.name for vm in vms]
+    for section in ("remote_storage", "prices", "calibration", "local"):
+        if getattr(spec, section) is not None:
+            _check_numbers(getattr(spec, section), f"{source}: {section}")
+    names = spec.vm_names
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ClusterFileError(f"{source}: VM name {dupes[0]!r} is used twice; VM names must be unique")
     endpoints: dict[tuple[str, int], str] = {}
-    local_doc = doc.get("local")
-    starting = isinstance(local_doc, dict) and local_doc.get("state") == "starting"
-    for vm in vms if not starting else []:  # a harness file mid-start has no agent ports yet
+    starting = spec.local is not None and spec.local.state == "starting"
+    for vm in spec.vms if not starting else []:  # a harness file mid-start has no agent ports yet
         endpoint = (vm.host.lower(), vm.agent_port)
         if endpoint in endpoints:
             raise ClusterFileError(f"{source}: VMs {endpoints[endpoint]!r} and {vm.name!r} both have agent "
                                    f"{vm.host}:{vm.agent_port}; one agent cannot be two VMs, give each its own "
                                    "host or agent_port")
         endpoints[endpoint] = vm.name
-    spec = ClusterSpec(
-        vms=vms,
-        remote_storage=_build(RemoteStorageSpec, doc.get("remote_storage") or {}, f"{source}: remote_storage"),
-        prices=_build(Prices, doc.get("prices") or {}, f"{source}: prices"),
-        calibration=_build(Calibration, doc.get("calibration") or {}, f"{source}: calibration"),
-        secret_file=_coerce(doc.get("secret_file"), "str | None", f"{source}: secret_file"),
-        local=_build(LocalClusterInfo, doc["local"], f"{source}: local") if doc.get("local") else None,
-    )
     if spec.remote_storage.kind != "s3":
         raise ClusterFileError(f"{source}: remote_storage.kind {spec.remote_storage.kind!r} is not supported; use s3")
     _check_storage(spec.remote_storage, f"{source}: remote_storage")
