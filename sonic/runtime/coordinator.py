@@ -59,6 +59,7 @@ from sonic.runtime.scheduler import (
     JobState,
     VMLost,
 )
+from sonic.runtime.transport import TcpTransport, Transport
 
 ProgressFn = Callable[[str, int, int], None]
 EventObserver = Callable[[Event], None]
@@ -94,13 +95,17 @@ class Coordinator:
                  max_attempts: int = 3, progress: ProgressFn | None = None,
                  heartbeat: HeartbeatSettings | None = HeartbeatSettings(),
                  instance_timeout_s: float | None = None, observer: EventObserver | None = None,
-                 pack_outputs: bool = True) -> None:
+                 pack_outputs: bool = True, transport: Transport | None = None,
+                 remote: RemoteStore | None = None) -> None:
         """``timeouts`` bounds every network wait (and agent-to-agent transfers); ``heartbeat``
         None disables failure detection beyond broken connections; ``instance_timeout_s``
         overrides every stage's timeout for this run (None: each stage's ``timeout_s``, else
         ``timeouts.stage_s``); ``observer`` sees every event before the scheduler does (tests
         and experiments inject faults at precise points with it); ``pack_outputs`` False keeps
-        one object per output file even on shuffle edges (see ``JobState``)."""
+        one object per output file even on shuffle edges (see ``JobState``). ``transport``
+        carries every request to the agents (None: authenticated TCP; tests pass a
+        :class:`~sonic.runtime.transport.MockTransport`), ``remote`` is the cluster's object
+        storage (None: the cluster file's S3)."""
         self.pack_outputs = pack_outputs
         self.cluster = cluster
         self.secret = secret
@@ -110,10 +115,11 @@ class Coordinator:
         self.heartbeat = heartbeat
         self.instance_timeout_s = instance_timeout_s
         self.observer = observer
-        self.remote = RemoteStore(RemoteSettings.for_cluster(cluster))
+        self.transport = transport if transport is not None else TcpTransport(secret)
+        self.remote = remote if remote is not None else RemoteStore(RemoteSettings.for_cluster(cluster))
         self.agents: dict[str, AgentHandle] = {}
         for vm in cluster.vms:
-            client = AgentClient(vm.host, vm.agent_port, secret, vm.name, timeouts)
+            client = AgentClient(vm.host, vm.agent_port, secret, vm.name, timeouts, self.transport.session())
             self.agents[vm.name] = AgentHandle(vm.name, vm.host, vm.agent_port, vm.cores, client)
 
     def close(self) -> None:
@@ -149,7 +155,7 @@ class Coordinator:
     def _probe(self, name: str) -> SonicError | None:
         """None if agent ``name`` answers one ping within the heartbeat deadline, else why not."""
         timeout = (self.heartbeat or HeartbeatSettings()).timeout_s
-        return probe(self._target(name), self.secret, timeout)
+        return probe(self._target(name), self.secret, timeout, self.transport)
 
     def warm(self, app_spec: str, exclude: set[str] | frozenset[str] = frozenset()) -> None:
         agents = [a for name, a in self.agents.items() if name not in exclude]
@@ -195,7 +201,7 @@ class Coordinator:
         out_dir = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix=f"sonic-out-{app.name}-"))
         events: queue.Queue[Event] = queue.Queue()
         lease = LeaseKeeper(job, {n: self._target(n) for n in self.agents if n not in lost}, self.secret,
-                            self.timeouts.lease_s, lambda vm, why: events.put(VMLost(vm, why)))
+                            self.timeouts.lease_s, lambda vm, why: events.put(VMLost(vm, why)), self.transport)
         failed = True
         try:
             # Inside the try: a job that fails from here on (even while staging its input)
@@ -249,7 +255,7 @@ class Coordinator:
         if self.heartbeat is not None:
             targets = {n: self._target(n) for n in self.agents if n not in lost}
             monitor = Heartbeat(targets, self.secret, self.heartbeat,
-                                lambda vm, reason: events.put(VMLost(vm, reason))).start()
+                                lambda vm, reason: events.put(VMLost(vm, reason)), self.transport).start()
         t0 = time.perf_counter()
         try:
             with ThreadPoolExecutor(max_workers=total_slots, thread_name_prefix="sonic-dispatch") as pool:
@@ -431,7 +437,7 @@ class Coordinator:
                 deadline = (self.heartbeat or HeartbeatSettings()).timeout_s
                 agent = self.agents[name]
                 client = AgentClient(agent.host, agent.port, self.secret, name,
-                                     Timeouts(connect_s=deadline, control_s=deadline))
+                                     Timeouts(connect_s=deadline, control_s=deadline), self.transport.session())
             else:
                 client = self.agents[name].client
             try:

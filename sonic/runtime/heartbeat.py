@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from sonic.errors import SonicError, TransportError
 from sonic.runtime.client import AgentClient, Timeouts
+from sonic.runtime.transport import Transport
 
 log = logging.getLogger("sonic.heartbeat")
 
@@ -47,11 +48,13 @@ class Target:
     port: int
 
 
-def probe(target: Target, secret: bytes, timeout_s: float) -> SonicError | None:
+def probe(target: Target, secret: bytes, timeout_s: float, transport: Transport | None = None) -> SonicError | None:
     """One ping on a fresh connection within ``timeout_s``: None if the agent answered, else
-    the error saying why not (an AuthenticationError means a misconfiguration, not a loss)."""
+    the error saying why not (an AuthenticationError means a misconfiguration, not a loss).
+    ``transport``: how to reach the agent (None: TCP; a session of its own either way)."""
     client = AgentClient(target.host, target.port, secret, target.name,
-                         Timeouts(connect_s=timeout_s, control_s=timeout_s))
+                         Timeouts(connect_s=timeout_s, control_s=timeout_s),
+                         transport.session() if transport is not None else None)
     try:
         client.call("ping")
         return None
@@ -67,8 +70,9 @@ class Heartbeat:
     """Pings each target from a thread of its own; calls ``on_lost(name, reason)`` once per lost VM."""
 
     def __init__(self, targets: Mapping[str, Target], secret: bytes, settings: HeartbeatSettings,
-                 on_lost: Callable[[str, str], None]) -> None:
+                 on_lost: Callable[[str, str], None], transport: Transport | None = None) -> None:
         self.targets = dict(targets)
+        self.transport = transport
         self.secret = secret
         self.settings = settings
         self.on_lost = on_lost
@@ -100,7 +104,7 @@ class Heartbeat:
         # what every transfer to it needs. The cost (a handshake per interval) is negligible.
         misses = 0
         while not self._stop.wait(self.settings.interval_s) and self._watching(target.name):
-            error = probe(target, self.secret, self.settings.timeout_s)
+            error = probe(target, self.secret, self.settings.timeout_s, self.transport)
             if error is None:
                 misses = 0
                 continue

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from sonic.errors import SonicError
 from sonic.runtime.client import AgentClient, RemoteCallError, Timeouts
 from sonic.runtime.heartbeat import Target
+from sonic.runtime.transport import Transport
 
 log = logging.getLogger("sonic.lease")
 
@@ -26,13 +27,14 @@ class LeaseKeeper:
     """Renews ``job`` on every target from one thread until :meth:`stop`."""
 
     def __init__(self, job: str, targets: Mapping[str, Target], secret: bytes, ttl_s: float,
-                 on_ended: Callable[[str, str], None]) -> None:
+                 on_ended: Callable[[str, str], None], transport: Transport | None = None) -> None:
         self.job = job
         self.ttl_s = ttl_s
         self.on_ended = on_ended
         deadline = max(0.5, min(5.0, ttl_s / 3))
         self._clients = {name: AgentClient(t.host, t.port, secret, name,
-                                           Timeouts(connect_s=deadline, control_s=deadline))
+                                           Timeouts(connect_s=deadline, control_s=deadline),
+                                           transport.session() if transport is not None else None)
                          for name, t in targets.items()}
         self._ended: set[str] = set()
         self._stop = threading.Event()
