@@ -464,12 +464,14 @@ def section_adaptivity() -> str:
                      f(c["sonic_first_mean_s"], 3), f(c["sonic_last_mean_s"], 3)]
                     + [f(100 * c[f"{s}_median_abs_latency_error"], 0) for s in adaptivity.STRATEGIES]
                     + [c["models_replaced"], c["replans"], c["sonic_plans"], "yes" if c["all_outputs_ok"] else "**no**",
-                       f(c.get("median_load_1min", math.nan), 1)])
+                       f(c.get("median_load_1min", math.nan), 1), c["best_fixed_by_median"],
+                       f(c["sonic_vs_best_median"]), f"{c['rounds_within_1_10_of_best_median']}/{c['rounds']}"])
     text += table(["app", "MB", "rounds", "worst sonic/best", "median sonic/best", "rounds <= 1.10x",
                    "rounds sonic = best's methods", "sonic mean first 10 (s)", "sonic mean last 10 (s)"]
                   + [f"{s} latency err %" for s in adaptivity.STRATEGIES]
                   + ["models replaced (runs)", "re-plans", "distinct sonic plans", "all outputs valid",
-                     "median load (1 min)"], body)
+                     "median load (1 min)", "best fixed (by median)", "sonic / it (medians)",
+                     "rounds <= 1.10x of it"], body)
     text += ("\n\"first/last 10\" use min(10, rounds/2) rounds when fewer than 20 ran. \"models replaced\" counts runs "
              "(of all four strategies) after which the champion/challenger refit replaced the models.\n")
     return text
