@@ -30,11 +30,13 @@ that raise them re-export them under their old names, e.g. ``models.persist.Corr
     ├── NetnsError                 1   (emulation.netns) creating or removing the emulated network failed
     ├── SSHDError                  1   (emulation.sshd) the throwaway sshd cannot be set up or started
     ├── S3Error                    1   (emulation.s3store) an S3 error response of the embedded server
+    ├── AgentRequestError          1   (runtime.agent RequestError = runtime.client RemoteCallError) a request an agent failed
     └── TransportError             1   a peer (agent, S3, SSH) cannot be reached or misbehaves
         ├── AuthenticationError    1   a peer failed the cluster-secret handshake
         │   └── AuthError          1   (cluster.s3auth) an S3 request the embedded server must refuse
         ├── CorruptObjectError     1   an object's bytes do not match its size/checksum
         ├── MissingObjectError     1   the peer holding an object does not have it (any more)
+        ├── PeerClosedError        1   (runtime.protocol) a peer closed between frames: a pooled connection's end
         ├── HostKeyError           1   (cluster.bootstrap) an SSH host key is unknown or does not match
         ├── BootstrapError         1   (cluster.bootstrap) some VMs could not be bootstrapped or stopped
         └── RouteCheckError        1   (emulation.netns) an address does not route through our bridge
@@ -209,3 +211,51 @@ class BootstrapError(TransportError):
 
 class RouteCheckError(TransportError):
     """An address does not route through our bridge: sending to it could leave the machine."""
+
+
+# --- the runtime's (sonic/runtime) ---
+
+
+class AgentRequestError(SonicError):
+    """A request an agent could not serve, the same on both ends of the wire: the agent
+    raises it and answers with :meth:`reply`; its client raises the copy :meth:`from_reply`
+    rebuilds (``sonic.runtime.agent.request.RequestError`` and
+    ``sonic.runtime.client.RemoteCallError`` are this class).
+
+    ``kind`` says whose fault (``instance``, ``fetch``, ``request``, ``input``, ``timeout``,
+    ``cancelled``). For ``fetch`` errors ``cause`` says what was wrong with the input
+    (``corrupt``, ``missing``, ``unreachable`` source, or ``local`` disk), ``input`` names the
+    object key and ``source`` the VM (or ``s3``) it was fetched from, so the coordinator can
+    regenerate exactly that object.
+    """
+
+    def __init__(self, message: str, kind: str = "request", *, cause: str = "", input: str | None = None,
+                 source: str | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.cause = cause
+        self.input = input
+        self.source = source
+
+    def reply(self) -> dict[str, Any]:
+        """The agent's answer: ``{ok: false, kind, error[, cause, input, source]}``."""
+        doc: dict[str, Any] = {"ok": False, "kind": self.kind, "error": str(self)}
+        if self.cause:
+            doc.update(cause=self.cause, input=self.input, source=self.source)
+        return doc
+
+    @classmethod
+    def from_reply(cls, peer: str, reply: dict[str, Any], default_kind: str) -> AgentRequestError:
+        """The error an agent's ``ok: false`` reply carries, its message naming ``peer``."""
+
+        def text(key: str) -> str | None:
+            value = reply.get(key)
+            return value if isinstance(value, str) else None
+
+        return cls(f"agent {peer}: {reply.get('error', 'unknown error')}", str(reply.get("kind", default_kind)),
+                   cause=text("cause") or "", input=text("input"), source=text("source"))
+
+
+class PeerClosedError(TransportError):
+    """The peer closed the connection cleanly between two frames (not inside one): the normal
+    end of a pooled connection, which a server need not log as a failure."""

@@ -15,36 +15,15 @@ from typing import Any
 import xxhash
 
 from sonic import __version__
-from sonic.errors import CorruptObjectError, ExecutionError, SonicError, TransportError
+from sonic.errors import AgentRequestError, CorruptObjectError, ExecutionError, TransportError
 from sonic.runtime.transport import DEFAULT_STAGE_TIMEOUT_S, Endpoint, TcpTransport, Timeouts, Transport
 
 __all__ = ["DEFAULT_STAGE_TIMEOUT_S", "AgentClient", "RemoteCallError", "Timeouts"]
 
 
-class RemoteCallError(SonicError):
-    """The agent answered with an error; ``kind`` says whose fault (instance, fetch, request).
-
-    For ``fetch`` errors ``cause`` says what was wrong with the input (``corrupt``, ``missing``,
-    ``unreachable`` source, or ``local`` disk), ``input`` names the object key and ``source``
-    the VM (or ``s3``) it was fetched from, so the coordinator can regenerate exactly that object.
-    """
-
-    def __init__(self, message: str, kind: str, *, cause: str = "", input: str | None = None,
-                 source: str | None = None) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.cause = cause
-        self.input = input
-        self.source = source
-
-    @classmethod
-    def from_reply(cls, peer: str, reply: dict[str, Any], default_kind: str) -> RemoteCallError:
-        def text(key: str) -> str | None:
-            value = reply.get(key)
-            return value if isinstance(value, str) else None
-
-        return cls(f"agent {peer}: {reply.get('error', 'unknown error')}", str(reply.get("kind", default_kind)),
-                   cause=text("cause") or "", input=text("input"), source=text("source"))
+#: The error of an agent's ``ok: false`` reply: the same class the agent raised
+#: (``kind``, ``cause``, ``input``, ``source``; see :class:`sonic.errors.AgentRequestError`).
+RemoteCallError = AgentRequestError
 
 
 class AgentClient:

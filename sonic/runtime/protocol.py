@@ -39,7 +39,7 @@ from typing import Any
 import msgpack
 
 from sonic import __version__
-from sonic.errors import AuthenticationError, TransportError
+from sonic.errors import AuthenticationError, PeerClosedError, TransportError
 
 MAX_PREAUTH_FRAME = 1024
 MAX_FRAME = 8 * 1024 * 1024
@@ -84,14 +84,6 @@ def _tag(key: bytes, seq: int, payload: bytes) -> bytes:
 
 def mac(secret: bytes, role: bytes, first: bytes, second: bytes) -> bytes:
     return hmac.new(secret, role + b"|" + first + b"|" + second, hashlib.sha256).digest()
-
-
-class PeerClosedError(TransportError):
-    """The peer closed the connection cleanly between two frames (not inside one): the normal
-    end of a pooled connection, which a server need not log as a failure.
-
-    (A runtime exception outside :mod:`sonic.errors` until that file's move of the runtime's
-    classes lands; it derives from the tree's TransportError.)"""
 
 
 def recv_exact(sock: socket.socket, n: int, peer: str, *, frame_start: bool = False) -> bytes:

@@ -66,6 +66,15 @@ class Fetcher:
         for client in peers:
             client.close()
 
+    def _check_method(self, method: object, *, ranged: bool) -> RemoteStore | None:
+        """Refuse a passing method this agent cannot fetch by; return the remote store for
+        ``remote`` (``local`` needs no fetch unless the input is one partition of a pack)."""
+        if method not in (("local", "direct", "remote") if ranged else ("direct", "remote")):
+            raise RequestError(f"unknown passing method {method!r}", "request")
+        if method == "remote" and self.remote is None:
+            raise RequestError("this agent has no remote storage configured", "request")
+        return self.remote
+
     def ensure_local(self, job: str, item: dict[str, Any], timeouts: Timeouts = Timeouts()) -> tuple[Path, float]:
         """Make input ``item`` available on this VM, verified against its checksum; return its
         path and the seconds spent moving it. A copy that does not verify is never used."""
@@ -91,18 +100,20 @@ class Fetcher:
                 path.unlink()  # a stale or damaged copy of a fetched object (or partition): fetch it afresh
             elif method == "local" and not ranged:
                 raise fail("missing", "is not there")
+            # The request's own faults first: inside the try, an AgentRequestError is a peer's answer.
+            remote = self._check_method(method, ranged=ranged)
+            offset = int(item.get("offset") or 0)
+            if ranged and offset < 0:
+                raise RequestError("input offset must be non-negative", "request")
             try:
                 if ranged:
                     seconds = self._fetch_partition(job, item, path, size, checksum, method, timeouts)
                 elif method == "direct":
                     peer = self.peer(str(item["vm"]), str(item["host"]), int(item["port"]), timeouts)
                     seconds = peer.get_to_file(job, key, path, size=size, checksum=checksum or None)
-                elif method == "remote":
-                    if self.remote is None:
-                        raise RequestError("this agent has no remote storage configured", "request")
-                    seconds = self.remote.download(f"{job}/{key}", path, size=size, checksum=checksum or None)
                 else:
-                    raise RequestError(f"unknown passing method {method!r}", "request")
+                    assert remote is not None  # _check_method: remote storage is configured
+                    seconds = remote.download(f"{job}/{key}", path, size=size, checksum=checksum or None)
             except CorruptObjectError as exc:
                 raise fail("corrupt", f"failed verification: {exc}") from None
             except (MissingObjectError, RemoteCallError) as exc:
@@ -122,9 +133,7 @@ class Fetcher:
         A partition that fails its checksum in transit is fetched once more before the object
         is declared corrupt (a bad pack is only cured by re-running its producer)."""
         pack_key = check_key(f"{item['stage']}/{item['instance']}/{item['pack']}")
-        offset = int(item.get("offset") or 0)
-        if offset < 0:
-            raise RequestError("input offset must be non-negative", "request")
+        offset = int(item.get("offset") or 0)  # checked non-negative by ensure_local
         t0 = time.perf_counter()
         path.parent.mkdir(parents=True, exist_ok=True)
         attempts = 1 if method == "local" else 2
@@ -143,13 +152,10 @@ class Fetcher:
                 elif method == "direct":
                     peer = self.peer(str(item["vm"]), str(item["host"]), int(item["port"]), timeouts)
                     peer.get_to_file(job, pack_key, path, size=size, checksum=checksum or None, offset=offset)
-                elif method == "remote":
-                    if self.remote is None:
-                        raise RequestError("this agent has no remote storage configured", "request")
+                else:  # remote (ensure_local checked the method and that remote storage is configured)
+                    assert self.remote is not None
                     self.remote.download(f"{job}/{pack_key}", path, size=size, checksum=checksum or None,
                                          offset=offset)
-                else:
-                    raise RequestError(f"unknown passing method {method!r}", "request")
                 return time.perf_counter() - t0
             except CorruptObjectError as exc:
                 if attempt == attempts - 1:

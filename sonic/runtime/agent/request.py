@@ -11,27 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sonic.errors import SonicError
+from sonic.errors import AgentRequestError
 from sonic.runtime.client import Timeouts
 
-
-class RequestError(SonicError):
-    """A request that failed; ``kind`` (instance, fetch, request, ...) and, for fetches,
-    ``cause``, ``input`` and ``source`` travel back in the reply (see :mod:`sonic.runtime.agent`)."""
-
-    def __init__(self, message: str, kind: str = "request", *, cause: str = "", input: str | None = None,
-                 source: str | None = None) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.cause = cause
-        self.input = input
-        self.source = source
-
-    def reply(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {"ok": False, "kind": self.kind, "error": str(self)}
-        if self.cause:
-            doc.update(cause=self.cause, input=self.input, source=self.source)
-        return doc
+#: A request that failed: the one error type of both ends of the wire (its client raises the
+#: same class, rebuilt from the reply; see :class:`sonic.errors.AgentRequestError`).
+RequestError = AgentRequestError
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sonic import __version__
-from sonic.errors import AuthenticationError, TransportError
+from sonic.errors import AuthenticationError, PeerClosedError, TransportError
 from sonic.runtime import protocol
 from sonic.runtime.agent.bench_ops import BenchOps
 from sonic.runtime.agent.config import AgentConfig
@@ -79,7 +79,7 @@ class Dispatcher:
         while True:
             try:
                 req = protocol.recv_frame(sock, peer)
-            except protocol.PeerClosedError:
+            except PeerClosedError:
                 return  # the client closed a pooled connection: the normal end
             except TransportError as exc:
                 log.warning("dropping %s: %s", peer, exc)
