@@ -42,8 +42,14 @@ def test_short_instances_run_up_to_max_runs(tmp_path: Path) -> None:
 
 
 def test_long_instances_run_once(tmp_path: Path) -> None:
+    runs, wall = _run(tmp_path, 0.6, budget_s=0.5)
+    assert runs == 1 and wall >= 0.6
+
+
+def test_a_first_run_under_the_budget_always_gets_a_second(tmp_path: Path) -> None:
+    # One slow first run (a burst of page faults on fresh memory) is what best-of-k is for.
     runs, wall = _run(tmp_path, 0.3, budget_s=0.5)
-    assert runs == 1 and wall >= 0.3
+    assert runs == 2 and wall >= 0.3
 
 
 def test_run_queue_wait_is_taken_out_of_cpu_work(tmp_path: Path) -> None:
