@@ -54,6 +54,7 @@ from typing import Any
 from sonic.app import APP_INPUT, App
 from sonic.plan import PassingMethod, Plan
 from sonic.routing import InstanceSpec, ObjectRef, packs_outputs, route_instances
+from sonic.runtime.methods import Held, runtime_method
 
 
 # ---------------------------------------------------------------------------- events
@@ -522,16 +523,12 @@ class JobState:
                     )
                 return None
             ref = loc.ref  # the copy that exists now (a re-run producer may have rewritten it)
-            if loc.vm == vm and vm in self.alive:
-                sources.append(InputSource(ref, "local", vm))
-            elif self.method(ref.stage, spec.stage) is PassingMethod.REMOTE and loc.remote:
-                sources.append(InputSource(ref, "remote", None))
-            elif loc.vm in self.alive:
-                sources.append(InputSource(ref, "direct", loc.vm))
-            elif loc.remote:
-                sources.append(InputSource(ref, "remote", None))
-            else:
+            # The edge's planned method chooses (sonic.runtime.methods, "Passing methods").
+            hooks = runtime_method(self.method(ref.stage, spec.stage))
+            chosen = hooks.choose_source(Held(loc.vm, loc.remote), vm, self.alive)
+            if chosen is None:
                 return None
+            sources.append(InputSource(ref, chosen[0], chosen[1]))
         return sources
 
     # ------------------------------------------------------------------ results

@@ -19,6 +19,7 @@ from typing import Any
 from sonic.errors import CorruptObjectError, MissingObjectError, TransportError
 from sonic.runtime.agent.request import RequestError
 from sonic.runtime.client import AgentClient, RemoteCallError, Timeouts
+from sonic.runtime.methods import RUNTIME_METHODS
 from sonic.runtime.objects import Checksums, ObjectStore, check_key, copy_range, file_checksum
 from sonic.runtime.remote import RemoteStore
 
@@ -70,7 +71,8 @@ class Fetcher:
         """Refuse a passing method this agent cannot fetch by; return the remote store for
         ``remote`` (``local`` needs no fetch unless the input is one partition of a pack)."""
         if method not in (("local", "direct", "remote") if ranged else ("direct", "remote")):
-            raise RequestError(f"unknown passing method {method!r}", "request")
+            if ranged or not isinstance(method, str) or not _registered_extra(method):
+                raise RequestError(f"unknown passing method {method!r}", "request")
         if method == "remote" and self.remote is None:
             raise RequestError("this agent has no remote storage configured", "request")
         return self.remote
@@ -111,6 +113,11 @@ class Fetcher:
                 elif method == "direct":
                     peer = self.peer(str(item["vm"]), str(item["host"]), int(item["port"]), timeouts)
                     seconds = peer.get_to_file(job, key, path, size=size, checksum=checksum or None)
+                elif method != "remote":  # a registered extra method (_check_method): its own fetch
+                    seconds = RUNTIME_METHODS.by_wire(method)[1].fetch(job, key, item, path)
+                    if checksum and file_checksum(path) != checksum:
+                        path.unlink(missing_ok=True)
+                        raise CorruptObjectError(f"{key} does not match its checksum")
                 else:
                     assert remote is not None  # _check_method: remote storage is configured
                     seconds = remote.download(f"{job}/{key}", path, size=size, checksum=checksum or None)
@@ -162,3 +169,12 @@ class Fetcher:
                     raise
                 log.warning("job %s: %s; fetching the partition again", job, exc)
         raise AssertionError("unreachable: the loop returns or raises")
+
+
+def _registered_extra(wire: str) -> bool:
+    """A method registered beyond the three built-ins (sonic.runtime.methods), fetched by its own hook."""
+    try:
+        ident, _ = RUNTIME_METHODS.by_wire(wire)
+    except KeyError:
+        return False
+    return ident.builtin is None
