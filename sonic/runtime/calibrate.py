@@ -24,6 +24,7 @@ from sonic.cluster.spec import Calibration, load_cluster
 from sonic.errors import ClusterFileError
 from sonic.runtime.bench import direct_object_latency_s, invocation_overhead, object_overhead_s, write_blob
 from sonic.runtime.client import AgentClient
+from sonic.runtime.dispatch_cycle import TOUCH_OBJECTS, dispatch_gap_s
 from sonic.runtime.objects import file_checksum
 from sonic.runtime.protocol import read_secret
 from sonic.runtime.remote import RemoteSettings, RemoteStore
@@ -74,6 +75,8 @@ def calibrate_cluster(cluster_path: Path, *, progress: bool = False, echo: Echo 
         say("invocation overhead, per-object overhead and cold start ...")
         overhead = invocation_overhead(a, 30)
         per_object = object_overhead_s(a)
+        # A job pays more per instance than a bare round trip (sonic.runtime.dispatch_cycle).
+        invoke_s = max(overhead["median_ms"] / 1000, dispatch_gap_s(cluster, secret) - per_object * TOUCH_OBJECTS)
         # What a direct pull costs per object beyond its bytes (request, file, checksum); a
         # ping round trip alone under-counts it by two orders of magnitude.
         direct_latency = (direct_object_latency_s(b, a, cluster.vms[0]) if len(clients) > 1
@@ -90,7 +93,7 @@ def calibrate_cluster(cluster_path: Path, *, progress: bool = False, echo: Echo 
             s3_latency_s=latency_s3,
             s3_conn_Bps=per_conn,
             s3_aggregate_Bps=max(per_conn, 2 * s3_bytes * len(clients) / aggregate_s),
-            invoke_overhead_s=overhead["median_ms"] / 1000,
+            invoke_overhead_s=invoke_s,
             cold_start_s=cold,
             measured=True,
             object_overhead_s=per_object,
