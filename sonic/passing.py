@@ -52,22 +52,29 @@ class MethodRegistry(Generic[Hooks]):
     def __init__(self, side: str) -> None:
         self.side = side
         self._hooks: dict[str, tuple[MethodId, Hooks]] = {}
+        self._fast: dict[object, Hooks] = {}
 
     def register(self, method: PassingMethod | MethodId, hooks: Hooks, *, replace: bool = False) -> None:
         ident = method_id(method)
         if ident.name in self._hooks and not replace:
             raise ValueError(f"{self.side}: passing method {ident.name!r} is already registered")
         self._hooks[ident.name] = (ident, hooks)
+        # The planner's hot loop looks methods up by enum member: one dict lookup, any key.
+        self._fast[ident.name] = self._fast[ident] = hooks
+        if ident.builtin is not None:
+            self._fast[ident.builtin] = hooks
 
     def unregister(self, method: PassingMethod | MethodId) -> None:
-        self._hooks.pop(method_id(method).name, None)
+        ident = method_id(method)
+        self._hooks.pop(ident.name, None)
+        for key in (ident.name, ident, ident.builtin):
+            self._fast.pop(key, None)
 
     def get(self, method: PassingMethod | MethodId | str) -> Hooks:
-        name = method if isinstance(method, str) else method_id(method).name
-        found = self._hooks.get(name)
-        if found is None:
-            raise KeyError(f"{self.side}: no passing method {name!r} registered")
-        return found[1]
+        try:
+            return self._fast[method]
+        except KeyError:
+            raise KeyError(f"{self.side}: no passing method {method!r} registered") from None
 
     def by_wire(self, wire: str) -> tuple[MethodId, Hooks]:
         for ident, hooks in self._hooks.values():

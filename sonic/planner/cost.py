@@ -113,7 +113,9 @@ from dataclasses import dataclass, field
 
 from sonic.app import Pattern
 from sonic.errors import PlanError
+from sonic.passing import MethodId
 from sonic.plan import PassingMethod
+from sonic.planner.methods import PLANNER_METHODS, FetchInputs
 from sonic.planner.placement import Placement, PlacementSpace
 from sonic.planner.problem import EdgeInfo, Problem
 
@@ -188,11 +190,11 @@ class CostModel:
         self._net_out = min(cal.vm_bandwidth_Bps, cal.disk_read_Bps)
         self._flows: dict[tuple[int, int, int], _Flow] = {}
         # Keyed by what the fetch depends on (not the edge), so equal edges share the result.
-        self._fetch: dict[tuple[int, float, float, PassingMethod, int, int], tuple[float, ...]] = {}
+        self._fetch: dict[tuple[int, float, float, PassingMethod | MethodId, int, int], tuple[float, ...]] = {}
         self._stage: dict[tuple[str, int], _StageTerms] = {}
         self._fits: dict[tuple[str, int], bool] = {}
         self._cold: dict[tuple[str, int], tuple[int, ...]] = {}
-        self._dollars: dict[tuple[int, int, int], float] = {}
+        self._dollars: dict[tuple[int, PassingMethod | MethodId, int, int], float] = {}
 
     # ------------------------------------------------------------------ feasibility
     def fits(self, stage: str, p: Placement) -> bool:
@@ -313,29 +315,25 @@ class CostModel:
                 j += 1
         return result
 
-    def fetch(self, edge: EdgeInfo, method: PassingMethod, pp: Placement, pc: Placement) -> tuple[float, ...]:
+    def fetch(self, edge: EdgeInfo, method: PassingMethod | MethodId, pp: Placement,
+              pc: Placement) -> tuple[float, ...]:
         """Seconds each VM of ``pc`` spends fetching ``edge``'s input: per wave (every instance
-        fetches its own objects) or, for a shared edge, once (the VM's first wave)."""
+        fetches its own objects) or, for a shared edge, once (the VM's first wave). The
+        method's own term is its hook's (``sonic.planner.methods``)."""
         kind = _kind(edge)
         key = (kind, edge.bytes_per_consumer, edge.objects_per_consumer, method, pp.id, pc.id)
         found = self._fetch.get(key)
         if found is not None:
             return found
-        cal = self.cal
-        if method is PassingMethod.VM:
+        hooks = PLANNER_METHODS.get(method)
+        if hooks.in_place:
             found = tuple(0.0 for _ in pc.items)
         else:
             fl = self.flow(edge, pp, pc)
-            b, k = edge.bytes_per_consumer, edge.objects_per_consumer
+            inputs = FetchInputs(self.cal, self._net_in, self._net_out, edge.bytes_per_consumer,
+                                 edge.objects_per_consumer, fl.max_egress, fl.transfer_slots)
             cores = self.cores
             shared = kind == _SHARED
-            direct = method is PassingMethod.DIRECT
-            if direct:
-                producer_side = fl.max_egress * b / self._net_out
-                latency = cal.vm_latency_s * k
-            else:
-                aggregate = cal.s3_aggregate_Bps / fl.transfer_slots if fl.transfer_slots else 0.0
-                latency = cal.s3_latency_s * k
             seen: dict[tuple[int, float], float] = {}   # VMs with equal streams and share
             out: list[float] = []
             for (v, c), rf in zip(pc.items, fl.remote_fraction):
@@ -346,12 +344,7 @@ class CostModel:
                 q = 1 if shared else (c if c < cores[v] else cores[v])
                 value = seen.get((q, rf))
                 if value is None:
-                    if direct:
-                        value = latency * rf + max(q * b * rf / self._net_in, producer_side)
-                    else:
-                        rate = min(cal.s3_conn_Bps, self._net_in / q, aggregate)
-                        value = latency * rf + b * rf / rate
-                    seen[(q, rf)] = value
+                    value = seen[(q, rf)] = hooks.vm_seconds(inputs, q, rf)
                 out.append(value)
             found = tuple(out)
         self._fetch[key] = found
@@ -389,22 +382,24 @@ class CostModel:
         return len(p.items) * (prices.s3_get_per_1000 / 1000.0
                                + s.source_input_bytes / 1e9 * prices.s3_transfer_per_gb)
 
-    def download_dollars(self, edge: EdgeInfo, method: PassingMethod, pp: Placement, pc: Placement) -> float:
-        """S3 GETs and transfer of one Remote-Storage edge (0 for the other methods): per
-        consumer instance, or per consumer VM for a shared edge."""
-        if method is not PassingMethod.REMOTE:
+    def download_dollars(self, edge: EdgeInfo, method: PassingMethod | MethodId, pp: Placement,
+                         pc: Placement) -> float:
+        """Requests and transfer of one edge at its method's prices (Remote-Storage's GETs; 0
+        for a free method): per consumer instance, or per consumer VM for a shared edge."""
+        unit = PLANNER_METHODS.get(method).download_prices(self.problem.prices)
+        if unit is None:
             return 0.0
-        key = (edge.index, pp.id, pc.id)
+        per_1000, per_gb = unit
+        key = (edge.index, method, pp.id, pc.id)
         found = self._dollars.get(key)
         if found is None:
             fl = self.flow(edge, pp, pc)
-            prices = self.problem.prices
             if edge.pattern in SHARED:
                 copies = sum(fl.remote_fraction)
             else:
                 copies = sum(c * rf for (_, c), rf in zip(pc.items, fl.remote_fraction))
-            found = (copies * edge.objects_per_consumer * prices.s3_get_per_1000 / 1000.0
-                     + copies * edge.bytes_per_consumer / 1e9 * prices.s3_transfer_per_gb)
+            found = (copies * edge.objects_per_consumer * per_1000 / 1000.0
+                     + copies * edge.bytes_per_consumer / 1e9 * per_gb)
             self._dollars[key] = found
         return found
 
@@ -442,7 +437,8 @@ class CostModel:
                     raise PlanError(f"edge {e.src} -> {e.dst} uses vm but {name!r} is not on the VM(s) holding its input")
                 inputs.append((e, method, pp))
                 s3 += self.download_dollars(e, method, pp, p)
-            upload = any(assignment.methods[(e.src, e.dst)] is PassingMethod.REMOTE for e in problem.out_edges[name])
+            upload = any(PLANNER_METHODS.get(assignment.methods[(e.src, e.dst)]).needs_upload
+                         for e in problem.out_edges[name])
             uploads[name] = upload
             if upload:
                 s3 += self.upload_dollars(name)

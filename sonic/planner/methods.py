@@ -1,17 +1,29 @@
 """Planner side of the passing methods: each method's cost terms, one hook object per method
 in an explicit registry keyed by method name (see ``sonic.passing`` and docs/architecture.md,
-"Passing methods"). Pure, like the rest of the planner."""
+"Passing methods"). ``CostModel.fetch`` and ``CostModel.download_dollars`` look the edge's
+method up here; the layout of the bytes (``CostModel.flow``) is shared by all methods. Pure."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Protocol
 
+from sonic.cluster.spec import Calibration, Prices
 from sonic.passing import MethodRegistry
 from sonic.plan import PassingMethod
-from sonic.planner.cost import CostModel
-from sonic.planner.placement import Placement
-from sonic.planner.problem import EdgeInfo
+
+
+@dataclass(frozen=True)
+class FetchInputs:
+    """What a method's fetch term sees of one edge into one consumer placement."""
+
+    cal: Calibration
+    net_in_Bps: float            # a VM's receive rate (NIC, disk write)
+    net_out_Bps: float           # a VM's send rate (NIC, disk read)
+    bytes_per_consumer: float    # b
+    objects_per_consumer: float  # k
+    max_egress: float            # the busiest producer NIC, in consumer inputs
+    transfer_slots: int          # transfers at once over the cluster
 
 
 class PlannerMethod(Protocol):
@@ -22,31 +34,73 @@ class PlannerMethod(Protocol):
         """The producer must upload its outputs for a consumer to fetch by this method."""
         ...
 
-    def fetch_seconds(self, model: CostModel, edge: EdgeInfo, pp: Placement, pc: Placement) -> tuple[float, ...]:
-        """Seconds each VM of ``pc`` spends fetching ``edge``'s input."""
+    @property
+    def in_place(self) -> bool:
+        """The consumer reads the producer's file where it lies: no fetch at all."""
         ...
 
-    def download_dollars(self, model: CostModel, edge: EdgeInfo, pp: Placement, pc: Placement) -> float:
-        """Dollars of the consumers' fetch of ``edge`` (requests, transfer)."""
+    def vm_seconds(self, f: FetchInputs, streams: int, remote_fraction: float) -> float:
+        """Seconds one consumer VM spends fetching the ``remote_fraction`` (> 0) of an input
+        not on it, with ``streams`` fetches into it at once."""
+        ...
+
+    def download_prices(self, prices: Prices) -> tuple[float, float] | None:
+        """(dollars per 1000 requests, per GB) of fetching by this method; ``None``: free."""
         ...
 
 
 @dataclass(frozen=True)
-class BuiltinPlannerMethod:
-    """A built-in method: its terms are the cost model's (``CostModel.fetch``,
-    ``CostModel.download_dollars``), which the brute-force tests pin."""
+class VMStorage:
+    """VM-Storage: the consumer runs on the producer's VM and reads the file in place."""
 
-    method: PassingMethod
-    needs_upload: bool
+    needs_upload: bool = False
+    in_place: bool = True
 
-    def fetch_seconds(self, model: CostModel, edge: EdgeInfo, pp: Placement, pc: Placement) -> tuple[float, ...]:
-        return model.fetch(edge, self.method, pp, pc)
+    def vm_seconds(self, f: FetchInputs, streams: int, remote_fraction: float) -> float:
+        return 0.0
 
-    def download_dollars(self, model: CostModel, edge: EdgeInfo, pp: Placement, pc: Placement) -> float:
-        return model.download_dollars(edge, self.method, pp, pc)
+    def download_prices(self, prices: Prices) -> tuple[float, float] | None:
+        return None
+
+
+@dataclass(frozen=True)
+class DirectPassing:
+    """Direct-Passing: a pull from the producer's agent, limited by the consumer's NIC and the
+    busiest producer's."""
+
+    needs_upload: bool = False
+    in_place: bool = False
+
+    def vm_seconds(self, f: FetchInputs, streams: int, remote_fraction: float) -> float:
+        b = f.bytes_per_consumer
+        producer_side = f.max_egress * b / f.net_out_Bps
+        latency = f.cal.vm_latency_s * f.objects_per_consumer
+        return latency * remote_fraction + max(streams * b * remote_fraction / f.net_in_Bps, producer_side)
+
+    def download_prices(self, prices: Prices) -> tuple[float, float] | None:
+        return None
+
+
+@dataclass(frozen=True)
+class RemoteStorage:
+    """Remote-Storage: the producer uploads to S3, the consumer downloads (per connection,
+    NIC and aggregate S3 limits; GETs and transfer are paid)."""
+
+    needs_upload: bool = True
+    in_place: bool = False
+
+    def vm_seconds(self, f: FetchInputs, streams: int, remote_fraction: float) -> float:
+        cal = f.cal
+        aggregate = cal.s3_aggregate_Bps / f.transfer_slots if f.transfer_slots else 0.0
+        latency = cal.s3_latency_s * f.objects_per_consumer
+        rate = min(cal.s3_conn_Bps, f.net_in_Bps / streams, aggregate)
+        return latency * remote_fraction + f.bytes_per_consumer * remote_fraction / rate
+
+    def download_prices(self, prices: Prices) -> tuple[float, float] | None:
+        return prices.s3_get_per_1000, prices.s3_transfer_per_gb
 
 
 PLANNER_METHODS: MethodRegistry[PlannerMethod] = MethodRegistry("planner")
-PLANNER_METHODS.register(PassingMethod.VM, BuiltinPlannerMethod(PassingMethod.VM, needs_upload=False))
-PLANNER_METHODS.register(PassingMethod.DIRECT, BuiltinPlannerMethod(PassingMethod.DIRECT, needs_upload=False))
-PLANNER_METHODS.register(PassingMethod.REMOTE, BuiltinPlannerMethod(PassingMethod.REMOTE, needs_upload=True))
+PLANNER_METHODS.register(PassingMethod.VM, VMStorage())
+PLANNER_METHODS.register(PassingMethod.DIRECT, DirectPassing())
+PLANNER_METHODS.register(PassingMethod.REMOTE, RemoteStorage())

@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 
 from sonic.app import App, Context
-from sonic.cluster.spec import Calibration, ClusterSpec, VMSpec
+from sonic.cluster.spec import Calibration, ClusterSpec, Prices, VMSpec
 from sonic.passing import MethodId
 from sonic.plan import PassingMethod
 from sonic.planner.cost import CostModel
-from sonic.planner.methods import PLANNER_METHODS
-from sonic.planner.placement import Placement, PlacementSpace
+from sonic.planner.methods import PLANNER_METHODS, FetchInputs
+from sonic.planner.placement import PlacementSpace
 from sonic.planner.problem import EdgeInfo, build_problem
 from sonic.prediction import AppPrediction, Estimate, StagePrediction
 from sonic.runtime.methods import RUNTIME_METHODS, Held, runtime_method
@@ -40,16 +40,15 @@ class ScratchMethod:
     scratch_dir: Path
     bytes_per_s: float = 50e6
 
-    # planner side
+    # planner side: copying through the scratch dir is free, at a fixed rate per VM
     needs_upload: bool = False
+    in_place: bool = False
 
-    def fetch_seconds(self, model: CostModel, edge: EdgeInfo, pp: Placement, pc: Placement) -> tuple[float, ...]:
-        # Every byte not already on the consumer's VM crosses the scratch directory.
-        flow = model.flow(edge, pp, pc)
-        return tuple(edge.bytes_per_consumer * rf / self.bytes_per_s for rf in flow.remote_fraction)
+    def vm_seconds(self, f: FetchInputs, streams: int, remote_fraction: float) -> float:
+        return f.bytes_per_consumer * remote_fraction / self.bytes_per_s
 
-    def download_dollars(self, model: CostModel, edge: EdgeInfo, pp: Placement, pc: Placement) -> float:
-        return 0.0
+    def download_prices(self, prices: Prices) -> tuple[float, float] | None:
+        return None
 
     # runtime side
     def choose_source(self, held: Held, consumer_vm: str, alive: AbstractSet[str]) -> tuple[str, str | None] | None:
@@ -104,14 +103,13 @@ def test_registries_hold_the_three_builtins_by_plan_name() -> None:
 def test_planner_costs_the_toy_method(scratch: ScratchMethod) -> None:
     model, space, edge = _model()
     pp, pc = space.intern((1, 0)), space.intern((2, 1))
-    hooks = PLANNER_METHODS.get("scratch")
     # vm0 holds the producer's 100 MB; vm1 copies it through the scratch dir at 50 MB/s.
-    assert hooks.fetch_seconds(model, edge, pp, pc) == pytest.approx((0.0, 2.0))
-    assert hooks.download_dollars(model, edge, pp, pc) == 0.0
-    assert not hooks.needs_upload
-    # The built-ins cost what the cost model says they cost.
-    direct = PLANNER_METHODS.get(PassingMethod.DIRECT)
-    assert direct.fetch_seconds(model, edge, pp, pc) == model.fetch(edge, PassingMethod.DIRECT, pp, pc)
+    assert model.fetch(edge, SCRATCH, pp, pc) == pytest.approx((0.0, 2.0))
+    assert model.download_dollars(edge, SCRATCH, pp, pc) == 0.0
+    assert not PLANNER_METHODS.get("scratch").needs_upload
+    # The built-ins' terms are unchanged: Direct-Passing pulls 100 MB at 100 MB/s into vm1.
+    assert model.fetch(edge, PassingMethod.DIRECT, pp, pc) == pytest.approx((0.0, 1.0))
+    assert model.download_dollars(edge, PassingMethod.REMOTE, pp, pc) > 0.0
 
 
 def test_runtime_selects_and_fetches_by_the_toy_method(scratch: ScratchMethod, tmp_path: Path) -> None:
