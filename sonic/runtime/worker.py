@@ -15,8 +15,10 @@ import sys
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
+import msgspec
+
 from sonic.app import load_app
-from sonic.errors import SonicError, UserInputError
+from sonic.errors import SonicError, TransportError, UserInputError
 from sonic.execution import format_failure, release_free_memory, run_instance
 from sonic.routing import InstanceSpec, ObjectRef
 from sonic.runtime.protocol import FRAME_LENGTH, decode_doc, encode_doc, length_prefixed
@@ -40,11 +42,42 @@ def read_frame(stream: IO[bytes]) -> dict[str, Any] | None:
     return decode_doc(body, "worker pipe", limit=None)
 
 
-def spec_from_request(req: dict[str, Any]) -> InstanceSpec:
-    refs = tuple(ObjectRef(i["stage"], int(i["instance"]), i["name"], int(i["size"]), i.get("checksum", ""))
-                 for i in req["inputs"])
-    partitions = {str(k): int(v) for k, v in (req.get("partitions") or {}).items()}
-    return InstanceSpec(req["stage"], int(req["index"]), int(req["num_instances"]), req.get("key"), refs, partitions)
+class WorkerInput(msgspec.Struct, frozen=True):
+    """One input object of a run request (the agent's ``inputs`` entries, same keys)."""
+
+    stage: str
+    instance: int
+    name: str
+    size: int
+    checksum: str = ""
+
+
+class WorkerRunRequest(msgspec.Struct, frozen=True):
+    """The agent's run frame to a warm worker (keys as the agent writes them, see ops.run)."""
+
+    stage: str
+    index: int
+    num_instances: int
+    inputs: list[WorkerInput]
+    paths: list[str]
+    output_dir: str
+    scratch_dir: str
+    key: str | None = None
+    partitions: dict[str, int] | None = None
+    vm: str | None = None
+
+
+def decode_run_request(doc: dict[str, Any]) -> WorkerRunRequest:
+    """``doc`` as a run request, or TransportError naming the bad field (``$.inputs[0].size``)."""
+    try:
+        return msgspec.convert(doc, WorkerRunRequest, strict=True)
+    except msgspec.ValidationError as exc:
+        raise TransportError(f"agent sent a malformed worker run frame: {exc}") from None
+
+
+def spec_from_request(req: WorkerRunRequest) -> InstanceSpec:
+    refs = tuple(ObjectRef(i.stage, i.instance, i.name, i.size, i.checksum) for i in req.inputs)
+    return InstanceSpec(req.stage, req.index, req.num_instances, req.key, refs, dict(req.partitions or {}))
 
 
 def serve(app_spec: str, channel_in: BinaryIO, channel_out: BinaryIO) -> None:
@@ -55,12 +88,18 @@ def serve(app_spec: str, channel_in: BinaryIO, channel_out: BinaryIO) -> None:
         return
     release_free_memory()  # the first full collection (then frozen) is paid while warming, not by an instance
     write_frame(channel_out, {"ok": True, "ready": True, "pid": os.getpid()})
-    while (req := read_frame(channel_in)) is not None:
-        spec = spec_from_request(req)
-        scratch = Path(req["scratch_dir"])
+    while (doc := read_frame(channel_in)) is not None:
         try:
-            outcome = run_instance(app, spec, [Path(p) for p in req["paths"]], Path(req["output_dir"]), scratch,
-                                   vm=req.get("vm"))
+            req = decode_run_request(doc)
+        except TransportError as exc:  # the agent's bug, not the app's: answer it, stay warm
+            write_frame(channel_out, {"ok": False, "error": str(exc)})
+            continue
+        spec = spec_from_request(req)
+        scratch = Path(req.scratch_dir)
+        try:
+            outcome = run_instance(app, spec, [Path(p) for p in req.paths], Path(req.output_dir), scratch,
+                                   vm=req.vm)
+            # metrics: the instance's measured fields, passed through as the reply's free-form map
             reply: dict[str, Any] = {"ok": True, "metrics": outcome.metrics.__dict__,
                                      "outputs": [list(o) for o in outcome.outputs]}
         except UserInputError as exc:  # the app input is malformed: the run stops (exit 2), no retry
