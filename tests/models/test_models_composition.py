@@ -19,14 +19,14 @@ from sonic.reference import ReferenceExecutor
 def starjoin(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, AppModel, Path]:
     root = tmp_path_factory.mktemp("store")
     app = load_app("examples.starjoin:app")
-    profile_app(app, [2_000_000, 4_000_000, 8_000_000, 16_000_000], 1, store=ProfileStore(root))
+    profile_app(app, [1_000_000, 2_000_000, 4_000_000, 8_000_000], 1, store=ProfileStore(root))
     return app, AppModel(app.name).fit(ProfileStore(root).load(app.name)), root
 
 
 @pytest.mark.parametrize("with_features", [True, False])
 def test_gather_input_of_a_shrinking_aggregate_is_predicted(starjoin, with_features: bool) -> None:  # type: ignore[no-untyped-def]
     app, model, root = starjoin
-    data = generate_input(app, root / "in", 40_000_000, seed=5)
+    data = generate_input(app, root / "in", 20_000_000, seed=5)
     features = app.features_of(data) if with_features else None
     predicted = model.predict(app, data.stat().st_size, features=features)
     executor = ReferenceExecutor(app)
@@ -51,7 +51,7 @@ def test_far_extrapolation_warns_with_the_profiled_range(starjoin) -> None:  # t
 
 def test_features_for_a_size_without_an_input_file(starjoin) -> None:  # type: ignore[no-untyped-def]
     app, model, root = starjoin
-    data = generate_input(app, root / "in2", 24_000_000, seed=6)
+    data = generate_input(app, root / "in2", 12_000_000, seed=6)
     typical = model.features_for_size(data.stat().st_size)
     for name, value in typical.items():
         assert value == pytest.approx(app.features_of(data)[name], rel=0.1)
