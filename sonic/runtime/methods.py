@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from sonic.passing import MethodId, MethodRegistry, method_id
+from sonic.passing import MethodRegistry
 from sonic.plan import PassingMethod
 
 
@@ -58,7 +58,3 @@ class BuiltinRuntimeMethod:
 RUNTIME_METHODS: MethodRegistry[RuntimeMethod] = MethodRegistry("runtime")
 for _method in PassingMethod:
     RUNTIME_METHODS.register(_method, BuiltinRuntimeMethod(_method))
-
-
-def runtime_method(method: PassingMethod | MethodId | str) -> RuntimeMethod:
-    return RUNTIME_METHODS.get(method if isinstance(method, str) else method_id(method))

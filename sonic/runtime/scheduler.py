@@ -54,7 +54,7 @@ from typing import Any
 from sonic.app import APP_INPUT, App
 from sonic.plan import PassingMethod, Plan
 from sonic.routing import InstanceSpec, ObjectRef, packs_outputs, route_instances
-from sonic.runtime.methods import Held, runtime_method
+from sonic.runtime.methods import RUNTIME_METHODS, Held
 
 
 # ---------------------------------------------------------------------------- events
@@ -524,7 +524,7 @@ class JobState:
                 return None
             ref = loc.ref  # the copy that exists now (a re-run producer may have rewritten it)
             # The edge's planned method chooses (sonic.runtime.methods, "Passing methods").
-            hooks = runtime_method(self.method(ref.stage, spec.stage))
+            hooks = RUNTIME_METHODS.get(self.method(ref.stage, spec.stage))
             chosen = hooks.choose_source(Held(loc.vm, loc.remote), vm, self.alive)
             if chosen is None:
                 return None

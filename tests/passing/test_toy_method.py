@@ -27,7 +27,7 @@ from sonic.planner.methods import PLANNER_METHODS, FetchInputs
 from sonic.planner.placement import PlacementSpace
 from sonic.planner.problem import EdgeInfo, build_problem
 from sonic.prediction import AppPrediction, Estimate, StagePrediction
-from sonic.runtime.methods import RUNTIME_METHODS, Held, runtime_method
+from sonic.runtime.methods import RUNTIME_METHODS, Held
 
 MB = 1_000_000
 SCRATCH = MethodId("scratch", "scratch")
@@ -117,7 +117,7 @@ def test_runtime_selects_and_fetches_by_the_toy_method(scratch: ScratchMethod, t
     (scratch.scratch_dir / "job1" / "p" / "0").mkdir(parents=True)
     (scratch.scratch_dir / "job1" / key).write_bytes(b"payload")
 
-    hooks = runtime_method(SCRATCH)
+    hooks = RUNTIME_METHODS.get(SCRATCH)
     assert hooks.choose_source(Held("vm0", remote=False), "vm1", {"vm0", "vm1"}) == ("scratch", "vm0")
     assert hooks.choose_source(Held("vm0", remote=False), "vm1", {"vm1"}) is None
 
@@ -130,7 +130,7 @@ def test_runtime_selects_and_fetches_by_the_toy_method(scratch: ScratchMethod, t
 
 def test_builtin_source_selection_matches_the_scheduler_rules() -> None:
     alive = {"vm0", "vm1"}
-    remote, direct = runtime_method(PassingMethod.REMOTE), runtime_method(PassingMethod.DIRECT)
+    remote, direct = RUNTIME_METHODS.get(PassingMethod.REMOTE), RUNTIME_METHODS.get(PassingMethod.DIRECT)
     assert remote.choose_source(Held("vm1", remote=True), "vm1", alive) == ("local", "vm1")
     assert remote.choose_source(Held("vm0", remote=True), "vm1", alive) == ("remote", None)
     assert direct.choose_source(Held("vm0", remote=True), "vm1", alive) == ("direct", "vm0")
@@ -140,7 +140,7 @@ def test_builtin_source_selection_matches_the_scheduler_rules() -> None:
 
 def test_a_method_is_registered_once() -> None:
     with pytest.raises(ValueError, match="already registered"):
-        RUNTIME_METHODS.register(PassingMethod.VM, runtime_method(PassingMethod.VM))
+        RUNTIME_METHODS.register(PassingMethod.VM, RUNTIME_METHODS.get(PassingMethod.VM))
 
 
 def test_the_agent_fetches_by_the_toy_method(scratch: ScratchMethod, tmp_path: Path) -> None:
