@@ -59,6 +59,15 @@ def require_models(app: App, root: Path) -> None:
                              f"{app.name}` first (or pass --root / set SONIC_HOME to where its models are)")
 
 
+def calibration_warning(cluster: ClusterSpec, cluster_path: Path) -> str | None:
+    """A cluster file whose calibration was never measured plans on EC2-like defaults; on any
+    other machine the predicted latencies (and so the chosen methods) can be off by 2x."""
+    if cluster.calibration.measured:
+        return None
+    return (f"cluster {cluster_path} is not calibrated: the cost model uses EC2-like default bandwidths and "
+            f"latencies, not this cluster's; run `sonic cluster calibrate --cluster {cluster_path}` once")
+
+
 def plan_for(app: App, input_bytes: int, cluster: ClusterSpec, *, strategy: str = "sonic",
              objective: str = "latency", budget: float | None = None, deadline: float | None = None,
              root: Path = Path(".sonic"), features: dict[str, float] | None = None,
@@ -142,9 +151,15 @@ def plan_command(app_spec: str, *, input_path: Path | None, input_size: str | No
         raise UserInputError("--strategy oracle plans from a measured run of the input; use it with `sonic run "
                              "APP --input X --strategy oracle`")
     require_models(app, root)
-    cluster = load_cluster(cluster_path) if cluster_path.exists() else _default_cluster(echo, as_json or dot)
+    if cluster_path.exists():
+        cluster = load_cluster(cluster_path)
+        uncalibrated = calibration_warning(cluster, cluster_path)
+    else:
+        cluster, uncalibrated = _default_cluster(echo, as_json or dot), None
     plan, prediction = plan_for(app, input_bytes, cluster, strategy=strategy, objective=objective, budget=budget,
                                 deadline=deadline, root=root, features=features)
+    if uncalibrated:
+        prediction.warnings.append(uncalibrated)
     if not (as_json or dot):
         for warning in prediction.warnings:
             echo(f"warning: {warning}")

@@ -30,7 +30,7 @@ from sonic.runtime.coordinator import Coordinator
 from sonic.runtime.journal import Journal
 from sonic.runtime.protocol import read_secret
 from sonic.runtime.replan import DEFAULT_THRESHOLD, ModelReplanner
-from sonic.workflows.planning import plan_for
+from sonic.workflows.planning import calibration_warning, plan_for
 
 Echo = Callable[[str], None]
 
@@ -92,7 +92,8 @@ def run_on_cluster(app: App, input_path: Path, *, cluster_path: Path, plan_path:
                                     root=root, features=features, measured=measured)
         for note in plan.notes:
             echo_err(f"note: {note}")
-        for warning in prediction.warnings:
+        uncalibrated = calibration_warning(cluster, cluster_path) if strategy in (None, "sonic", "oracle") else None
+        for warning in [*prediction.warnings, *([uncalibrated] if uncalibrated else [])]:
             echo_err(f"warning: {warning}")
     replanner = None
     if prediction is not None and prediction.source == "models" and replan_threshold is not None:

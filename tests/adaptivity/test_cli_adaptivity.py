@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 APP = "examples.skewed:app"
@@ -59,6 +60,7 @@ def test_a_mispredicted_fanout_is_replanned_mid_job(env: dict[str, str]) -> None
 def test_no_replan_turns_it_off(env: dict[str, str]) -> None:
     proc = sonic(env, "run", APP, "--input", f"{env['TMP_ROOT']}/skewed.in", "--json", "--no-replan", "--no-learn")
     assert "replans" not in json.loads(proc.stdout)
+    assert "is not calibrated" in proc.stderr  # the sonic plan of a run says so too
 
 
 def test_oracle_from_the_cli_probes_once_then_plans_from_the_measurement(env: dict[str, str]) -> None:
@@ -101,3 +103,16 @@ def test_a_text_file_given_as_video_changes_no_model(env: dict[str, str]) -> Non
     assert proc.returncode == 2, proc.stderr
     assert "is not a video file" in proc.stderr and "internal error" not in proc.stderr
     assert parts(env, "video") == 0
+
+
+def test_planning_on_an_uncalibrated_cluster_says_so(env: dict[str, str], tmp_path: Path) -> None:
+    proc = sonic(env, "plan", APP, "--input-size", "4MB")
+    assert "warning: cluster" in proc.stdout and "is not calibrated" in proc.stdout  # with the plan, as its notes
+    assert "sonic cluster calibrate --cluster" in proc.stdout
+    # A cluster file whose calibration was measured plans without the warning.
+    doc = yaml.safe_load(Path(env["SONIC_CLUSTER"]).read_text())
+    doc.setdefault("calibration", {})["measured"] = True
+    calibrated = tmp_path / "calibrated.yaml"
+    calibrated.write_text(yaml.safe_dump(doc))
+    proc = sonic({**env, "SONIC_CLUSTER": str(calibrated)}, "plan", APP, "--input-size", "4MB")
+    assert "not calibrated" not in proc.stdout
