@@ -7,7 +7,8 @@ After every run that validated, its rows are appended to the profile and a *chal
    the next run, which neither the new models nor the models before them (kept as
    ``previous.joblib``) have seen, decides. If the models with the runs the refit added
    predict it worse than the models without them (mean over stages and metrics of the median
-   absolute percentage error, :func:`prediction_error`), the refit is reverted and those runs
+   absolute percentage error) where they differ by more than the run's measurement noise
+   (:func:`worse_beyond_noise`), the refit is reverted and those runs
    are left out of every later fit (``trial.json``). (Comparing on the newest run alone a
    model fitted without it against the champion would be a tie by construction: both saw
    exactly the same rows.)
@@ -132,17 +133,18 @@ def _challenge(app: App, champion: AppModel | None, rows: pd.DataFrame, root: Pa
     note, champion_error, previous_error = "", None, None
     previous = trial.previous_model(folder)
     if champion is not None and previous is not None and trial.added and not fresh.empty:
-        champion_error = prediction_error(champion, app, fresh)
-        previous_error = prediction_error(previous, app, fresh)
-        if champion_error > previous_error:
+        champion_error, previous_error, worse = worse_beyond_noise(champion, previous, app, fresh)
+        if worse:
             trial.excluded += trial.added
             current = current[~current["run_id"].isin(trial.added)]
             champion = previous
             champion.save(root)
             note = (f"the last refit predicted this run worse ({champion_error:.1%} vs {previous_error:.1%} "
-                    f"without its {len(trial.added)} new run(s)): reverted, those runs are left out; ")
+                    f"without its {len(trial.added)} new run(s); beyond noise: {', '.join(worse)}): reverted, "
+                    "those runs are left out; ")
         else:
-            note = f"the last refit confirmed on this run ({champion_error:.1%} vs {previous_error:.1%} without it); "
+            note = (f"the last refit confirmed on this run ({champion_error:.1%} vs {previous_error:.1%} without it, "
+                    "no worse beyond noise); ")
     trial.added = []
     # 2. The challenger: every usable row, this run's included.
     try:
@@ -212,11 +214,41 @@ class _Trial:
         os.replace(tmp, folder / self.FILE)
 
 
-def prediction_error(model: AppModel, app: App, rows: pd.DataFrame) -> float:
-    """Mean, over stages and metrics (memory, time, output bytes, fanout), of the median
-    absolute percentage error of ``model`` on the instances in ``rows``: each instance
-    predicted at its own measured input bytes, as the planner would for that input."""
-    errors: list[float] = []
+def worse_beyond_noise(model: AppModel, baseline: AppModel, app: App, rows: pd.DataFrame
+                       ) -> tuple[float, float, list[str]]:
+    """(error of ``model``, error of ``baseline``, the elements ``model`` predicts worse) on ``rows``.
+
+    An error is the mean, over stages and metrics (memory, time, output bytes, fanout), of the
+    median absolute percentage error on the instances in ``rows``, each instance predicted at
+    its own measured input bytes as the planner would. One run can rank two predictions of an
+    element (a stage's metric) only when they differ by more than the measurement's
+    uncertainty, taken as the baseline's held-out instance error for that metric (instances of
+    one run share its conditions, so it does not shrink with their number). Differences within
+    it count as ties. ``model`` is worse when its error is larger and, over the elements that
+    differ beyond their uncertainty, its errors exceed the baseline's on balance.
+    (Models fitted on nearly the same rows differ a little on any new run: a strict
+    comparison reverted 3-4 of 11 refits of runs that measured nothing wrong.)"""
+    mine, theirs = _percentage_errors(model, app, rows), _percentage_errors(baseline, app, rows)
+    keys = [k for k in mine if k in theirs]
+    if not keys:
+        return math.inf, math.inf, []
+    beyond: dict[tuple[str, str], float] = {}
+    for stage, metric in keys:
+        diff = float(np.median(mine[(stage, metric)]) - np.median(theirs[(stage, metric)]))
+        held_out = baseline.stages_[stage].scores[metric].mape_instances
+        if abs(diff) > (held_out if math.isfinite(held_out) else 0.0):
+            beyond[(stage, metric)] = diff
+    error = float(np.mean([np.median(mine[k]) for k in keys]))
+    baseline_error = float(np.mean([np.median(theirs[k]) for k in keys]))
+    if error <= baseline_error or sum(beyond.values()) <= 0:
+        return error, baseline_error, []
+    return error, baseline_error, [f"{s} {m} {d:+.1%}" for (s, m), d in beyond.items() if d > 0]
+
+
+def _percentage_errors(model: AppModel, app: App, rows: pd.DataFrame) -> dict[tuple[str, str], np.ndarray]:
+    """Absolute percentage errors of ``model`` on ``rows``, per (stage, metric): one per
+    instance for the instance metrics, one per run for the fanout."""
+    errors: dict[tuple[str, str], np.ndarray] = {}
     rows = with_memory(rows, model.worker_memory_mb_)
     for stage, group in rows.groupby("stage", sort=False):
         sm = model.stages_.get(str(stage))
@@ -227,16 +259,15 @@ def prediction_error(model: AppModel, app: App, rows: pd.DataFrame) -> float:
             feats = []
         X = group[["input_bytes", "app_input_bytes", *feats]].to_numpy(dtype=float)
         for metric, column in INSTANCE_METRICS.items():
-            truth = group[column].to_numpy(dtype=float)
-            errors.append(_median_ape(sm.metrics[metric].predict(X), truth))
+            errors[(str(stage), metric)] = _ape(sm.metrics[metric].predict(X), group[column].to_numpy(dtype=float))
         per_run = group.drop_duplicates("run_id")
         Xf = per_run[["app_input_bytes", *feats]].to_numpy(dtype=float)
-        errors.append(_median_ape(sm.metrics["fanout"].predict(Xf), per_run["instances"].to_numpy(dtype=float)))
-    return float(np.mean(errors)) if errors else math.inf
+        errors[(str(stage), "fanout")] = _ape(sm.metrics["fanout"].predict(Xf), per_run["instances"].to_numpy(dtype=float))
+    return errors
 
 
-def _median_ape(pred: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.median(np.abs(pred - truth) / np.maximum(np.abs(truth), 1e-12)))
+def _ape(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    return np.abs(pred - truth) / np.maximum(np.abs(truth), 1e-12)
 
 
 def _changes(old: AppModel | None, new: AppModel) -> list[str]:

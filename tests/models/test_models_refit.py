@@ -75,7 +75,7 @@ def test_learn_reverts_a_refit_whose_runs_predict_the_next_run_worse(tmp_path: P
     assert first.recorded
     second = learn(CHAIN, simulate_run(CHAIN, chain_behaviour(), 48_000_000), tmp_path)
     assert first.replaced and "probation" in first.reason, first.line
-    assert "reverted" in second.reason, second.line
+    assert "reverted" in second.reason and "memory" in second.reason, second.line
     trial = json.loads((tmp_path / "models" / "chain" / "trial.json").read_text())
     assert len(trial["excluded"]) == 1
     assert all(sm.trusted for sm in AppModel.load("chain", tmp_path).stages_.values())  # plans never got worse
@@ -87,8 +87,22 @@ def test_learn_confirms_a_refit_that_predicts_the_next_run_as_well(tmp_path: Pat
     first = learn(CHAIN, simulate_run(CHAIN, chain_behaviour(), 12_000_000), tmp_path)
     second = learn(CHAIN, simulate_run(CHAIN, chain_behaviour(), 20_000_000), tmp_path)
     assert first.replaced and "probation" in first.reason
-    assert "confirmed" in second.reason or "reverted" in second.reason
+    assert "confirmed" in second.reason, second.line
     assert second.champion_error is not None and second.challenger_error is not None
+
+
+def test_refits_from_runs_that_differ_only_by_timing_noise_are_confirmed(tmp_path: Path) -> None:
+    """Models refitted with one more sound run predict the next one a little better or a
+    little worse by chance; a strict comparison reverted 3-4 of 11 such refits and left those
+    runs out for good. Differences within the measurement noise are ties."""
+    import random
+
+    _profiled(tmp_path)
+    rng = random.Random(5)
+    reasons = [learn(CHAIN, simulate_run(CHAIN, chain_behaviour(), rng.choice(SIZES), noise=0.3, rng=rng),
+                     tmp_path).reason for _ in range(12)]
+    assert not [r for r in reasons if "reverted" in r], reasons
+    assert sum("confirmed" in r for r in reasons) == 11
 
 
 def test_a_mismeasured_run_that_costs_trust_is_never_adopted(tmp_path: Path) -> None:
