@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -27,7 +26,10 @@ from sonic.planner.methods import PLANNER_METHODS, FetchInputs
 from sonic.planner.placement import PlacementSpace
 from sonic.planner.problem import EdgeInfo, build_problem
 from sonic.prediction import AppPrediction, Estimate, StagePrediction
-from sonic.runtime.methods import RUNTIME_METHODS, Held
+from sonic.runtime.agent.fetch import Fetcher
+from sonic.runtime.client import Timeouts
+from sonic.runtime.methods import RUNTIME_METHODS, FetchContext, FetchRequest, Held
+from sonic.runtime.objects import Checksums, ObjectStore
 
 MB = 1_000_000
 SCRATCH = MethodId("scratch", "scratch")
@@ -42,7 +44,10 @@ class ScratchMethod:
 
     # planner side: copying through the scratch dir is free, at a fixed rate per VM
     needs_upload: bool = False
-    in_place: bool = False
+    in_place: bool = False            # (both sides) inputs are copied here, not read where written
+    # runtime side: the agent checks the copied file against its checksum; no S3 needed
+    verifies_in_transit: bool = False
+    needs_remote: bool = False
 
     def vm_seconds(self, f: FetchInputs, streams: int, remote_fraction: float) -> float:
         return f.bytes_per_consumer * remote_fraction / self.bytes_per_s
@@ -54,10 +59,9 @@ class ScratchMethod:
     def choose_source(self, held: Held, consumer_vm: str, alive: AbstractSet[str]) -> tuple[str, str | None] | None:
         return (SCRATCH.wire, held.vm) if held.vm in alive else None
 
-    def fetch(self, job: str, key: str, item: dict[str, Any], path: Path) -> float:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(self.scratch_dir / job / key, path)
-        return 0.0
+    def fetch(self, ctx: FetchContext, req: FetchRequest) -> None:
+        req.path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self.scratch_dir / req.job / req.key, req.path)
 
 
 @pytest.fixture
@@ -124,7 +128,10 @@ def test_runtime_selects_and_fetches_by_the_toy_method(scratch: ScratchMethod, t
     ident, by_wire = RUNTIME_METHODS.by_wire("scratch")
     assert ident == SCRATCH and by_wire is hooks
     dest = tmp_path / "vm1" / "job1" / key
-    by_wire.fetch("job1", key, {"stage": "p", "instance": 0, "name": "out", "size": 7, "method": "scratch"}, dest)
+    store = ObjectStore(tmp_path / "vm1")
+    ctx = Fetcher("vm1", b"secret", store, Checksums(), None)
+    item = {"stage": "p", "instance": 0, "name": "out", "size": 7, "method": "scratch"}
+    by_wire.fetch(ctx, FetchRequest("job1", key, dest, 7, None, None, item, Timeouts()))
     assert dest.read_bytes() == b"payload"
 
 
@@ -147,8 +154,7 @@ def test_the_agent_fetches_by_the_toy_method(scratch: ScratchMethod, tmp_path: P
     """The agent's own fetch path (``Fetcher.ensure_local``) hands a registered extra method's
     input to the method's hook, then verifies and remembers it like any fetched copy."""
     from sonic.errors import AgentRequestError
-    from sonic.runtime.agent.fetch import Fetcher
-    from sonic.runtime.objects import Checksums, ObjectStore, file_checksum
+    from sonic.runtime.objects import file_checksum
 
     source = scratch.scratch_dir / "job1" / "p" / "0" / "out"
     source.parent.mkdir(parents=True)

@@ -1,7 +1,8 @@
 """The fetch cache: an input made local on this VM by its passing method, verified, once.
 
-``local`` inputs are read in place (VM-Storage), ``direct`` ones pulled from the producer's
-agent, ``remote`` ones downloaded from S3; a partition of a packed object is fetched by range.
+How bytes get here is the passing method's (:mod:`sonic.runtime.methods`): ``local`` inputs
+are read in place (VM-Storage), ``direct`` ones pulled from the producer's agent, ``remote``
+ones downloaded from S3; a partition of a packed object is fetched by range.
 Concurrent runs needing the same object wait on one fetch (a lock per object), and a copy
 already here is used again once it verifies against its checksum. Every failure is a
 :class:`RequestError` of kind ``fetch`` whose ``cause`` (corrupt, missing, unreachable, local),
@@ -19,8 +20,8 @@ from typing import Any
 from sonic.errors import CorruptObjectError, MissingObjectError, TransportError
 from sonic.runtime.agent.request import RequestError
 from sonic.runtime.client import AgentClient, RemoteCallError, Timeouts
-from sonic.runtime.methods import RUNTIME_METHODS
-from sonic.runtime.objects import Checksums, ObjectStore, check_key, copy_range, file_checksum
+from sonic.runtime.methods import RUNTIME_METHODS, FetchRequest, RuntimeMethod
+from sonic.runtime.objects import Checksums, ObjectStore, check_key, file_checksum
 from sonic.runtime.remote import RemoteStore
 
 log = logging.getLogger("sonic.agent")
@@ -67,15 +68,18 @@ class Fetcher:
         for client in peers:
             client.close()
 
-    def _check_method(self, method: object, *, ranged: bool) -> RemoteStore | None:
-        """Refuse a passing method this agent cannot fetch by; return the remote store for
-        ``remote`` (``local`` needs no fetch unless the input is one partition of a pack)."""
-        if method not in (("local", "direct", "remote") if ranged else ("direct", "remote")):
-            if ranged or not isinstance(method, str) or not _registered_extra(method):
-                raise RequestError(f"unknown passing method {method!r}", "request")
-        if method == "remote" and self.remote is None:
+    def _method(self, wire: object) -> RuntimeMethod:
+        """The registered method an input names (a request naming no such method, or one
+        needing the remote storage this agent lacks, is refused)."""
+        try:
+            hooks = RUNTIME_METHODS.by_wire(wire)[1] if isinstance(wire, str) else None
+        except KeyError:
+            hooks = None
+        if hooks is None:
+            raise RequestError(f"unknown passing method {wire!r}", "request")
+        if hooks.needs_remote and self.remote is None:
             raise RequestError("this agent has no remote storage configured", "request")
-        return self.remote
+        return hooks
 
     def ensure_local(self, job: str, item: dict[str, Any], timeouts: Timeouts = Timeouts()) -> tuple[Path, float]:
         """Make input ``item`` available on this VM, verified against its checksum; return its
@@ -83,44 +87,34 @@ class Fetcher:
         key = check_key(f"{item['stage']}/{item['instance']}/{item['name']}")
         path = self.store.path(job, key)
         size, checksum = int(item["size"]), str(item.get("checksum") or "")
-        method = item.get("method", "local")
-        source = str(item.get("vm") or self.name) if method != "remote" else "s3"
+        wire = item.get("method", "local")
+        source = str(item.get("vm") or self.name) if wire != "remote" else "s3"
 
         def fail(cause: str, why: str) -> RequestError:
-            return RequestError(f"input {key} ({method} from {source}) {why} on VM {self.name}", "fetch",
+            return RequestError(f"input {key} ({wire} from {source}) {why} on VM {self.name}", "fetch",
                                 cause=cause, input=key, source=source)
 
+        # The request's own faults first: inside the try below, an AgentRequestError is a peer's answer.
+        method = self._method(wire)
         ranged = bool(item.get("pack"))
+        offset = int(item.get("offset") or 0) if ranged else None
+        if offset is not None and offset < 0:
+            raise RequestError("input offset must be non-negative", "request")
         with self._object_lock(job, key):
             if path.is_file() and not path.is_symlink():
                 if not checksum or self.checksums.verify(job, key, path, checksum):
                     return path, 0.0
-                if method == "local" and not ranged:
-                    # In place (VM-Storage): the producer's own copy is bad; only re-running the
-                    # producer can help, so say so rather than hand it to the function.
+                if method.in_place and not ranged:
+                    # Read in place (VM-Storage): the producer's own copy is bad; only re-running
+                    # the producer can help, so say so rather than hand it to the function.
                     raise fail("corrupt", "is corrupt (checksum mismatch)")
                 path.unlink()  # a stale or damaged copy of a fetched object (or partition): fetch it afresh
-            elif method == "local" and not ranged:
+            elif method.in_place and not ranged:
                 raise fail("missing", "is not there")
-            # The request's own faults first: inside the try, an AgentRequestError is a peer's answer.
-            remote = self._check_method(method, ranged=ranged)
-            offset = int(item.get("offset") or 0)
-            if ranged and offset < 0:
-                raise RequestError("input offset must be non-negative", "request")
+            source_key = check_key(f"{item['stage']}/{item['instance']}/{item['pack']}") if ranged else key
+            req = FetchRequest(job, source_key, path, size, checksum or None, offset, item, timeouts)
             try:
-                if ranged:
-                    seconds = self._fetch_partition(job, item, path, size, checksum, method, timeouts)
-                elif method == "direct":
-                    peer = self.peer(str(item["vm"]), str(item["host"]), int(item["port"]), timeouts)
-                    seconds = peer.get_to_file(job, key, path, size=size, checksum=checksum or None)
-                elif method != "remote":  # a registered extra method (_check_method): its own fetch
-                    seconds = RUNTIME_METHODS.by_wire(method)[1].fetch(job, key, item, path)
-                    if checksum and file_checksum(path) != checksum:
-                        path.unlink(missing_ok=True)
-                        raise CorruptObjectError(f"{key} does not match its checksum")
-                else:
-                    assert remote is not None  # _check_method: remote storage is configured
-                    seconds = remote.download(f"{job}/{key}", path, size=size, checksum=checksum or None)
+                seconds = self._fetch(method, req)
             except CorruptObjectError as exc:
                 raise fail("corrupt", f"failed verification: {exc}") from None
             except (MissingObjectError, RemoteCallError) as exc:
@@ -133,48 +127,22 @@ class Fetcher:
             self.remember(job, key, path, size, checksum or file_checksum(path))
             return path, seconds
 
-    def _fetch_partition(self, job: str, item: dict[str, Any], path: Path, size: int, checksum: str, method: str,
-                         timeouts: Timeouts) -> float:
-        """Make one partition of a packed object a file of its own at ``path``, verified: out of
-        the pack in the kernel when the pack is on this VM, else a ranged pull or ranged GET.
-        A partition that fails its checksum in transit is fetched once more before the object
-        is declared corrupt (a bad pack is only cured by re-running its producer)."""
-        pack_key = check_key(f"{item['stage']}/{item['instance']}/{item['pack']}")
-        offset = int(item.get("offset") or 0)  # checked non-negative by ensure_local
+    def _fetch(self, method: RuntimeMethod, req: FetchRequest) -> float:
+        """Run the method's fetch, verified; return the seconds spent. Bytes damaged in transit
+        are fetched once more before the object is declared corrupt (a bad pack on this VM, or
+        a bad producer copy, is only cured by re-running its producer)."""
         t0 = time.perf_counter()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        attempts = 1 if method == "local" else 2
+        req.path.parent.mkdir(parents=True, exist_ok=True)
+        attempts = 1 if method.in_place else 2
         for attempt in range(attempts):
             try:
-                if method == "local":
-                    pack_path = self.store.path(job, pack_key)
-                    if not pack_path.is_file() or pack_path.is_symlink():
-                        raise MissingObjectError(f"pack {pack_key} is not on this VM")
-                    tmp = path.with_name(path.name + ".part")
-                    copy_range(pack_path, offset, size, tmp)
-                    if tmp.stat().st_size != size or (checksum and file_checksum(tmp) != checksum):
-                        tmp.unlink(missing_ok=True)
-                        raise CorruptObjectError(f"partition at {offset} of {pack_key} does not match its checksum")
-                    tmp.rename(path)
-                elif method == "direct":
-                    peer = self.peer(str(item["vm"]), str(item["host"]), int(item["port"]), timeouts)
-                    peer.get_to_file(job, pack_key, path, size=size, checksum=checksum or None, offset=offset)
-                else:  # remote (ensure_local checked the method and that remote storage is configured)
-                    assert self.remote is not None
-                    self.remote.download(f"{job}/{pack_key}", path, size=size, checksum=checksum or None,
-                                         offset=offset)
+                method.fetch(self, req)
+                if not method.verifies_in_transit and req.checksum and file_checksum(req.path) != req.checksum:
+                    req.path.unlink(missing_ok=True)
+                    raise CorruptObjectError(f"{req.key} does not match its checksum")
                 return time.perf_counter() - t0
             except CorruptObjectError as exc:
                 if attempt == attempts - 1:
                     raise
-                log.warning("job %s: %s; fetching the partition again", job, exc)
+                log.warning("job %s: %s; fetching it again", req.job, exc)
         raise AssertionError("unreachable: the loop returns or raises")
-
-
-def _registered_extra(wire: str) -> bool:
-    """A method registered beyond the three built-ins (sonic.runtime.methods), fetched by its own hook."""
-    try:
-        ident, _ = RUNTIME_METHODS.by_wire(wire)
-    except KeyError:
-        return False
-    return ident.builtin is None
