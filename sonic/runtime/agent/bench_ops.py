@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from sonic.runtime.agent.config import AgentConfig
-from sonic.runtime.agent.request import Connection, Handler, RequestError, count_field, text_field
+from sonic.runtime.agent.request import Connection, Handler, RequestError
+from sonic.runtime.messages import AgentRequest, DiskbenchRequest, RawTcpPullRequest, RawTcpServeRequest
 
 log = logging.getLogger("sonic.agent")
 
@@ -23,12 +24,13 @@ class BenchOps:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
 
-    def handlers(self) -> Mapping[str, Handler]:
-        return {"rawtcp_serve": self.rawtcp_serve, "rawtcp_pull": self.rawtcp_pull, "diskbench": self.diskbench}
+    def handlers(self) -> Mapping[type[AgentRequest], Handler]:
+        return {RawTcpServeRequest: self.rawtcp_serve, RawTcpPullRequest: self.rawtcp_pull,
+                DiskbenchRequest: self.diskbench}
 
-    def rawtcp_serve(self, req: dict[str, Any], conn: Connection) -> dict[str, Any]:
+    def rawtcp_serve(self, req: RawTcpServeRequest, conn: Connection) -> dict[str, Any]:
         """Yardstick: serve SIZE bytes once on a fresh port with sendfile, no protocol at all."""
-        size = count_field(req, "size")
+        size = req.size
         listener = socket.create_server((self.config.bind, 0))
         listener.settimeout(self.config.handshake_timeout_s)
         blob = self.config.data_dir / "rawtcp.bin"
@@ -49,10 +51,10 @@ class BenchOps:
         threading.Thread(target=serve_once, daemon=True).start()
         return {"ok": True, "port": listener.getsockname()[1]}
 
-    def rawtcp_pull(self, req: dict[str, Any], conn: Connection) -> dict[str, Any]:
+    def rawtcp_pull(self, req: RawTcpPullRequest, conn: Connection) -> dict[str, Any]:
         """Yardstick: receive SIZE raw bytes from HOST:PORT into memory; return seconds."""
-        size, host, port = count_field(req, "size"), text_field(req, "host"), count_field(req, "port")
-        sink = self.config.data_dir / f"rawtcp-{threading.get_ident()}.bin" if req.get("to_file") else None
+        size, host, port = req.size, req.host, req.port
+        sink = self.config.data_dir / f"rawtcp-{threading.get_ident()}.bin" if req.to_file else None
         buf = bytearray(4 << 20)
         view = memoryview(buf)
         t0 = time.perf_counter()
@@ -71,9 +73,9 @@ class BenchOps:
             sink.unlink(missing_ok=True)
         return {"ok": True, "seconds": seconds}
 
-    def diskbench(self, req: dict[str, Any], conn: Connection) -> dict[str, Any]:
+    def diskbench(self, req: DiskbenchRequest, conn: Connection) -> dict[str, Any]:
         """Calibration: write SIZE bytes to this VM's data disk (fsync'd) and read them back."""
-        size = count_field(req, "size")
+        size = req.size
         path = self.config.data_dir / f"diskbench-{threading.get_ident()}"
         block = os.urandom(1 << 20)
         try:

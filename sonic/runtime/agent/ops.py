@@ -13,17 +13,26 @@ from sonic import __version__
 from sonic.errors import TransportError
 from sonic.runtime import appcode, protocol
 from sonic.runtime.agent.pool import Worker
-from sonic.runtime.agent.request import (
-    Connection,
-    Handler,
-    RequestError,
-    count_field,
-    partitions_field,
-    peer_timeouts_field,
-    seconds_field,
-    text_field,
-)
+from sonic.runtime.agent.request import Connection, Handler, RequestError
 from sonic.runtime.agent.state import Agent
+from sonic.runtime.client import Timeouts
+from sonic.runtime.messages import (
+    AgentRequest,
+    AppInstallRequest,
+    CancelRequest,
+    ColdstartRequest,
+    DropRequest,
+    FetchInputRequest,
+    GcRequest,
+    GetRequest,
+    LeaseRequest,
+    PeerTimeouts,
+    PingRequest,
+    PushRequest,
+    PutRequest,
+    RunRequest,
+    WarmRequest,
+)
 from sonic.runtime.objects import check_job, check_key, file_checksum, pack_outputs, range_checksum
 
 
@@ -34,35 +43,32 @@ class DataOps:
         self.agent = agent
         self.config = agent.config
 
-    def handlers(self) -> Mapping[str, Handler]:
-        return {"ping": self.ping, "warm": self.warm, "lease": self.lease, "cancel": self.cancel, "gc": self.gc,
-                "drop": self.drop, "run": self.run, "get": self.get, "put": self.put, "fetch": self.fetch,
-                "push": self.push, "app_install": self.app_install, "coldstart": self.coldstart}
+    def handlers(self) -> Mapping[type[AgentRequest], Handler]:
+        return {PingRequest: self.ping, WarmRequest: self.warm, LeaseRequest: self.lease, CancelRequest: self.cancel,
+                GcRequest: self.gc, DropRequest: self.drop, RunRequest: self.run, GetRequest: self.get,
+                PutRequest: self.put, FetchInputRequest: self.fetch, PushRequest: self.push,
+                AppInstallRequest: self.app_install, ColdstartRequest: self.coldstart}
 
-    def ping(self, req: dict[str, Any], conn: Connection) -> dict[str, Any]:
+    def ping(self, req: PingRequest, conn: Connection) -> dict[str, Any]:
         agent = self.agent
         return {"ok": True, "version": __version__, "name": self.config.name, "slots": self.config.slots,
                 "memory_mb": self.config.memory_mb, "pid": os.getpid(), "busy": agent.busy,
                 "workers": agent.pool.pids(), "idle_workers": agent.pool.idle_count(), "leases": agent.leases()}
 
-    def warm(self, req: dict[str, Any], conn: Connection) -> dict[str, Any]:
-        return {"ok": True, "workers": self.agent.pool.warm(text_field(req, "app"))}
+    def warm(self, req: WarmRequest, conn: Connection) -> dict[str, Any]:
+        return {"ok": True, "workers": self.agent.pool.warm(req.app)}
 
-    def lease(self, req: dict[str, Any], conn: Connection) -> dict[str, Any]:
-        job = check_job(req.get("job"))
-        ttl = seconds_field(req, "ttl_s")
-        if ttl is None:
-            raise RequestError("lease: field 'ttl_s' is required")
+    def lease(self, req: LeaseRequest, conn: Connection) -> dict[str, Any]:
+        job = check_job(req.job)
         self.agent.check_live(job)
-        self.agent.renew(job, ttl)
+        self.agent.renew(job, req.ttl_s)
         return {"ok": True}
 
-    def cancel(self, req: dict[str, Any], conn: Connection) -> dict[str, Any]:
-        job = check_job(req.get("job"))
-        reason = req.get("reason") if isinstance(req.get("reason"), str) else "cancelled by its coordinator"
-        return {"ok": True, "killed": self.agent.end_job(job, str(reason)[:200], remote=False)}
+    def cancel(self, req: CancelRequest, conn: Connection) -> dict[str, Any]:
+        job = check_job(req.job)
+        return {"ok": True, "killed": self.agent.end_job(job, req.reason[:200], remote=False)}
 
-    def gc(self, req: dict[str, Any], conn: Connection) -> dict[str, Any]:
+    def gc(self, req: GcRequest, conn: Connection) -> dict[str, Any]:
         """Delete the objects of every job with no live lease and nothing running here."""
         keep = self.agent.live_jobs()
         root = self.agent.store.root
@@ -74,27 +80,20 @@ class DataOps:
                 removed.append(entry.name)
         return {"ok": True, "removed": removed, "live": sorted(keep)}
 
-    def drop(self, req: dict[str, Any], conn: Connection) -> dict[str, Any]:
-        self.agent.drop_job(check_job(req.get("job")))
+    def drop(self, req: DropRequest, conn: Connection) -> dict[str, Any]:
+        self.agent.drop_job(check_job(req.job))
         return {"ok": True}
 
-    def run(self, req: dict[str, Any], conn: Connection) -> dict[str, Any]:
+    def run(self, req: RunRequest, conn: Connection) -> dict[str, Any]:
         agent, name = self.agent, self.config.name
-        job = check_job(req.get("job"))
+        job = check_job(req.job)
         agent.check_live(job)
-        lease_s = seconds_field(req, "lease_s")
-        if lease_s is not None:
-            agent.renew(job, lease_s)
-        app, stage = text_field(req, "app"), text_field(req, "stage")
-        index = count_field(req, "index")
-        inputs = req.get("inputs")
-        if not isinstance(inputs, list) or not all(isinstance(i, dict) for i in inputs):
-            raise RequestError("run: inputs must be a list of maps")
-        num_instances = count_field(req, "num_instances")
-        partitions = partitions_field(req)
-        pack = req.get("pack") is True
-        timeout_s = seconds_field(req, "timeout_s") or self.config.stage_timeout_s
-        peer_timeouts = peer_timeouts_field(req.get("peer_timeouts"))
+        if req.lease_s is not None:
+            agent.renew(job, req.lease_s)
+        app, stage, index = req.app, req.stage, req.index
+        inputs = [item.as_doc() for item in req.inputs]
+        timeout_s = req.timeout_s or self.config.stage_timeout_s
+        peer_timeouts = _peer_timeouts(req.peer_timeouts)
         out_dir = agent.store.instance_dir(job, stage, index)  # validates stage before any work
         fetch_by_stage: dict[str, float] = {}
         paths: list[str] = []
@@ -115,8 +114,8 @@ class DataOps:
             with agent.running(job, worker):
                 agent.check_live(job)  # cancelled while its inputs were fetched or it waited for a slot
                 reply = worker.run({
-                    "stage": stage, "index": index, "num_instances": num_instances,
-                    "key": req.get("key"), "inputs": inputs, "paths": paths, "partitions": partitions,
+                    "stage": stage, "index": index, "num_instances": req.num_instances,
+                    "key": req.key, "inputs": inputs, "paths": paths, "partitions": req.partitions or {},
                     "output_dir": str(out_dir), "scratch_dir": str(scratch), "vm": name,
                 }, timeout_s, conn.sock)
         except RequestError as exc:
@@ -133,7 +132,7 @@ class DataOps:
         outputs: list[dict[str, Any]] = []
         upload_s = 0.0
         written = [(str(out), int(size)) for out, size in reply["outputs"]]
-        if pack and written:
+        if req.pack and written:
             try:
                 packed = pack_outputs(out_dir, [out for out, _ in written])
             except ValueError as exc:
@@ -150,7 +149,7 @@ class DataOps:
                 outputs.append({"name": out, "size": size, "checksum": checksum})
         for output in outputs:
             key, checksum = f"{stage}/{index}/{output['name']}", output["checksum"]
-            if req.get("upload"):
+            if req.upload:
                 if agent.remote is None:
                     raise RequestError("plan needs remote storage but this agent has none configured")
                 try:
@@ -165,10 +164,10 @@ class DataOps:
         return {"ok": True, "metrics": metrics, "outputs": outputs, "fetch_by_stage": fetch_by_stage,
                 "upload_s": upload_s, "cold_start_s": cold_s or 0.0}
 
-    def get(self, req: dict[str, Any], conn: Connection) -> None:
+    def get(self, req: GetRequest, conn: Connection) -> None:
         """A header, then the raw bytes via ``sendfile`` (zero-copy); answers on ``conn`` itself."""
         sock = conn.sock
-        job, key = check_job(req.get("job")), check_key(req.get("key"))
+        job, key = check_job(req.job), check_key(req.key)
         path = self.agent.store.path(job, key)
         record = self.agent.checksums.get(job, key)
         if not path.is_file() or path.is_symlink():
@@ -176,10 +175,10 @@ class DataOps:
                                        "error": f"no object {key} on {self.config.name}"})
             return
         offset = 0
-        if "offset" in req or "length" in req:
+        if req.offset is not None and req.length is not None:
             # One partition of a packed object: exactly that range, with the partition's own
             # checksum as recorded when it was packed.
-            offset, length = count_field(req, "offset"), count_field(req, "length")
+            offset, length = req.offset, req.length
             if offset + length > path.stat().st_size:
                 protocol.send_frame(sock, {"ok": False, "kind": "fetch", "cause": "missing",
                                            "error": f"range {offset}+{length} is beyond {key} on {self.config.name}"})
@@ -196,11 +195,11 @@ class DataOps:
             if size:
                 sock.sendfile(fh, offset, size)
 
-    def put(self, req: dict[str, Any], conn: Connection) -> None:
+    def put(self, req: PutRequest, conn: Connection) -> None:
         """Raw bytes follow the request; stored under a temporary name until they verify."""
         sock = conn.sock
-        job, key = check_job(req.get("job")), check_key(req.get("key"))
-        size, checksum = count_field(req, "size"), text_field(req, "checksum")
+        job, key = check_job(req.job), check_key(req.key)
+        size, checksum = req.size, req.checksum
         path = self.agent.store.path(job, key)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".part")
@@ -221,18 +220,14 @@ class DataOps:
         self.agent.fetcher.remember(job, key, path, size, checksum)
         protocol.send_frame(sock, {"ok": True})
 
-    def fetch(self, req: dict[str, Any], conn: Connection) -> dict[str, Any]:
+    def fetch(self, req: FetchInputRequest, conn: Connection) -> dict[str, Any]:
         """Make one object local by its method (data-plane benchmark and calibration)."""
-        job = check_job(req.get("job"))
-        item = req.get("item")
-        if not isinstance(item, dict):
-            raise RequestError("fetch: item must be a map")
-        path, seconds = self.agent.fetcher.ensure_local(job, item)
+        path, seconds = self.agent.fetcher.ensure_local(check_job(req.job), req.item.as_doc())
         return {"ok": True, "seconds": seconds, "path": str(path), "inode": path.stat().st_ino}
 
-    def push(self, req: dict[str, Any], conn: Connection) -> dict[str, Any]:
+    def push(self, req: PushRequest, conn: Connection) -> dict[str, Any]:
         """Upload one local object to remote storage (data-plane benchmark and calibration)."""
-        job, key = check_job(req.get("job")), check_key(req.get("key"))
+        job, key = check_job(req.job), check_key(req.key)
         remote = self.agent.remote
         if remote is None:
             raise RequestError("this agent has no remote storage configured")
@@ -243,21 +238,30 @@ class DataOps:
         except TransportError as exc:  # S3's failure, not the requester's: answer, keep the connection
             raise RequestError(str(exc), "fetch") from None
 
-    def app_install(self, req: dict[str, Any], conn: Connection) -> dict[str, Any]:
+    def app_install(self, req: AppInstallRequest, conn: Connection) -> dict[str, Any]:
         """Install a version of the user's app code (sonic.runtime.appcode); idle workers of
         the app's other versions are retired, as no job will ask for them again."""
         try:
-            reply = appcode.handle_install(self.config.data_dir / "apps", req, self.config.name)
+            reply = appcode.handle_install(self.config.data_dir / "apps", {"digest": req.digest, "archive": req.archive},
+                                           self.config.name)
         except appcode.AppCodeError as exc:
             raise RequestError(str(exc)) from None
-        base = appcode.split_spec(str(req.get("app", "")))[0]
-        current = f"{base}{appcode.VERSION_SEP}{req.get('digest')}"
+        base = appcode.split_spec(req.app)[0]
+        current = f"{base}{appcode.VERSION_SEP}{req.digest}"
         self.agent.pool.retire(lambda key: appcode.split_spec(key)[0] == base and key != current)
         return reply
 
-    def coldstart(self, req: dict[str, Any], conn: Connection) -> dict[str, Any]:
+    def coldstart(self, req: ColdstartRequest, conn: Connection) -> dict[str, Any]:
         """Calibration: seconds to start a fresh worker for APP (process start + imports)."""
-        worker = Worker(text_field(req, "app"), self.config.data_dir / "workers.log",
+        worker = Worker(req.app, self.config.data_dir / "workers.log",
                         self.config.worker_start_timeout_s)
         worker.stop()
         return {"ok": True, "seconds": worker.start_s}
+
+
+def _peer_timeouts(doc: PeerTimeouts | None) -> Timeouts:
+    """Timeouts for pulling from peers, as the coordinator configured them (else the defaults)."""
+    if doc is None:
+        return Timeouts()
+    given = {"connect_s": doc.connect_s, "control_s": doc.control_s, "transfer_idle_s": doc.transfer_idle_s}
+    return Timeouts(**{k: v for k, v in given.items() if v is not None})

@@ -4,7 +4,9 @@ A threaded TCP server (one thread per connection: the work is blocking I/O, S3 c
 boto3 and waiting on worker pipes, so threads are the simple fit). Every connection must pass
 the HMAC handshake of :mod:`sonic.runtime.protocol` before a single request is read; failures
 are logged with the peer address and the connection is closed. The op table is built once,
-when the server starts; a failure is answered according to its exception's type.
+when the server starts; each request is decoded into its op's typed Struct
+(:mod:`sonic.runtime.messages`) before the op runs; a failure is answered according to its
+exception's type.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import msgspec
+
 from sonic import __version__
 from sonic.errors import AuthenticationError, PeerClosedError, TransportError
 from sonic.runtime import protocol
@@ -28,6 +32,7 @@ from sonic.runtime.agent.config import AgentConfig
 from sonic.runtime.agent.ops import DataOps
 from sonic.runtime.agent.request import Connection, Handler, RequestError
 from sonic.runtime.agent.state import Agent
+from sonic.runtime.messages import AgentRequest, op_name
 from sonic.runtime.objects import BadKeyError
 
 log = logging.getLogger("sonic.agent")
@@ -39,17 +44,27 @@ class Dispatcher:
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
         self.config = agent.config
-        self.ops: Mapping[str, Handler] = {**DataOps(agent).handlers(), **BenchOps(agent.config).handlers()}
+        handlers = {**DataOps(agent).handlers(), **BenchOps(agent.config).handlers()}
+        #: op -> (its request's type, its handler)
+        self.ops: Mapping[str, tuple[type[AgentRequest], Handler]] = {
+            op_name(request_type): (request_type, handler) for request_type, handler in handlers.items()}
 
     def answer(self, req: dict[str, Any], conn: Connection) -> dict[str, Any] | None:
         """The reply to one request (``None``: the op answered on the connection itself).
-        Raises OSError / TransportError when the connection broke under the request."""
+        The request is decoded into its op's typed Struct first: a malformed one is answered
+        with one line naming the field's path. Raises OSError / TransportError when the
+        connection broke under the request."""
         op = req.get("op")
-        handler = self.ops.get(op) if isinstance(op, str) else None
-        if handler is None:
+        entry = self.ops.get(op) if isinstance(op, str) else None
+        if entry is None:
             return {"ok": False, "kind": "request", "error": f"unknown op {op!r}"}
+        request_type, handler = entry
         try:
-            return handler(req, conn)
+            request = msgspec.convert(req, type=request_type, strict=True)
+        except msgspec.ValidationError as exc:
+            return {"ok": False, "kind": "request", "error": f"malformed {op!r} request: {exc}"}
+        try:
+            return handler(request, conn)
         except BadKeyError as exc:
             log.warning("bad key from %s: %s", conn.peer, exc)
             return {"ok": False, "kind": "request", "error": str(exc)}
