@@ -13,6 +13,8 @@ results exist):
                   ``pip install -e '.[experiments]'`` for Lithops)
 - ``adaptivity``  per app (built-ins + examples) x 2 sizes: fresh store, profile, then 30 rounds of
                   sonic/remote/vm/direct (order rotated) through ``sonic run`` with learning on (netns)
+- ``scale_end_to_end``  sort at 256 MB and 1 GB on 4 netns VMs in 0.5-CPU cgroups: the five
+                  strategies, 3 interleaved rounds, and the numpy floor of the same inputs
 
 ``--quick`` runs a reduced grid (about 10-15 minutes on a 2-core machine); ``report``
 only regenerates report.md from existing results. netns clusters need root; without it the
@@ -31,7 +33,7 @@ from typing import Any
 from experiments import common
 from sonic.errors import UserInputError
 
-EXPERIMENTS = ("fanout", "end_to_end", "prediction", "scale", "peer", "adaptivity")
+EXPERIMENTS = ("fanout", "end_to_end", "prediction", "scale", "peer", "adaptivity", "scale_end_to_end")
 
 
 def _runner(name: str) -> Callable[..., dict[str, Any]]:

@@ -83,11 +83,18 @@ class NetSettings:
     s3_mbps: float | None = 2000.0         # the S3 server's link: S3's aggregate limit (tbf)
     s3_latency_ms: float = 25.0            # added to every S3 request (first-byte latency)
     mode: str = "netns"
+    vm_cpus: float | None = None           # netns: each VM's CPU limit in cores (cgroup), None: unlimited
+
+    def limits(self) -> Any:
+        from sonic.emulation.cgroups import VMLimits
+
+        return VMLimits(cpus=self.vm_cpus, memory_mb=self.memory_mb_per_vm if self.vm_cpus else None)
 
     def describe(self) -> str:
         link = f"{self.vm_mbps:g} Mbit/s VM links" if self.vm_mbps else "unshaped VM links"
         s3 = f"S3 link {self.s3_mbps:g} Mbit/s" if self.s3_mbps else "unshaped S3 link"
-        return (f"{self.mode}: {self.vms} VMs x {self.cores_per_vm} cores, {self.memory_mb_per_vm} MB; {link}; "
+        cpus = f" (cgroup: {self.vm_cpus:g} CPU each)" if self.vm_cpus else ""
+        return (f"{self.mode}: {self.vms} VMs x {self.cores_per_vm} cores{cpus}, {self.memory_mb_per_vm} MB; {link}; "
                 f"{s3}, +{self.s3_latency_ms:g} ms per S3 request")
 
 
@@ -120,6 +127,8 @@ def cluster(settings: NetSettings, root: Path) -> Iterator[tuple[ClusterSpec, Pa
                               "memory_mb_per_vm": effective.memory_mb_per_vm}
     if effective.mode == "netns":
         kwargs["vm_mbps"] = effective.vm_mbps
+        if effective.vm_cpus:
+            kwargs["limits"] = effective.limits()
     t0 = time.perf_counter()
     with local_cluster(effective.vms, effective.mode, root, options=HarnessOptions(ssh_config_path=None),
                        **kwargs) as spec:
