@@ -91,6 +91,10 @@ class Calibration:
     #: Seconds per object an instance writes or reads in place beyond its bytes: creating or
     #: opening the file, checksumming and registering it with the agent.
     object_overhead_s: float = 0.0005
+    #: Per VM: how much longer a stage computes there than where it was profiled (a fixed CPU
+    #: workload's time on the VM's worker over its time on the calibrating machine; 2.0 for a
+    #: half-core CPU quota). A VM not listed computes as profiled (1.0).
+    compute_factor: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -255,6 +259,13 @@ def parse_cluster(doc: Any, *, source: str = "cluster file", check_paths: bool =
                                    f"{vm.host}:{vm.agent_port}; one agent cannot be two VMs, give each its own "
                                    "host or agent_port")
         endpoints[endpoint] = vm.name
+    for name, factor in spec.calibration.compute_factor.items():
+        where = f"{source}: calibration.compute_factor.{name}"
+        if name not in names:
+            raise ClusterFileError(f"{where}: no VM is named {name!r}; list factors of the file's VMs only")
+        if not (math.isfinite(factor) and 0.01 <= factor <= 100):
+            raise ClusterFileError(f"{where} is {factor!r}; it must be between 0.01 and 100 (re-run "
+                                   "`sonic cluster calibrate`)")
     if spec.remote_storage.kind != "s3":
         raise ClusterFileError(f"{source}: remote_storage.kind {spec.remote_storage.kind!r} is not supported; use s3")
     _check_storage(spec.remote_storage, f"{source}: remote_storage")

@@ -8,7 +8,8 @@ Inputs. Per stage s (per instance): ``n_s`` instances, compute time ``t_s`` (mea
 consumer count of a scatter out-edge, else 1). Per edge e = P -> C, what one consumer instance
 receives: bytes ``b_e`` and objects ``k_e`` (one-to-one: ``o_P``, ``f_P``; scatter:
 ``n_P o_P / n_C``, ``n_P``; broadcast and gather: ``n_P o_P``, ``n_P f_P``). Per VM v: cores
-``c_v``, memory ``M_v``, price ``p_v`` ($/h), warm workers ``w_v``. Calibration: VM NIC
+``c_v``, memory ``M_v``, price ``p_v`` ($/h), warm workers ``w_v``, compute factor ``x_v``
+(calibrated: the VM's time for a fixed CPU workload over the profiling machine's). Calibration: VM NIC
 bandwidth ``B_net`` and request latency ``l_net``, disk write/read ``B_dw``/``B_dr``, S3
 request latency ``l_s3``, per-connection ``B_conn`` and aggregate ``B_agg`` bandwidth,
 invocation overhead ``o_inv``, cold start ``T_cold``. Prices: S3 PUT/GET per 1000 requests,
@@ -30,7 +31,7 @@ by every instance in every wave. Likewise every source instance receives the who
 application input, downloaded once per VM::
 
     T_s      = max_v ( W_v * tau_v + in_v + sum_{e shared} fetch_e(v) )
-    tau_v    = o_inv + q_v (r_s / B_dr + o_s / B_dw) + t_s + o_obj (f_s + sum_e k_e)
+    tau_v    = o_inv + q_v (r_s / B_dr + o_s / B_dw) + x_v t_s + o_obj (f_s + sum_e k_e)
                + sum_{e not shared} fetch_e(v) + [upload] up_v
     finish_s = max( max_P finish_P , [cold_s] T_cold ) + T_s
     latency  = max over sinks of finish_s
@@ -186,6 +187,7 @@ class CostModel:
         cal = problem.calibration
         self.cal = cal
         self.cores = tuple(vm.cores for vm in problem.vms)
+        self.compute = tuple(vm.compute_factor for vm in problem.vms)
         self._net_in = min(cal.vm_bandwidth_Bps, cal.disk_write_Bps)
         self._net_out = min(cal.vm_bandwidth_Bps, cal.disk_read_Bps)
         self._flows: dict[tuple[int, int, int], _Flow] = {}
@@ -245,7 +247,7 @@ class CostModel:
             waves.append(-(-c // self.cores[v]))
             once.append(cal.s3_latency_s + s.source_input_bytes / in_rate if source else 0.0)
             local = q * (s.read_bytes / cal.disk_read_Bps + s.output_bytes / cal.disk_write_Bps)
-            base.append(cal.invoke_overhead_s + local + s.time_s + cal.object_overhead_s * objects)
+            base.append(cal.invoke_overhead_s + local + s.time_s * self.compute[v] + cal.object_overhead_s * objects)
             rate_up = min(cal.s3_conn_Bps, self._net_out / q, cal.s3_aggregate_Bps / total_q)
             up.append(cal.s3_latency_s * s.objects_stored + s.output_bytes / rate_up)
         found = (tuple(waves), tuple(base), tuple(up), tuple(once))

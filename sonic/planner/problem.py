@@ -32,6 +32,7 @@ class VMInfo:
     memory_mb: int
     price_per_hour: float
     warm_workers: int
+    compute_factor: float = 1.0  # stage time there over the profiled time (calibration)
 
 
 @dataclass(frozen=True)
@@ -174,7 +175,9 @@ def _vm_infos(cluster: ClusterSpec, warm: WarmSpec) -> tuple[VMInfo, ...]:
     unknown = sorted(set(warm_map) - names)
     if unknown:
         raise PlanError(f"warm names VM {unknown[0]!r}, which the cluster does not have ({', '.join(sorted(names))})")
-    return tuple(VMInfo(vm.name, vm.cores, vm.memory_mb, vm.price_per_hour, max(0, warm_map.get(vm.name, 0)))
+    factors = cluster.calibration.compute_factor
+    return tuple(VMInfo(vm.name, vm.cores, vm.memory_mb, vm.price_per_hour, max(0, warm_map.get(vm.name, 0)),
+                        factors.get(vm.name, 1.0))
                  for vm in cluster.vms)
 
 

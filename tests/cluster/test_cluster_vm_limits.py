@@ -14,6 +14,8 @@ from sonic.cluster.spec import load_cluster
 from sonic.emulation import cgroups
 from sonic.emulation.cgroups import VMLimits
 from sonic.emulation.local import HarnessOptions, local_cluster
+from sonic.runtime.compute_speed import compute_factors
+from sonic.runtime.protocol import read_secret
 
 
 def _cgroups_unusable() -> str | None:
@@ -46,6 +48,11 @@ def test_netns_vms_run_in_limited_groups(tmp_path: Path) -> None:
                     assert int((d / "memory.limit_in_bytes").read_text()) == 768 * 2**20
         # VMs do not share a group.
         assert not cgroups.members(groups["vm0"]) & cgroups.members(groups["vm1"])
+        # A quarter core computes a fixed workload about 4x slower than this machine does, and
+        # calibration says so for every VM (the cost model then scales stage times by it).
+        factors = compute_factors(spec, read_secret(spec.secret_file))
+        assert set(factors) == {"vm0", "vm1"}
+        assert all(2.5 < f < 8 for f in factors.values()), factors
     for dirs in groups.values():
         assert not any(os.path.exists(d) for d in dirs), "cgroup left after down"
 
