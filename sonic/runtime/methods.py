@@ -63,12 +63,20 @@ class FetchContext(Protocol):
 
 
 class RuntimeMethod(Protocol):
-    #: inputs are read where the producer wrote them (only a partition is copied out of its pack)
-    in_place: bool
-    #: fetch checks size and checksum on the way in; otherwise the agent checks the file after it
-    verifies_in_transit: bool
-    #: fetching needs the agent's remote storage (an agent without one refuses the request)
-    needs_remote: bool
+    @property
+    def in_place(self) -> bool:
+        """Inputs are read where the producer wrote them (only a partition is copied out of its pack)."""
+        ...
+
+    @property
+    def verifies_in_transit(self) -> bool:
+        """Fetch checks size and checksum on the way in; otherwise the agent checks the file after it."""
+        ...
+
+    @property
+    def needs_remote(self) -> bool:
+        """Fetching needs the agent's remote storage (an agent without one refuses the request)."""
+        ...
 
     def choose_source(self, held: Held, consumer_vm: str, alive: AbstractSet[str]) -> tuple[str, str | None] | None:
         """(wire method, VM to fetch from) for an input of an edge planned with this method,

@@ -46,8 +46,8 @@ def test_the_dispatcher_answers_a_failure_by_its_type(tmp_path: Path) -> None:
     try:
         assert dispatcher.answer({"op": "nope"}, conn) == {"ok": False, "kind": "request",
                                                            "error": "unknown op 'nope'"}
-        assert dispatcher.answer({"op": "warm"}, conn) == {"ok": False, "kind": "request",
-                                                           "error": "field 'app' must be a non-empty string"}
+        assert dispatcher.answer({"op": "warm"}, conn) == {
+            "ok": False, "kind": "request", "error": "malformed 'warm' request: Object missing required field `app`"}
         bad_key = dispatcher.answer({"op": "drop", "job": "../etc"}, conn)
         assert bad_key is not None and bad_key["kind"] == "request" and not bad_key["ok"]
         malformed = dispatcher.answer({"op": "fetch", "job": "job1", "item": {"stage": "s"}}, conn)
