@@ -8,7 +8,8 @@ Modules, one job each (imports point down this list, never up):
 - :mod:`.state`: the agent's state (store, pool, fetch cache, jobs' leases and cancellation);
 - :mod:`.fetch`: the fetch cache, an input made local by its passing method and verified;
 - :mod:`.pool`: warm worker processes and their pool;
-- :mod:`.request`, :mod:`.config`: the failed-request error and the connection a request came on; the settings (requests are typed in :mod:`sonic.runtime.messages`).
+- :mod:`.request`, :mod:`.config`: the failed-request error and the connection a request came
+  on; the settings (the requests themselves are typed in :mod:`sonic.runtime.messages`).
 
 Every connection must pass the HMAC handshake of :mod:`sonic.runtime.protocol` before a
 single request is read.
