@@ -45,7 +45,7 @@ import math
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NamedTuple
 
 from sonic.app import App
 from sonic.cluster.spec import ClusterSpec
@@ -96,13 +96,47 @@ class Bounds:
         return min(self.best_value, self.budget, self.deadline) < math.inf
 
 
-# A label: (frontier finish times - two per stage: without and with its upload -, latest sink
-# finish, S3 dollars, VMs used per group, lower bound on the final latency, trace); the trace
-# is a linked list (parent trace, Decision) to rebuild the plan.
-_Label = tuple[tuple[float, ...], float, float, tuple[int, ...], float, object]
-# A move: (finish indices read, placement, upload, decision, stage seconds, seconds with upload,
-# earliest start (cold start), dollars added, VMs used per group).
-_Move = tuple[tuple[int, ...], Placement, bool, Decision, float, float, float, float, tuple[int, ...]]
+# How a label was reached: a linked list of its decisions, the latest first - (parent trace,
+# decision placed last); the first stage's parent is None. A plain pair: one is built per label.
+_Trace = tuple["_Trace | None", Decision]
+
+
+class _Label(NamedTuple):
+    """One partial plan in the DP: what the rest of the plan can still see, and how to rebuild it.
+
+    The DP keeps labels as plain tuples of these fields in this order (:data:`_RawLabel`):
+    building and unpacking a NamedTuple in its innermost loop made a 100-stage plan ~7-10%
+    slower. It unpacks them with these names (``for finishes, sink_finish, ... in labels``);
+    a complete plan's label is named when it is read (:meth:`_Optimiser._candidate`).
+    """
+
+    finishes: tuple[float, ...]  # frontier finish times, two per stage: without and with its upload
+    sink_finish: float          # latest finish time of a sink placed so far (the latency so far)
+    s3_usd: float               # S3 dollars so far (uploads, downloads, source reads)
+    used: tuple[int, ...]       # VMs used so far per placement group (the first used[g] of group g)
+    lower_bound: float          # lower bound on the final latency: max(finish_s + h_s) so far
+    trace: _Trace | None        # the decisions so far (None: no stage placed yet)
+
+
+# A label as the DP builds and keeps it: _Label's fields as a plain tuple.
+_RawLabel = tuple[tuple[float, ...], float, float, tuple[int, ...], float, _Trace | None]
+
+
+class _Move(NamedTuple):
+    """One decision for the stage being placed, given its producers' states, with its costs.
+
+    Unpacked in the hot loop (``for reads, placement, ... in moves``): keep the field order.
+    """
+
+    reads: tuple[int, ...]      # indices into a label's finishes of the producer finish times it waits for
+    placement: Placement        # the stage's placement
+    upload: bool                # whether the stage uploads its outputs (a key bit)
+    decision: Decision          # the same choice, as recorded in the trace
+    stage_s: float              # the stage's time from its start (with the upload when ``upload``)
+    with_upload_s: float        # its time with the upload (the "with upload" finish of a deferred stage)
+    ready_s: float              # earliest start: the cold start when a VM it uses is cold, else 0
+    added_usd: float            # S3 dollars it adds (its downloads, source reads, uploads it causes)
+    group_use: tuple[int, ...]  # VMs its placement uses per placement group
 
 
 def _carrier(indices: list[int]) -> Callable[[tuple[float, ...]], tuple[float, ...]]:
@@ -213,7 +247,8 @@ class _Optimiser:
         cap_s = bounds.deadline * (1 + _SLACK)
         live: list[str] = []
         zero = tuple(0 for _ in space.groups)
-        table: dict[tuple[tuple[Placement, bool], ...], list[_Label]] = {(): [((), 0.0, 0.0, zero, 0.0, None)]}
+        table: dict[tuple[tuple[Placement, bool], ...], list[_RawLabel]] = {(): [
+            _Label(finishes=(), sink_finish=0.0, s3_usd=0.0, used=zero, lower_bound=0.0, trace=None)]}
         for name in processing_order(problem):
             ins = problem.in_edges[name]
             pos = [live.index(e.src) for e in ins]
@@ -228,7 +263,7 @@ class _Optimiser:
             step = _Step(name, tuple(pos), tuple(ss.methods[e.index] for e in ins),
                          tuple(mode[e.src] for e in ins),
                          ss.upload_options[name] if mode[name] == "key" else (False,), deferred)
-            new_table: dict[tuple[tuple[Placement, bool], ...], list[_Label]] = {}
+            new_table: dict[tuple[tuple[Placement, bool], ...], list[_RawLabel]] = {}
             # Keys that differ only in frontier stages this stage does not read share moves.
             moves: dict[tuple[tuple[Placement, bool], ...], list[_Move]] = {}
             for key, labels in table.items():
@@ -237,37 +272,40 @@ class _Optimiser:
                 if found is None:
                     found = moves[prods] = self._moves(step, ss, prods)
                 kept_key = tuple(key[i] for i in keep)
-                for select, pc, upload, decision, stage_s, with_upload, ready, s3_add, use in found:
-                    new_key = kept_key + ((pc, upload),) if has_out else kept_key
+                for (reads, placement, upload, decision, stage_s, with_upload_s, ready_s, added_usd,
+                     group_use) in found:
+                    new_key = kept_key + ((placement, upload),) if has_out else kept_key
                     bucket = new_table.setdefault(new_key, [])
-                    for fins, sink, s3, used, lower, trace in labels:
-                        start = ready
-                        for j in select:
-                            if fins[j] > start:
-                                start = fins[j]
+                    for finishes, sink_finish, s3_usd, used, lower_bound, trace in labels:
+                        start = ready_s
+                        for j in reads:
+                            if finishes[j] > start:
+                                start = finishes[j]
                         fin = start + stage_s
-                        if used != use:
-                            used = tuple(a if a >= b else b for a, b in zip(used, use))
-                        if fin + h_here > lower:
-                            lower = fin + h_here
+                        if used != group_use:
+                            used = tuple(a if a >= b else b for a, b in zip(used, group_use))
+                        if fin + h_here > lower_bound:
+                            lower_bound = fin + h_here
                         if bounded:
-                            if lower > cap_s:
+                            if lower_bound > cap_s:
                                 continue
                             if track_cost:
-                                usd = price(used) * lower / 3600.0 + s3 + s3_add
-                                if usd > cap_usd or objective_value(objective, lower, usd) > cap_value:
+                                usd = price(used) * lower_bound / 3600.0 + s3_usd + added_usd
+                                if usd > cap_usd or objective_value(objective, lower_bound, usd) > cap_value:
                                     continue
-                            elif lower > cap_value:
+                            elif lower_bound > cap_value:
                                 continue
-                        new_fins = carry(fins)
+                        new_finishes = carry(finishes)
                         if has_out:
-                            new_fins += (fin, start + with_upload if deferred else fin)
-                        elif fin > sink:
-                            sink = fin
-                        bucket.append((new_fins, sink, s3 + s3_add, used, lower, (trace, decision)))
+                            new_finishes += (fin, start + with_upload_s if deferred else fin)
+                        elif fin > sink_finish:
+                            sink_finish = fin
+                        # A _RawLabel: _Label's fields in order.
+                        bucket.append((new_finishes, sink_finish, s3_usd + added_usd, used, lower_bound,
+                                       (trace, decision)))
             table = {k: self._prune(v) for k, v in new_table.items() if v}
             live = [live[i] for i in keep] + ([name] if has_out else [])
-        return [self._candidate(label) for label in table.get((), [])]
+        return [self._candidate(_Label._make(label)) for label in table.get((), [])]
 
     def _moves(self, step: _Step, ss: SearchSpace, prods: tuple[tuple[Placement, bool], ...]) -> list[_Move]:
         """Every decision for ``step.stage`` given its producers' states, with its costs."""
@@ -317,26 +355,29 @@ class _Optimiser:
                     model.download_dollars(e, m, pp, pc) for e, m, (pp, _) in zip(ins, methods, prods))
                 use = self.group_use(pc)
                 for upload in uploads:
-                    out.append((chosen, pc, upload, Decision(name, pc, upload, methods),
-                                with_upload if upload else plain, with_upload, ready,
-                                s3_in + upload_usd if upload else s3_in, use))
+                    # By position (keywords cost ~2x as much, and there are many moves): in field order
+                    # reads, placement, upload, decision, stage_s, with_upload_s, ready_s, added_usd, group_use.
+                    out.append(_Move(chosen, pc, upload, Decision(name, pc, upload, methods),
+                                     with_upload if upload else plain, with_upload, ready,
+                                     s3_in + upload_usd if upload else s3_in, use))
         return out
 
     def _candidate(self, label: _Label) -> Candidate:
-        _, latency, s3, used, _, trace = label
         decisions: list[Decision] = []
+        trace = label.trace
         while trace is not None:
-            trace, decision = cast(tuple[object, Decision], trace)
+            trace, decision = trace
             decisions.append(decision)
         placements = {d.stage: d.placement for d in decisions}
         methods: dict[tuple[str, str], PassingMethod] = {}
         for d in decisions:
             for e, m in zip(self.problem.in_edges[d.stage], d.methods):
                 methods[(e.src, e.dst)] = m
-        cost = self.price(used) * latency / 3600.0 + s3
+        latency = label.sink_finish
+        cost = self.price(label.used) * latency / 3600.0 + label.s3_usd
         return Candidate(latency, cost, Assignment(placements, methods))
 
-    def _prune(self, labels: list[_Label]) -> list[_Label]:
+    def _prune(self, labels: list[_RawLabel]) -> list[_RawLabel]:
         """Keep the Pareto-minimal labels (first of equals; ties broken by dollars).
 
         Compared: frontier finish times and the latest sink finish; with dollars tracked also
@@ -346,12 +387,15 @@ class _Optimiser:
         if len(labels) <= 1:
             return labels
         price = self.price
-        ranked: list[tuple[Any, ...]]  # (sort key..., index): the key's shape depends on track_cost
+        # (compared vector, tie-breakers..., index into labels): the tie-breakers depend on track_cost
+        ranked: list[tuple[Any, ...]]
         if self.track_cost:
-            ranked = sorted(((lab[0] + (lab[1], lab[2]) + lab[3], i) for i, lab in enumerate(labels)))
+            ranked = sorted(((finishes + (sink_finish, s3_usd) + used, i)
+                             for i, (finishes, sink_finish, s3_usd, used, _, _) in enumerate(labels)))
         else:
-            ranked = sorted(((lab[0] + (lab[1],), price(lab[3]), lab[2], i) for i, lab in enumerate(labels)))
-        kept: list[_Label] = []
+            ranked = sorted(((finishes + (sink_finish,), price(used), s3_usd, i)
+                             for i, (finishes, sink_finish, s3_usd, used, _, _) in enumerate(labels)))
+        kept: list[_RawLabel] = []
         kept_vectors: list[tuple[float, ...]] = []
         for item in ranked:
             vec = item[0]
