@@ -175,11 +175,13 @@ def processing_order(problem: Problem) -> list[str]:
 
 def remaining_path(problem: Problem) -> dict[str, float]:
     """``h_s``: the least time any plan needs after stage s ends (critical path of lower bounds:
-    every later stage takes at least one wave of ``o_inv + t``)."""
+    every later stage takes at least one wave of ``o_inv + x t``, ``x`` the smallest compute
+    factor of any VM: a VM faster than the profiling machine may run it)."""
     overhead = problem.calibration.invoke_overhead_s
+    fastest = min((vm.compute_factor for vm in problem.vms), default=1.0)
     h: dict[str, float] = {}
     for name in reversed(problem.order):
-        h[name] = max((overhead + problem.stages[e.dst].time_s + h[e.dst] for e in problem.out_edges[name]),
+        h[name] = max((overhead + fastest * problem.stages[e.dst].time_s + h[e.dst] for e in problem.out_edges[name]),
                       default=0.0)
     return h
 

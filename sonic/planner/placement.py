@@ -55,9 +55,11 @@ class PlacementSpace:
 
     def __init__(self, vms: Sequence[VMInfo]) -> None:
         self.vms = tuple(vms)
-        groups: dict[tuple[int, int, float, int], list[int]] = {}
+        # VMs are interchangeable when everything the cost model knows of them is equal.
+        groups: dict[tuple[int, int, float, int, float], list[int]] = {}
         for i, vm in enumerate(self.vms):
-            groups.setdefault((vm.cores, vm.memory_mb, vm.price_per_hour, vm.warm_workers), []).append(i)
+            groups.setdefault((vm.cores, vm.memory_mb, vm.price_per_hour, vm.warm_workers, vm.compute_factor),
+                              []).append(i)
         self.groups = tuple(VMGroup(g, tuple(members)) for g, members in enumerate(groups.values()))
         group_of = [0] * len(self.vms)
         for group in self.groups:

@@ -18,6 +18,7 @@ shared machine only ever adds time).
 
 from __future__ import annotations
 
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -57,7 +58,10 @@ def _timed(rounds: int) -> float:
 
 def compute_factors(cluster: ClusterSpec, secret: bytes) -> dict[str, float]:
     """Each VM's time for the workload over this machine's (module doc), one instance per VM,
-    all VMs at once as in a busy job."""
+    all VMs at once as in a busy job. VMs of one type (same cores, memory and price) get the
+    median of their type: they compute alike, and what differs between their measurements is
+    noise (two identical loopback VMs measured 1.38 and 1.09 on a loaded machine), which would
+    otherwise split them into groups the planner must tell apart."""
     rounds, here = local_rounds_and_seconds()
     vms = [vm.name for vm in cluster.vms]
     app = load_app(SPIN_APP)
@@ -80,4 +84,9 @@ def compute_factors(cluster: ClusterSpec, secret: bytes) -> dict[str, float]:
                         best[m.vm] = min(best.get(m.vm, raw), raw)
         finally:
             coordinator.close()
-    return {vm: round(best[vm] / here, 3) for vm in vms if vm in best}
+    by_type: dict[tuple[int, int, float], list[float]] = {}
+    for vm in cluster.vms:
+        if vm.name in best:
+            by_type.setdefault((vm.cores, vm.memory_mb, vm.price_per_hour), []).append(best[vm.name] / here)
+    return {vm.name: round(statistics.median(by_type[(vm.cores, vm.memory_mb, vm.price_per_hour)]), 3)
+            for vm in cluster.vms if vm.name in best}

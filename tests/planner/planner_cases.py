@@ -99,7 +99,16 @@ def clusters(draw: st.DrawFn, max_vms: int = 3) -> ClusterSpec:
     first = vm_spec(0)
     vms = [first] + [VMSpec(f"vm{i}", f"10.213.0.{10 + i}", first.cores, first.memory_mb, first.price_per_hour)
                      if identical else vm_spec(i) for i in range(1, n)]
-    return ClusterSpec(vms, calibration=draw(calibrations()))
+    calibration = draw(calibrations())
+    # Compute speeds relative to the profiling machine: all as profiled, one for the pool, or
+    # one per VM (a faster VM too: the search's lower bounds must hold for it).
+    speeds = draw(st.sampled_from(["profiled", "pool", "per-vm"]))
+    factor = st.sampled_from([0.5, 1.0, 2.0, 3.0])
+    if speeds == "pool":
+        calibration.compute_factor = dict.fromkeys((vm.name for vm in vms), draw(factor))
+    elif speeds == "per-vm":
+        calibration.compute_factor = {vm.name: draw(factor) for vm in vms}
+    return ClusterSpec(vms, calibration=calibration)
 
 
 @st.composite

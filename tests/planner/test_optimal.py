@@ -47,11 +47,26 @@ def _score(case: Case) -> list[Candidate] | None:
         return None
 
 
-@settings(max_examples=500, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-@given(case=cases(), constraint=st.sampled_from([None, None, "budget", "deadline", "both"]),
-       factor=st.floats(0.7, 1.6))
+_CASES = {"case": cases(), "constraint": st.sampled_from([None, None, "budget", "deadline", "both"]),
+          "factor": st.floats(0.7, 1.6)}
+_HEALTH = [HealthCheck.too_slow, HealthCheck.filter_too_much]
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=_HEALTH)
+@given(**_CASES)
 def test_dp_matches_brute_force(case: Case, constraint: str | None, factor: float) -> None:
+    """200 derandomized cases in the default suite; the slow variant below runs 2000."""
+    _dp_matches_brute_force(case, constraint, factor)
+
+
+@pytest.mark.slow
+@settings(max_examples=2000, deadline=None, suppress_health_check=_HEALTH)
+@given(**_CASES)
+def test_dp_matches_brute_force_on_many_random_cases(case: Case, constraint: str | None, factor: float) -> None:
+    _dp_matches_brute_force(case, constraint, factor)
+
+
+def _dp_matches_brute_force(case: Case, constraint: str | None, factor: float) -> None:
     try:
         scored = _score(case)
     except TooManyPlans:
