@@ -50,7 +50,7 @@ from typing import Any, NamedTuple
 from sonic.app import App
 from sonic.cluster.spec import ClusterSpec
 from sonic.errors import InfeasibleError, PlanError
-from sonic.plan import OBJECTIVES, STRATEGIES, PassingMethod, Plan
+from sonic.plan import OBJECTIVES, STRATEGIES, ParallelismChoice, PassingMethod, Plan
 from sonic.planner.assemble import assemble_plan
 from sonic.planner.cost import Assignment, CostModel, objective_value
 from sonic.planner.incumbent import rule_of_thumb_plans
@@ -541,5 +541,13 @@ def make_plan(app: App, prediction: AppPrediction, cluster: ClusterSpec, *, obje
     model = CostModel(problem, space)
     best, _ = optimise(problem, space, model, objective=objective, strategy=strategy, budget=budget,
                        deadline=deadline)
-    return assemble_plan(problem, space, model, best.assignment, objective=objective, strategy=strategy,
+    plan = assemble_plan(problem, space, model, best.assignment, objective=objective, strategy=strategy,
                          warm_given=warm is not None)
+    # An elastic stage runs the count its plan was costed for: without a chosen count the
+    # runtime would fall back to the data-determined one (sort at 256 MB: planned and predicted
+    # for 10 maps, run with 64), and the plan would describe a job that never ran.
+    for name, bounds in app.elastic_stages().items():
+        stage = plan.stages[name]
+        if stage.parallelism is None and bounds.min <= stage.instances <= bounds.max:
+            stage.parallelism = ParallelismChoice(bounds.min, bounds.max, stage.instances)
+    return plan

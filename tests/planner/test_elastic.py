@@ -19,7 +19,7 @@ from planner_samples import _noop, cluster, stage_prediction
 from sonic.app import App
 from sonic.errors import InfeasibleError, PlanError
 from sonic.plan import Plan
-from sonic.planner import render_table
+from sonic.planner import make_plan, render_table
 from sonic.planner.bruteforce import TooManyPlans, brute_force_elastic
 from sonic.planner.cost import objective_value
 from sonic.planner.elastic import make_elastic_plan
@@ -143,6 +143,19 @@ def test_more_instances_when_compute_dominates_fewer_when_overhead_does() -> Non
                for o in choice.alternatives)
     table = render_table(heavy)
     assert "elastic stage" in table and f"[{choice.chosen}: " in table
+
+
+def test_a_plan_of_one_count_option_fixes_the_elastic_counts_it_was_costed_for() -> None:
+    """``make_plan`` (a fixed strategy, the oracle, a caller with one prediction) records the
+    elastic stages' counts as chosen, so the runtime runs the job the plan describes rather
+    than the data-determined counts."""
+    spec = cluster(2, cores=2, memory_mb=16384)
+    app, options = _sort_like(per_mb_s=0.05, fixed_s=0.0)
+    option = next(o for o in options if o.stages["map"].instances == 8 and o.stages["reduce"].instances == 16)
+    for strategy in ("sonic", "vm", "remote"):
+        plan = make_plan(app, option, spec, strategy=strategy, warm=spec.vm_names)
+        assert plan.chosen_counts() == {"map": 8, "reduce": 16}, strategy
+        assert Plan.from_json(plan.to_json()).check(app, spec.vm_names).chosen_counts() == {"map": 8, "reduce": 16}
 
 
 def test_count_options_are_checked() -> None:
