@@ -42,7 +42,7 @@ NAME = "adaptivity"
 STRATEGIES = ("sonic", "remote", "vm", "direct")
 FIXED = ("remote", "vm", "direct")
 BUILTINS = ("sort", "video", "lightgbm")
-EXAMPLES = ("examples.topk:app", "examples.starjoin:app", "examples.skewed:app")
+EXAMPLES = ("examples.topk:app", "examples.starjoin:app", "examples.skewed:app", "examples.forkjoin:app")
 #: The examples have no recommended sweep; this is what a user would type first
 #: (``sonic profile examples.topk:app --sizes 1MB,2MB,4MB,8MB,16MB --runs 2``).
 EXAMPLE_SWEEP = "1MB,2MB,4MB,8MB,16MB"
@@ -55,7 +55,7 @@ APPS_ENV = "SONIC_ADAPTIVITY_APPS"
 INPUT_SEED = 101
 COLUMNS = ["app", "input_bytes", "size_label", "round", "position", "strategy", "latency_s",
            "predicted_latency_s", "output_ok", "learning_recorded", "models_replaced", "learning_reason",
-           "learning_changes", "replans", "replan_detail", "methods", "untrusted_stages", "cpu_wait_s", "load_1min",
+           "learning_changes", "replans", "replan_detail", "methods", "untrusted_stages", "memory_mape", "cpu_wait_s", "load_1min",
            "wall_s", "error"]
 
 
@@ -73,7 +73,7 @@ def config(quick: bool) -> dict[str, Any]:
     if quick:
         return {"sizes": {"examples.topk:app": [4 * MB], "sort": [16 * MB]}, "rounds": 5}
     return {"sizes": {"examples.topk:app": [2 * MB, 8 * MB], "examples.starjoin:app": [2 * MB, 8 * MB],
-                      "examples.skewed:app": [2 * MB, 8 * MB], "sort": [8 * MB, 16 * MB],
+                      "examples.skewed:app": [2 * MB, 8 * MB], "examples.forkjoin:app": [2 * MB, 8 * MB], "sort": [8 * MB, 16 * MB],
                       "video": [4 * MB, 8 * MB], "lightgbm": [4 * MB, 8 * MB]},
             "rounds": 30, "budget_s": 75 * 60}
 
@@ -244,11 +244,21 @@ def _record(result: Any) -> dict[str, Any]:
             for r in replans),
         "methods": " ".join(f"{e.src}>{e.dst}:{getattr(e.method, 'value', e.method)}" for e in result.edges),
         "untrusted_stages": " ".join(s["name"] for s in comparison.get("stages", []) if not s.get("trusted")),
+        "memory_mape": memory_mape(comparison),
         # How loaded the shared machine was: run-queue wait of the run's instances (CPU the
         # instances wanted but another process had) and the 1-minute load average after it.
         "cpu_wait_s": sum(m.cpu_wait_s for m in result.instances),
         "load_1min": os.getloadavg()[0],
     }
+
+
+def memory_mape(comparison: dict[str, Any]) -> float:
+    """Mean over the run's stages of |predicted - measured| / measured peak memory (the
+    models' semantics, :func:`sonic.comparison.compare`); NaN if no stage was predicted."""
+    errors = [abs(s["peak_memory_mb"]["predicted"] - s["peak_memory_mb"]["actual"]) / s["peak_memory_mb"]["actual"]
+              for s in comparison.get("stages", [])
+              if s["peak_memory_mb"].get("predicted") and s["peak_memory_mb"].get("actual")]
+    return sum(errors) / len(errors) if errors else math.nan
 
 
 # ----------------------------------------------------------------------------- analysis
@@ -333,6 +343,9 @@ def summary_rows(path: Path | None = None) -> list[dict[str, Any]]:
             "replans": sum(int(r["replans"]) for r in rows if r.get("replans") not in ("", None)),
             "sonic_plans": len({r["methods"] for r in rows if r["strategy"] == "sonic" and r.get("methods")}),
             "median_load_1min": median([float(r["load_1min"]) for r in rows if r.get("load_1min") not in ("", None)]),
+            # Memory MAPE over stages at the run size, median over the cell's validated runs.
+            "median_memory_mape": median([float(r["memory_mape"]) for r in rows if _ok(r)
+                                          and r.get("memory_mape") not in ("", None, "nan")]),
         }
         for s in STRATEGIES:
             row[f"{s}_median_abs_latency_error"] = median(latency_errors(rows, s))
