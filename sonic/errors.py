@@ -256,6 +256,14 @@ class AgentRequestError(SonicError):
                    cause=text("cause") or "", input=text("input"), source=text("source"))
 
 
+class MalformedReplyError(AgentRequestError):
+    """An agent's reply that does not match its op's reply type (``sonic.runtime.messages``):
+    a bug or another version of sonic on the VM, never the user's input."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "request")
+
+
 class PeerClosedError(TransportError):
     """The peer closed the connection cleanly between two frames (not inside one): the normal
     end of a pooled connection, which a server need not log as a failure."""

@@ -37,14 +37,12 @@ def ship_app(clients: Mapping[str, AgentClient], app: App, app_spec: str,
     targets = {name: client for name, client in clients.items() if name not in exclude}
 
     def install(name: str, client: AgentClient) -> tuple[str, bool, str]:
-        # No timeout: installing requirements with pip may take minutes on a real VM.
-        reply = client.call("app_install", timeout=None, app=app_spec, digest=bundle.digest)
+        reply = client.app_install(app_spec, bundle.digest)
         sent = False
-        if reply.get("missing"):
-            reply = client.call("app_install", timeout=None, app=app_spec, digest=bundle.digest,
-                                archive=bundle.archive)
+        if reply.missing:
+            reply = client.app_install(app_spec, bundle.digest, bundle.archive)
             sent = True
-        return name, sent, str(reply.get("python", ""))
+        return name, sent, reply.python
 
     errors: dict[str, str] = {}
     sent_to: list[str] = []

@@ -97,18 +97,14 @@ def run_dataplane_bench(cluster_path: Path, sizes: list[int], *, repeats: int = 
             item = {"stage": "bench", "instance": 0, "name": f"obj-{size}", "size": size, "checksum": checksum}
             raw, raw_file, direct, ours, yard, vm_read, copy = [], [], [], [], [], [], []
             for _ in range(repeats):
-                port = a.call("rawtcp_serve", size=size)["port"]
-                raw.append(b.call("rawtcp_pull", size=size, host=vm_a.host, port=port, timeout=None)["seconds"])
-                port = a.call("rawtcp_serve", size=size)["port"]
-                raw_file.append(b.call("rawtcp_pull", size=size, host=vm_a.host, port=port, to_file=True,
-                                       timeout=None)["seconds"])
+                raw.append(b.rawtcp_pull(size, vm_a.host, a.rawtcp_serve(size)))
+                raw_file.append(b.rawtcp_pull(size, vm_a.host, a.rawtcp_serve(size), to_file=True))
                 b.drop(job)
-                direct.append(b.call("fetch", job=job, timeout=None,
-                                     item={**item, "method": "direct", "vm": vm_a.name, "host": vm_a.host,
-                                           "port": vm_a.agent_port})["seconds"])
+                direct.append(b.fetch(job, {**item, "method": "direct", "vm": vm_a.name, "host": vm_a.host,
+                                            "port": vm_a.agent_port}, timeout=None).seconds)
                 b.drop(job)
-                up = a.call("push", job=job, key=key, timeout=None)["seconds"]
-                down = b.call("fetch", job=job, item={**item, "method": "remote"}, timeout=None)["seconds"]
+                up = a.push(job, key)
+                down = b.fetch(job, {**item, "method": "remote"}, timeout=None).seconds
                 ours.append(up + down)
                 b.drop(job)
                 remote.delete_prefix(f"{job}/")
@@ -117,13 +113,13 @@ def run_dataplane_bench(cluster_path: Path, sizes: list[int], *, repeats: int = 
                 plain_s3.download_file(rs.bucket, f"{job}/plain", str(tmp / "down"))
                 yard.append(time.perf_counter() - t0)
                 remote.delete_prefix(f"{job}/")
-                local = a.call("fetch", job=job, item={**item, "method": "local"})
-                vm_read.append(local["seconds"])
+                local = a.fetch(job, {**item, "method": "local"})
+                vm_read.append(local.seconds)
                 t0 = time.perf_counter()
                 shutil.copyfile(blob, tmp / "copy")
                 copy.append(time.perf_counter() - t0)
                 (tmp / "copy").unlink()
-            produced_inode = a.call("fetch", job=job, item={**item, "method": "local"})["inode"]
+            produced_inode = a.fetch(job, {**item, "method": "local"}).inode
             row = {
                 "bytes": size,
                 "rawtcp_MBps": _mbps(size, statistics.median(raw)),
@@ -132,7 +128,7 @@ def run_dataplane_bench(cluster_path: Path, sizes: list[int], *, repeats: int = 
                 "boto3_MBps": _mbps(size, statistics.median(yard)),
                 "remote_MBps": _mbps(size, statistics.median(ours)),
                 "vm_passing_s": statistics.median(vm_read),
-                "vm_copied_bytes": 0 if produced_inode == local["inode"] else size,
+                "vm_copied_bytes": 0 if produced_inode == local.inode else size,
                 "disk_copy_MBps": _mbps(size, statistics.median(copy)),
             }
             row["direct_vs_rawtcp"] = row["direct_MBps"] / row["rawtcp_MBps"]
@@ -252,7 +248,7 @@ def direct_object_latency_s(puller: AgentClient, holder: AgentClient, holder_vm:
             holder.put_file(job, f"calib/0/o{i}", blob, checksum)
             item = {"stage": "calib", "instance": 0, "name": f"o{i}", "size": 1024, "checksum": checksum,
                     "method": "direct", "vm": holder_vm.name, "host": holder_vm.host, "port": holder_vm.agent_port}
-            seconds.append(puller.call("fetch", job=job, item=item)["seconds"])
+            seconds.append(puller.fetch(job, item).seconds)
     finally:
         puller.drop(job)
         holder.drop(job)

@@ -27,6 +27,7 @@ from sonic.runtime.bench import direct_object_latency_s, invocation_overhead, ob
 from sonic.runtime.client import AgentClient
 from sonic.runtime.compute_speed import MIN_SECONDS, compute_factors
 from sonic.runtime.dispatch_cycle import TOUCH_OBJECTS, dispatch_gap_s
+from sonic.runtime.messages import DiskbenchReply
 from sonic.runtime.objects import file_checksum
 from sonic.runtime.protocol import read_secret
 from sonic.runtime.remote import RemoteSettings, RemoteStore
@@ -57,25 +58,23 @@ def calibrate_cluster(cluster_path: Path, *, progress: bool = False, echo: Echo 
         pings = []
         for _ in range(20):
             t0 = time.perf_counter()
-            a.call("ping")
+            a.ping()
             pings.append(time.perf_counter() - t0)
         say("VM-to-VM bandwidth ...")
 
         def pull(size: int) -> float:
-            port = a.call("rawtcp_serve", size=size)["port"]
-            return float(b.call("rawtcp_pull", size=size, host=cluster.vms[0].host, port=port,
-                                timeout=None)["seconds"])
+            return b.rawtcp_pull(size, cluster.vms[0].host, a.rawtcp_serve(size))
 
         net_bytes = long_enough(pull, net_bytes)
         bw = [net_bytes / pull(net_bytes) for _ in range(repeats)]
         say("disk ...")
 
-        def disk_once(size: int) -> dict[str, float]:
-            return dict(a.call("diskbench", size=size, timeout=None))
+        def disk_once(size: int) -> DiskbenchReply:
+            return a.diskbench(size)
 
         def disk_seconds(size: int) -> float:
             d = disk_once(size)
-            return d["write_s"] + d["read_s"]
+            return d.write_s + d.read_s
 
         disk_bytes = long_enough(disk_seconds, disk_bytes)
         disk = [disk_once(disk_bytes) for _ in range(repeats)]
@@ -97,8 +96,7 @@ def calibrate_cluster(cluster_path: Path, *, progress: bool = False, echo: Echo 
         # ping round trip alone under-counts it by two orders of magnitude.
         direct_latency = (direct_object_latency_s(b, a, cluster.vms[0]) if len(clients) > 1
                           else statistics.median(pings) / 2)
-        cold = statistics.median(a.call("coldstart", app="sonic.runtime.benchapp:noop", timeout=None)["seconds"]
-                                 for _ in range(2))
+        cold = statistics.median(a.coldstart("sonic.runtime.benchapp:noop") for _ in range(2))
         say("compute speed of every VM ...")
         factors = compute_factors(cluster, secret)
         latency_s3 = statistics.median(s3_small) / 2  # one round trip each way
@@ -106,8 +104,8 @@ def calibrate_cluster(cluster_path: Path, *, progress: bool = False, echo: Echo 
         calibration = Calibration(
             vm_bandwidth_Bps=statistics.median(bw),
             vm_latency_s=direct_latency,
-            disk_write_Bps=disk_bytes / statistics.median(d["write_s"] for d in disk),
-            disk_read_Bps=disk_bytes / statistics.median(d["read_s"] for d in disk),
+            disk_write_Bps=disk_bytes / statistics.median(d.write_s for d in disk),
+            disk_read_Bps=disk_bytes / statistics.median(d.read_s for d in disk),
             s3_latency_s=latency_s3,
             s3_conn_Bps=per_conn,
             s3_aggregate_Bps=max(per_conn, 2 * s3_bytes * len(clients) / aggregate_s),
@@ -151,8 +149,8 @@ def _s3_roundtrip(agent: AgentClient, job: str, size: int, n: int) -> float:
         checksum = file_checksum(blob)
         key = f"calib/{n}/blob"
         agent.put_file(job, key, blob, checksum)
-    up = agent.call("push", job=job, key=key, timeout=None)["seconds"]
+    up = agent.push(job, key)
     agent.drop(job)
     item = {"stage": "calib", "instance": n, "name": "blob", "size": size, "checksum": checksum, "method": "remote"}
-    down = agent.call("fetch", job=job, item=item, timeout=None)["seconds"]
+    down = agent.fetch(job, item, timeout=None).seconds
     return up + down

@@ -10,12 +10,27 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import msgspec
 import xxhash
 
 from sonic import __version__
-from sonic.errors import AgentRequestError, CorruptObjectError, ExecutionError, TransportError
+from sonic.errors import AgentRequestError, CorruptObjectError, ExecutionError, MalformedReplyError, TransportError
+from sonic.runtime.messages import (
+    REPLY_TYPES,
+    AgentReply,
+    AppInstallReply,
+    CancelReply,
+    DiskbenchReply,
+    FetchReply,
+    GcReply,
+    PingReply,
+    RawTcpServeReply,
+    RunReply,
+    SecondsReply,
+    WarmReply,
+)
 from sonic.runtime.transport import DEFAULT_STAGE_TIMEOUT_S, Endpoint, TcpTransport, Timeouts, Transport
 
 __all__ = ["DEFAULT_STAGE_TIMEOUT_S", "AgentClient", "RemoteCallError", "Timeouts"]
@@ -24,6 +39,9 @@ __all__ = ["DEFAULT_STAGE_TIMEOUT_S", "AgentClient", "RemoteCallError", "Timeout
 #: The error of an agent's ``ok: false`` reply: the same class the agent raised
 #: (``kind``, ``cause``, ``input``, ``source``; see :class:`sonic.errors.AgentRequestError`).
 RemoteCallError = AgentRequestError
+
+Reply = TypeVar("Reply", bound=AgentReply)
+Timeout = float | None | str
 
 
 class AgentClient:
@@ -50,9 +68,10 @@ class AgentClient:
         self.transport.abort(self.endpoint)
 
     # ------------------------------------------------------------------ calls
-    def call(self, op: str, timeout: float | None | str = "control", **fields: Any) -> dict[str, Any]:
-        """``timeout``: "control" (the default), seconds, or None for a bulk call (``bulk_s``):
-        never an unbounded wait."""
+    def call(self, op: str, timeout: Timeout = "control", **fields: Any) -> dict[str, Any]:
+        """One request as plain maps (the typed methods below decode the reply).
+        ``timeout``: "control" (the default), seconds, or None for a bulk call (``bulk_s``):
+        never an unbounded wait. An ``ok: false`` reply raises :class:`RemoteCallError`."""
         if timeout == "control":
             deadline = self.timeouts.control_s
         elif timeout is None:
@@ -64,37 +83,86 @@ class AgentClient:
             raise RemoteCallError.from_reply(self.peer, reply, "request")
         return reply
 
-    def ping(self) -> dict[str, Any]:
+    def _call(self, op: str, reply_type: type[Reply], timeout: Timeout = "control", **fields: Any) -> Reply:
+        """:meth:`call`, its reply converted (strictly) into the op's reply Struct."""
+        assert REPLY_TYPES[op] is reply_type, f"{op} answers with {REPLY_TYPES[op].__name__}"
+        reply = self.call(op, timeout, **fields)
+        try:
+            return msgspec.convert(reply, type=reply_type, strict=True)
+        except msgspec.ValidationError as exc:
+            raise MalformedReplyError(
+                f"agent {self.peer} sent a malformed {op!r} reply: {exc}; if it runs another version of "
+                "sonic, restart the cluster (`sonic cluster down && sonic cluster up ...`)") from None
+
+    def ping(self) -> PingReply:
         reply = self.call("ping")
-        if reply.get("version") != __version__:
+        if reply.get("version") != __version__:  # compared before decoding: another version's reply may differ
             raise TransportError(
                 f"agent {self.peer} runs sonic {reply.get('version')}, this coordinator {__version__}; "
                 "restart the cluster (`sonic cluster down && sonic cluster up ...`) to redeploy"
             )
-        return reply
+        try:
+            return msgspec.convert(reply, type=PingReply, strict=True)
+        except msgspec.ValidationError as exc:
+            raise MalformedReplyError(f"agent {self.peer} sent a malformed 'ping' reply: {exc}") from None
 
-    def run(self, request: dict[str, Any]) -> dict[str, Any]:
+    def run(self, request: dict[str, Any]) -> RunReply:
         try:
             limit = request.get("timeout_s") or self.timeouts.stage_s
-            return self.call("run", timeout=self.timeouts.run_deadline(float(limit)), **request)
+            return self._call("run", RunReply, timeout=self.timeouts.run_deadline(float(limit)), **request)
         except RemoteCallError as exc:
             if exc.kind == "instance":
                 raise ExecutionError(str(exc)) from None
             raise
 
-    def warm(self, app: str) -> dict[str, Any]:
-        return self.call("warm", timeout=self.timeouts.warm_s, app=app)
+    def warm(self, app: str) -> WarmReply:
+        return self._call("warm", WarmReply, timeout=self.timeouts.warm_s, app=app)
 
     def drop(self, job: str) -> None:
-        self.call("drop", job=job)
+        self._call("drop", AgentReply, job=job)
 
-    def cancel(self, job: str, reason: str) -> None:
+    def cancel(self, job: str, reason: str) -> CancelReply:
         """End ``job`` on this agent: kill its running instances, delete its objects, refuse
         any later request for it."""
-        self.call("cancel", job=job, reason=reason)
+        return self._call("cancel", CancelReply, job=job, reason=reason)
 
     def lease(self, job: str, ttl_s: float) -> None:
-        self.call("lease", job=job, ttl_s=ttl_s)
+        self._call("lease", AgentReply, job=job, ttl_s=ttl_s)
+
+    def gc(self) -> GcReply:
+        """Delete the objects of every job with no live lease on this agent."""
+        return self._call("gc", GcReply)
+
+    def fetch(self, job: str, item: dict[str, Any], timeout: Timeout = "control") -> FetchReply:
+        """Make one object local on this agent by its method (benchmarks, calibration)."""
+        return self._call("fetch", FetchReply, timeout=timeout, job=job, item=item)
+
+    def push(self, job: str, key: str) -> float:
+        """Upload one of this agent's objects to remote storage; its seconds."""
+        return self._call("push", SecondsReply, timeout=None, job=job, key=key).seconds
+
+    def app_install(self, app: str, digest: str, archive: bytes | None = None) -> AppInstallReply:
+        # No timeout: installing requirements with pip may take minutes on a real VM.
+        fields: dict[str, Any] = {"app": app, "digest": digest}
+        if archive is not None:
+            fields["archive"] = archive
+        return self._call("app_install", AppInstallReply, timeout=None, **fields)
+
+    def coldstart(self, app: str) -> float:
+        """Seconds this agent takes to start a fresh worker for ``app``."""
+        return self._call("coldstart", SecondsReply, timeout=None, app=app).seconds
+
+    def rawtcp_serve(self, size: int) -> int:
+        """Yardstick: serve ``size`` raw bytes once; the port to pull them from."""
+        return self._call("rawtcp_serve", RawTcpServeReply, size=size).port
+
+    def rawtcp_pull(self, size: int, host: str, port: int, *, to_file: bool = False) -> float:
+        """Yardstick: pull ``size`` raw bytes from ``host:port``; its seconds."""
+        return self._call("rawtcp_pull", SecondsReply, timeout=None, size=size, host=host, port=port,
+                          to_file=to_file).seconds
+
+    def diskbench(self, size: int) -> DiskbenchReply:
+        return self._call("diskbench", DiskbenchReply, timeout=None, size=size)
 
     def get_to_file(self, job: str, key: str, path: Path, *, size: int | None = None,
                     checksum: str | None = None, offset: int | None = None) -> float:

@@ -21,6 +21,7 @@ Fault handling (the rules themselves live in the pure scheduler):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import shutil
@@ -46,6 +47,7 @@ from sonic.runtime.client import AgentClient, RemoteCallError, Timeouts
 from sonic.runtime.heartbeat import Heartbeat, HeartbeatSettings, Target, probe
 from sonic.runtime.journal import Journal, JournalError, JournalHeader, replay
 from sonic.runtime.lease import LeaseKeeper
+from sonic.runtime.messages import RunReply
 from sonic.runtime.objects import file_checksum
 from sonic.runtime.remote import RemoteSettings, RemoteStore
 from sonic.runtime.replan import ModelReplanner
@@ -385,39 +387,34 @@ class Coordinator:
         except SonicError as exc:
             events.put(InstanceFailed(spec.stage, spec.index, vm, str(exc), "instance"))
             return
-        try:
-            self._record(action, reply, log, t0, events)
-        except (KeyError, TypeError, ValueError) as exc:
-            events.put(InstanceFailed(spec.stage, spec.index, vm, f"agent sent a malformed run reply: {exc!r}",
-                                      "request"))
+        self._record(action, reply, log, t0, events)
 
-    def _record(self, action: Dispatch, reply: dict[str, Any], log: _RunLog, t0: float,
+    def _record(self, action: Dispatch, reply: RunReply, log: _RunLog, t0: float,
                 events: queue.Queue[Event]) -> None:
         spec, vm = action.spec, action.vm
-        m = dict(reply["metrics"])
-        m["attempt"] = action.attempt
-        metrics = InstanceMetrics(**{k: v for k, v in m.items() if k in InstanceMetrics.__dataclass_fields__})
+        metrics = dataclasses.replace(reply.metrics, attempt=action.attempt)
         with log.lock:
             log.instances.append(metrics)
             log.vms_used.add(vm)
-            for src, seconds in reply.get("fetch_by_stage", {}).items():
+            for src, seconds in reply.fetch_by_stage.items():
                 log.fetch_s[(src, spec.stage)] = log.fetch_s.get((src, spec.stage), 0.0) + seconds
-            log.upload_s[spec.stage] = log.upload_s.get(spec.stage, 0.0) + float(reply.get("upload_s", 0.0))
+            log.upload_s[spec.stage] = log.upload_s.get(spec.stage, 0.0) + reply.upload_s
             # An empty partition is made locally without a request (RemoteStore.download).
             log.gets += sum(1 for s in action.sources if s.method == "remote" and (s.ref.size or not s.ref.pack))
             if action.upload:
-                log.puts += len(reply["outputs"])
+                log.puts += len(reply.outputs)
             log.stage_end[spec.stage] = time.perf_counter() - t0
         outputs: list[tuple[str, int, str]] = []
         ranges: dict[str, tuple[str, int]] = {}
-        for o in reply["outputs"]:
-            if "partitions" in o:  # a packed object: the scheduler tracks its partitions
-                for name, offset, length, checksum in o["partitions"]:
-                    outputs.append((str(name), int(length), str(checksum)))
-                    ranges[str(name)] = (str(o["name"]), int(offset))
+        for o in reply.outputs:
+            if o.partitions is not None:  # a packed object: the scheduler tracks its partitions
+                for name, offset, length, checksum in o.partitions:
+                    outputs.append((name, length, checksum))
+                    ranges[name] = (o.name, offset)
             else:
-                outputs.append((o["name"], int(o["size"]), o["checksum"]))
-        events.put(InstanceFinished(spec.stage, spec.index, vm, tuple(outputs), action.upload, m, ranges))
+                outputs.append((o.name, o.size, o.checksum))
+        events.put(InstanceFinished(spec.stage, spec.index, vm, tuple(outputs), action.upload,
+                                    dataclasses.asdict(metrics), ranges))
 
     # ------------------------------------------------------------------ after the run
     def _collect(self, app: App, state: JobState, job: str, out_dir: Path) -> list[Path]:

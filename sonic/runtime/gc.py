@@ -32,9 +32,9 @@ def collect_garbage(cluster_path: Path) -> dict[str, Any]:
     for vm in cluster.vms:
         client = AgentClient(vm.host, vm.agent_port, secret, vm.name, Timeouts(connect_s=5.0, control_s=60.0))
         try:
-            reply = client.call("gc")
-            agents[vm.name] = {"removed": list(reply.get("removed", [])), "kept": list(reply.get("live", []))}
-            live.update(str(job) for job in reply.get("live", []))
+            reply = client.gc()
+            agents[vm.name] = {"removed": reply.removed, "kept": reply.live}
+            live.update(reply.live)
         except SonicError as exc:
             agents[vm.name] = {"error": str(exc)}
             complete = False

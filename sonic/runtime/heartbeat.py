@@ -56,7 +56,7 @@ def probe(target: Target, secret: bytes, timeout_s: float, transport: Transport 
                          Timeouts(connect_s=timeout_s, control_s=timeout_s),
                          transport.session() if transport is not None else None)
     try:
-        client.call("ping")
+        client.call("ping")  # raw: a liveness check, whatever the reply's shape
         return None
     except SonicError as exc:
         return exc

@@ -1,4 +1,5 @@
-"""Typed requests of the agent's ops: one frozen msgspec Struct per op, keys as on the wire.
+"""Typed requests and replies of the agent's ops: one frozen msgspec Struct each, keys as on
+the wire.
 
 Clients still send plain msgpack maps (``{"op": "lease", "job": ..., "ttl_s": ...}``); the
 agent's dispatcher converts the map into the op's Struct with ``msgspec.convert(...,
@@ -7,6 +8,14 @@ the field path (``$.inputs[0].size``) and the ops see checked, typed fields. ``o
 Struct's tag; a request's unknown keys are refused (an input item's are ignored: it is handed
 to the passing methods). Job ids and object keys are plain strings here; the agent checks
 them against its object store's rules (``check_job`` / ``check_key``) after decoding.
+
+Replies go the other way the same way: every op returns its reply Struct (:data:`REPLY_TYPES`),
+the dispatcher sends it as a plain map, and :class:`sonic.runtime.client.AgentClient` converts
+the map back into that Struct (strictly), so a reply missing a field or carrying one of the
+wrong type is refused with one line naming the agent, the op and the field's path, instead of
+failing later as a ``KeyError`` deep in the coordinator. A failure is not a reply Struct: it is
+``{ok: false, kind, error, ...}`` (:class:`sonic.errors.AgentRequestError`). ``get`` and ``put``
+answer on the connection itself (a header, then raw bytes) and have no reply Struct.
 """
 
 from __future__ import annotations
@@ -14,6 +23,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import msgspec
+
+from sonic.metrics import InstanceMetrics
 
 #: A non-empty string (app spec, stage name, checksum, host).
 Text = Annotated[str, msgspec.Meta(min_length=1)]
@@ -170,3 +181,91 @@ REQUEST_TYPES: dict[str, type[AgentRequest]] = {op_name(t): t for t in (
     PutRequest, FetchInputRequest, PushRequest, AppInstallRequest, ColdstartRequest, RawTcpServeRequest,
     RawTcpPullRequest, DiskbenchRequest)}
 
+
+
+# ----------------------------------------------------------------------------- replies
+class AgentReply(msgspec.Struct, frozen=True, kw_only=True):
+    """Base of every op's success reply (``ok`` is always true: failures are error maps)."""
+
+    ok: bool = True
+
+
+class PingReply(AgentReply, frozen=True, kw_only=True):
+    version: str
+    name: str
+    slots: Count
+    memory_mb: Count
+    pid: int
+    busy: Count
+    workers: list[int]          # pids of the warm workers
+    idle_workers: Count
+    leases: list[str]           # jobs with a live lease here
+
+
+class WarmReply(AgentReply, frozen=True, kw_only=True):
+    workers: Count              # warm workers of the app after warming
+
+
+class CancelReply(AgentReply, frozen=True, kw_only=True):
+    killed: Count               # running instances the cancel killed
+
+
+class GcReply(AgentReply, frozen=True, kw_only=True):
+    removed: list[str]          # jobs whose objects were deleted
+    live: list[str]             # jobs kept (a lease or a running instance)
+
+
+#: One partition of a packed output: (name, offset, length, checksum).
+Partition = tuple[str, Count, Count, str]
+
+
+class OutputRecord(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One output object of a run; a packed one lists its partitions."""
+
+    name: Text
+    size: Count
+    checksum: Text
+    partitions: list[Partition] | None = None
+
+
+class RunReply(AgentReply, frozen=True, kw_only=True):
+    metrics: InstanceMetrics    # the instance as measured (sonic.execution), plus cold / passing_s
+    outputs: list[OutputRecord]
+    fetch_by_stage: dict[str, float]   # seconds spent fetching inputs, by producer stage
+    upload_s: float
+    cold_start_s: float
+
+
+class FetchReply(AgentReply, frozen=True, kw_only=True):
+    seconds: float
+    path: str
+    inode: int
+
+
+class SecondsReply(AgentReply, frozen=True, kw_only=True):
+    """``push``, ``coldstart`` and ``rawtcp_pull``: how long the op's work took."""
+
+    seconds: float
+
+
+class AppInstallReply(AgentReply, frozen=True, kw_only=True):
+    python: str                 # the VM's Python version, checked against the client's
+    installed: bool = False     # this request installed the archive
+    missing: bool = False       # not installed and no archive sent: send it
+
+
+class RawTcpServeReply(AgentReply, frozen=True, kw_only=True):
+    port: Port
+
+
+class DiskbenchReply(AgentReply, frozen=True, kw_only=True):
+    write_s: float
+    read_s: float
+
+
+#: Every op's reply type, by op (``get`` and ``put`` answer with a header and raw bytes).
+REPLY_TYPES: dict[str, type[AgentReply]] = {
+    "ping": PingReply, "warm": WarmReply, "lease": AgentReply, "cancel": CancelReply, "gc": GcReply,
+    "drop": AgentReply, "run": RunReply, "fetch": FetchReply, "push": SecondsReply, "app_install": AppInstallReply,
+    "coldstart": SecondsReply, "rawtcp_serve": RawTcpServeReply, "rawtcp_pull": SecondsReply,
+    "diskbench": DiskbenchReply}

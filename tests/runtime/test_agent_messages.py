@@ -1,6 +1,7 @@
-"""The agent's op requests are typed (sonic.runtime.messages): every request a client builds
-decodes into its op's Struct, and the dispatcher answers a malformed one with one line naming
-the field's path, before any op runs."""
+"""The agent's op requests and replies are typed (sonic.runtime.messages): every request a
+client builds decodes into its op's Struct, and the dispatcher answers a malformed one with one
+line naming the field's path, before any op runs; every reply an op makes decodes into its reply
+Struct on the client, and a malformed reply is refused with one line naming agent, op and path."""
 
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ import msgspec
 import pytest
 
 from sonic import __version__
+from sonic.errors import MalformedReplyError
 from sonic.runtime import protocol
 from sonic.runtime.agent import Agent, AgentConfig, Dispatcher
 from sonic.runtime.agent.request import Connection
 from sonic.runtime.client import AgentClient
 from sonic.runtime.messages import (
+    REPLY_TYPES,
     REQUEST_TYPES,
     FetchInputRequest,
     GetRequest,
@@ -39,6 +42,25 @@ RUN = {"job": JOB, "app": "sort", "stage": "merge", "index": 1, "num_instances":
        "timeout_s": 120.0, "lease_s": 45.0}
 
 
+METRICS = {"stage": "merge", "instance": 1, "input_bytes": 10, "output_bytes": 3, "n_outputs": 1, "wall_s": 0.01,
+           "peak_memory_mb": 40.0, "started": 1.0, "ended": 1.01, "vm": "vmx", "passing_s": 0.002, "cold": False,
+           "attempt": 1, "error": None, "own_memory_mb": 2.0, "baseline_memory_mb": 38.0, "cpu_wait_s": 0.0}
+#: A valid reply of every op, as an agent sends it.
+REPLIES: dict[str, dict[str, Any]] = {
+    "ping": {"version": __version__, "name": "vmx", "slots": 1, "memory_mb": 1024, "pid": 7, "busy": 0,
+             "workers": [8], "idle_workers": 1, "leases": [JOB]},
+    "warm": {"workers": 1}, "lease": {}, "cancel": {"killed": 0}, "gc": {"removed": ["old"], "live": [JOB]},
+    "drop": {},
+    "run": {"metrics": METRICS, "outputs": [{"name": "a", "size": 3, "checksum": "ab" * 16},
+                                            {"name": "_packed", "size": 3, "checksum": "cd" * 16,
+                                             "partitions": [["part-0", 0, 3, "ef" * 16]]}],
+            "fetch_by_stage": {"split": 0.001}, "upload_s": 0.0, "cold_start_s": 0.0},
+    "fetch": {"seconds": 0.1, "path": "/d/x", "inode": 5}, "push": {"seconds": 0.1},
+    "app_install": {"python": "3.11.2", "missing": True}, "coldstart": {"seconds": 0.2},
+    "rawtcp_serve": {"port": 4000}, "rawtcp_pull": {"seconds": 0.1}, "diskbench": {"write_s": 0.1, "read_s": 0.05},
+}
+
+
 def _client_requests(tmp_path: Path) -> list[dict[str, Any]]:
     """Every op's request as the clients (AgentClient, calibrate, bench, appship, gc) build it,
     through msgpack as on the wire."""
@@ -47,8 +69,7 @@ def _client_requests(tmp_path: Path) -> list[dict[str, Any]]:
     def handler(_agent: Endpoint, doc: dict[str, Any]) -> dict[str, Any]:
         doc.pop("body", None)  # put's raw bytes follow the frame; they are not part of it
         sent.append(protocol.decode_doc(protocol.encode_doc(doc), "test"))
-        return {"ok": True, "version": __version__, "metrics": {}, "outputs": [], "port": 1, "seconds": 0.1,
-                "body": b"abc"}
+        return {"ok": True, **REPLIES.get(doc["op"], {}), "size": 3, "body": b"abc"}
 
     client = AgentClient("127.0.0.1", 1, b"s" * 32, "vmx", transport=MockTransport(handler))
     client.ping()
@@ -56,22 +77,22 @@ def _client_requests(tmp_path: Path) -> list[dict[str, Any]]:
     client.lease(JOB, 30.0)
     client.cancel(JOB, "the run failed")
     client.drop(JOB)
-    client.call("gc")
+    client.gc()
     client.run(dict(RUN))
     client.get_to_file(JOB, "split/0/chunk-0", tmp_path / "whole")
     client.get_to_file(JOB, "split/0/_packed", tmp_path / "part", size=3, offset=4)
     blob = tmp_path / "blob"
     blob.write_bytes(b"abc")
     client.put_file(JOB, "split/0/blob", blob, "ab" * 16)
-    client.call("fetch", job=JOB, item=DIRECT)
-    client.call("fetch", job=JOB, item={**ITEM, "method": "remote"})
-    client.call("push", job=JOB, key="split/0/blob")
-    client.call("app_install", app="mod:app", digest="0123abcd")
-    client.call("app_install", app="mod:app", digest="0123abcd", archive=b"\x1f\x8b")
-    client.call("coldstart", app="sonic.runtime.benchapp:noop")
-    client.call("rawtcp_serve", size=1 << 20)
-    client.call("rawtcp_pull", size=1 << 20, host="127.0.0.1", port=40000, to_file=True)
-    client.call("diskbench", size=1 << 20)
+    client.fetch(JOB, DIRECT)
+    client.fetch(JOB, {**ITEM, "method": "remote"}, timeout=None)
+    client.push(JOB, "split/0/blob")
+    client.app_install("mod:app", "0123abcd")
+    client.app_install("mod:app", "0123abcd", b"\x1f\x8b")
+    client.coldstart("sonic.runtime.benchapp:noop")
+    client.rawtcp_serve(1 << 20)
+    client.rawtcp_pull(1 << 20, "127.0.0.1", 40000, to_file=True)
+    client.diskbench(1 << 20)
     return sent
 
 
@@ -167,3 +188,50 @@ def test_unknown_op_and_valid_requests(dispatcher: Dispatcher) -> None:
         # Checks beyond a type stay the object store's: a job id that escapes the data dir.
         escape = dispatcher.answer({"op": "drop", "job": "../etc"}, conn)
         assert escape is not None and not escape["ok"] and "invalid job id" in escape["error"]
+
+
+# --------------------------------------------------------------------------- replies
+def _client_answered_with(reply: dict[str, Any]) -> AgentClient:
+    return AgentClient("127.0.0.1", 1, b"s" * 32, "vmx",
+                       transport=MockTransport(lambda _agent, _doc: {"ok": True, **reply}))
+
+
+def test_every_op_has_a_reply_type_and_valid_replies_decode() -> None:
+    assert set(REPLY_TYPES) == set(REQUEST_TYPES) - {"get", "put"}, "get and put answer with raw bytes"
+    for op, reply in REPLIES.items():
+        decoded = msgspec.convert({"ok": True, **reply}, REPLY_TYPES[op], strict=True)
+        assert msgspec.convert(msgspec.to_builtins(decoded), REPLY_TYPES[op]) == decoded
+    run = _client_answered_with(REPLIES["run"]).run(dict(RUN))
+    assert run.metrics.own_memory_mb == 2.0 and run.outputs[1].partitions == [("part-0", 0, 3, "ef" * 16)]
+    assert _client_answered_with(REPLIES["gc"]).gc().live == [JOB]
+
+
+@pytest.mark.parametrize(("op", "reply", "expected"), [
+    ("run", {**REPLIES["run"], "outputs": [{"name": "a", "size": "3", "checksum": "ab"}]},
+     "Expected `int`, got `str` - at `$.outputs[0].size`"),
+    ("run", {**REPLIES["run"], "metrics": {**METRICS, "wall_s": "fast"}}, "at `$.metrics.wall_s`"),
+    ("run", {k: v for k, v in REPLIES["run"].items() if k != "outputs"}, "missing required field `outputs`"),
+    ("rawtcp_serve", {"port": 70000}, "at `$.port`"),
+    ("gc", {"removed": "all", "live": []}, "Expected `array`, got `str` - at `$.removed`"),
+    ("ping", {**REPLIES["ping"], "slots": -1}, "at `$.slots`"),
+], ids=["output-size-str", "metrics-wall-str", "outputs-missing", "port-range", "removed-str", "slots-negative"])
+def test_a_malformed_reply_is_refused_naming_agent_op_and_path(op: str, reply: dict[str, Any], expected: str) -> None:
+    client = _client_answered_with(reply)
+    calls = {"run": lambda: client.run(dict(RUN)), "rawtcp_serve": lambda: client.rawtcp_serve(1),
+             "gc": client.gc, "ping": client.ping}
+    with pytest.raises(MalformedReplyError) as caught:
+        calls[op]()
+    message = str(caught.value)
+    assert message.startswith(f"agent vmx (127.0.0.1:1) sent a malformed {op!r} reply: "), message
+    assert expected in message and "\n" not in message
+    assert caught.value.kind == "request"
+
+
+def test_the_dispatcher_sends_every_ops_typed_reply_as_a_map(dispatcher: Dispatcher) -> None:
+    with socket.socket() as sock:
+        conn = Connection(sock, "peer")
+        for doc in ({"op": "ping"}, {"op": "gc"}, {"op": "lease", "job": JOB, "ttl_s": 5.0},
+                    {"op": "cancel", "job": "job2"}):
+            reply = dispatcher.answer(doc, conn)
+            assert isinstance(reply, dict) and reply["ok"] is True, reply
+            msgspec.convert(reply, REPLY_TYPES[doc["op"]], strict=True)

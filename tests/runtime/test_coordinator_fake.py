@@ -78,9 +78,14 @@ class FakeAgents:
         if op == "ping":
             if agent.name in self.pings_failing:
                 raise TransportError(f"cannot connect to agent {agent.peer}: connection refused")
-            return {"ok": True, "version": __version__, "name": agent.name}
-        if op in ("lease", "warm", "cancel"):
+            return {"ok": True, "version": __version__, "name": agent.name, "slots": 1, "memory_mb": 1024, "pid": 1,
+                    "busy": 0, "workers": [], "idle_workers": 0, "leases": []}
+        if op == "lease":
             return {"ok": True}
+        if op == "warm":
+            return {"ok": True, "workers": 1}
+        if op == "cancel":
+            return {"ok": True, "killed": 0}
         if op == "run":
             return self.run(agent, request)
         if op == "get":
@@ -169,7 +174,8 @@ def test_a_malformed_run_reply_fails_the_instance_as_a_request_error(tmp_path: P
         _run(agents, tmp_path, events)
     failures = [e for e in events if isinstance(e, InstanceFailed)]
     assert len(failures) == 2  # max_attempts, then the job fails
-    assert all(f.kind == "request" and "malformed run reply" in f.error for f in failures)
+    assert all(f.kind == "request" and "malformed 'run' reply" in f.error and "$.metrics" in f.error
+               for f in failures)
 
 
 def test_an_unreachable_input_source_is_probed_and_declared_lost(tmp_path: Path) -> None:

@@ -9,11 +9,18 @@ import socket
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any
 
 from sonic.runtime.agent.config import AgentConfig
 from sonic.runtime.agent.request import Connection, Handler, RequestError
-from sonic.runtime.messages import AgentRequest, DiskbenchRequest, RawTcpPullRequest, RawTcpServeRequest
+from sonic.runtime.messages import (
+    AgentRequest,
+    DiskbenchReply,
+    DiskbenchRequest,
+    RawTcpPullRequest,
+    RawTcpServeReply,
+    RawTcpServeRequest,
+    SecondsReply,
+)
 
 log = logging.getLogger("sonic.agent")
 
@@ -28,7 +35,7 @@ class BenchOps:
         return {RawTcpServeRequest: self.rawtcp_serve, RawTcpPullRequest: self.rawtcp_pull,
                 DiskbenchRequest: self.diskbench}
 
-    def rawtcp_serve(self, req: RawTcpServeRequest, conn: Connection) -> dict[str, Any]:
+    def rawtcp_serve(self, req: RawTcpServeRequest, conn: Connection) -> RawTcpServeReply:
         """Yardstick: serve SIZE bytes once on a fresh port with sendfile, no protocol at all."""
         size = req.size
         listener = socket.create_server((self.config.bind, 0))
@@ -49,9 +56,9 @@ class BenchOps:
                 listener.close()
 
         threading.Thread(target=serve_once, daemon=True).start()
-        return {"ok": True, "port": listener.getsockname()[1]}
+        return RawTcpServeReply(port=listener.getsockname()[1])
 
-    def rawtcp_pull(self, req: RawTcpPullRequest, conn: Connection) -> dict[str, Any]:
+    def rawtcp_pull(self, req: RawTcpPullRequest, conn: Connection) -> SecondsReply:
         """Yardstick: receive SIZE raw bytes from HOST:PORT into memory; return seconds."""
         size, host, port = req.size, req.host, req.port
         sink = self.config.data_dir / f"rawtcp-{threading.get_ident()}.bin" if req.to_file else None
@@ -71,9 +78,9 @@ class BenchOps:
         seconds = time.perf_counter() - t0
         if sink is not None:
             sink.unlink(missing_ok=True)
-        return {"ok": True, "seconds": seconds}
+        return SecondsReply(seconds=seconds)
 
-    def diskbench(self, req: DiskbenchRequest, conn: Connection) -> dict[str, Any]:
+    def diskbench(self, req: DiskbenchRequest, conn: Connection) -> DiskbenchReply:
         """Calibration: write SIZE bytes to this VM's data disk (fsync'd) and read them back."""
         size = req.size
         path = self.config.data_dir / f"diskbench-{threading.get_ident()}"
@@ -93,4 +100,4 @@ class BenchOps:
             read_s = time.perf_counter() - t0
         finally:
             path.unlink(missing_ok=True)
-        return {"ok": True, "write_s": write_s, "read_s": read_s}
+        return DiskbenchReply(write_s=write_s, read_s=read_s)

@@ -7,30 +7,42 @@ import os
 import shutil
 import threading
 from collections.abc import Mapping
-from typing import Any
+
+import msgspec
 
 from sonic import __version__
 from sonic.errors import TransportError
+from sonic.metrics import InstanceMetrics
 from sonic.runtime import appcode, protocol
 from sonic.runtime.agent.pool import Worker
 from sonic.runtime.agent.request import Connection, Handler, RequestError
 from sonic.runtime.agent.state import Agent
 from sonic.runtime.client import Timeouts
 from sonic.runtime.messages import (
+    AgentReply,
     AgentRequest,
+    AppInstallReply,
     AppInstallRequest,
+    CancelReply,
     CancelRequest,
     ColdstartRequest,
     DropRequest,
     FetchInputRequest,
+    FetchReply,
+    GcReply,
     GcRequest,
     GetRequest,
     LeaseRequest,
+    OutputRecord,
     PeerTimeouts,
+    PingReply,
     PingRequest,
     PushRequest,
     PutRequest,
+    RunReply,
     RunRequest,
+    SecondsReply,
+    WarmReply,
     WarmRequest,
 )
 from sonic.runtime.objects import check_job, check_key, file_checksum, pack_outputs, range_checksum
@@ -49,26 +61,26 @@ class DataOps:
                 PutRequest: self.put, FetchInputRequest: self.fetch, PushRequest: self.push,
                 AppInstallRequest: self.app_install, ColdstartRequest: self.coldstart}
 
-    def ping(self, req: PingRequest, conn: Connection) -> dict[str, Any]:
+    def ping(self, req: PingRequest, conn: Connection) -> PingReply:
         agent = self.agent
-        return {"ok": True, "version": __version__, "name": self.config.name, "slots": self.config.slots,
-                "memory_mb": self.config.memory_mb, "pid": os.getpid(), "busy": agent.busy,
-                "workers": agent.pool.pids(), "idle_workers": agent.pool.idle_count(), "leases": agent.leases()}
+        return PingReply(version=__version__, name=self.config.name, slots=self.config.slots,
+                         memory_mb=self.config.memory_mb, pid=os.getpid(), busy=agent.busy,
+                         workers=agent.pool.pids(), idle_workers=agent.pool.idle_count(), leases=agent.leases())
 
-    def warm(self, req: WarmRequest, conn: Connection) -> dict[str, Any]:
-        return {"ok": True, "workers": self.agent.pool.warm(req.app)}
+    def warm(self, req: WarmRequest, conn: Connection) -> WarmReply:
+        return WarmReply(workers=self.agent.pool.warm(req.app))
 
-    def lease(self, req: LeaseRequest, conn: Connection) -> dict[str, Any]:
+    def lease(self, req: LeaseRequest, conn: Connection) -> AgentReply:
         job = check_job(req.job)
         self.agent.check_live(job)
         self.agent.renew(job, req.ttl_s)
-        return {"ok": True}
+        return AgentReply()
 
-    def cancel(self, req: CancelRequest, conn: Connection) -> dict[str, Any]:
+    def cancel(self, req: CancelRequest, conn: Connection) -> CancelReply:
         job = check_job(req.job)
-        return {"ok": True, "killed": self.agent.end_job(job, req.reason[:200], remote=False)}
+        return CancelReply(killed=self.agent.end_job(job, req.reason[:200], remote=False))
 
-    def gc(self, req: GcRequest, conn: Connection) -> dict[str, Any]:
+    def gc(self, req: GcRequest, conn: Connection) -> GcReply:
         """Delete the objects of every job with no live lease and nothing running here."""
         keep = self.agent.live_jobs()
         root = self.agent.store.root
@@ -78,13 +90,13 @@ class DataOps:
                 shutil.rmtree(entry, ignore_errors=True)
                 self.agent.checksums.forget_job(entry.name)
                 removed.append(entry.name)
-        return {"ok": True, "removed": removed, "live": sorted(keep)}
+        return GcReply(removed=removed, live=sorted(keep))
 
-    def drop(self, req: DropRequest, conn: Connection) -> dict[str, Any]:
+    def drop(self, req: DropRequest, conn: Connection) -> AgentReply:
         self.agent.drop_job(check_job(req.job))
-        return {"ok": True}
+        return AgentReply()
 
-    def run(self, req: RunRequest, conn: Connection) -> dict[str, Any]:
+    def run(self, req: RunRequest, conn: Connection) -> RunReply:
         agent, name = self.agent, self.config.name
         job = check_job(req.job)
         agent.check_live(job)
@@ -129,7 +141,7 @@ class DataOps:
             raise RequestError(f"{reply.get('error')}", "input")
         if not reply.get("ok"):
             raise RequestError(f"{reply.get('error')} on VM {name}", "instance")
-        outputs: list[dict[str, Any]] = []
+        outputs: list[OutputRecord] = []
         upload_s = 0.0
         written = [(str(out), int(size)) for out, size in reply["outputs"]]
         if req.pack and written:
@@ -140,29 +152,31 @@ class DataOps:
             key = f"{stage}/{index}/{packed.name}"
             agent.fetcher.remember(job, key, out_dir / packed.name, packed.size, packed.checksum)
             agent.checksums.remember_pack(job, key, packed)
-            outputs.append({"name": packed.name, "size": packed.size, "checksum": packed.checksum,
-                            "partitions": [[p.name, p.offset, p.length, p.checksum] for p in packed.partitions]})
+            outputs.append(OutputRecord(packed.name, packed.size, packed.checksum,
+                                        [(p.name, p.offset, p.length, p.checksum) for p in packed.partitions]))
         else:
             for out, size in written:
                 checksum = file_checksum(out_dir / out)
                 agent.fetcher.remember(job, f"{stage}/{index}/{out}", out_dir / out, size, checksum)
-                outputs.append({"name": out, "size": size, "checksum": checksum})
+                outputs.append(OutputRecord(out, size, checksum))
         for output in outputs:
-            key, checksum = f"{stage}/{index}/{output['name']}", output["checksum"]
+            key, checksum = f"{stage}/{index}/{output.name}", output.checksum
             if req.upload:
                 if agent.remote is None:
                     raise RequestError("plan needs remote storage but this agent has none configured")
                 try:
-                    upload_s += agent.remote.upload(out_dir / output["name"], f"{job}/{key}", checksum)
+                    upload_s += agent.remote.upload(out_dir / output.name, f"{job}/{key}", checksum)
                 except TransportError as exc:
                     # The instance ran but its output did not reach S3: run it again (the
                     # remote layer already retried with backoff).
                     raise RequestError(f"{exc} on VM {name}", "instance") from None
-        metrics = reply["metrics"]
-        metrics["cold"] = cold_s is not None
-        metrics["passing_s"] = sum(fetch_by_stage.values()) + upload_s
-        return {"ok": True, "metrics": metrics, "outputs": outputs, "fetch_by_stage": fetch_by_stage,
-                "upload_s": upload_s, "cold_start_s": cold_s or 0.0}
+        try:
+            metrics = msgspec.convert({**reply["metrics"], "cold": cold_s is not None,
+                                       "passing_s": sum(fetch_by_stage.values()) + upload_s}, InstanceMetrics)
+        except msgspec.ValidationError as exc:  # our own worker's frame: a bug, not the requester's fault
+            raise RequestError(f"worker on VM {name} reported malformed metrics: {exc}", "instance") from None
+        return RunReply(metrics=metrics, outputs=outputs, fetch_by_stage=fetch_by_stage, upload_s=upload_s,
+                        cold_start_s=cold_s or 0.0)
 
     def get(self, req: GetRequest, conn: Connection) -> None:
         """A header, then the raw bytes via ``sendfile`` (zero-copy); answers on ``conn`` itself."""
@@ -220,12 +234,12 @@ class DataOps:
         self.agent.fetcher.remember(job, key, path, size, checksum)
         protocol.send_frame(sock, {"ok": True})
 
-    def fetch(self, req: FetchInputRequest, conn: Connection) -> dict[str, Any]:
+    def fetch(self, req: FetchInputRequest, conn: Connection) -> FetchReply:
         """Make one object local by its method (data-plane benchmark and calibration)."""
         path, seconds = self.agent.fetcher.ensure_local(check_job(req.job), req.item.as_doc())
-        return {"ok": True, "seconds": seconds, "path": str(path), "inode": path.stat().st_ino}
+        return FetchReply(seconds=seconds, path=str(path), inode=path.stat().st_ino)
 
-    def push(self, req: PushRequest, conn: Connection) -> dict[str, Any]:
+    def push(self, req: PushRequest, conn: Connection) -> SecondsReply:
         """Upload one local object to remote storage (data-plane benchmark and calibration)."""
         job, key = check_job(req.job), check_key(req.key)
         remote = self.agent.remote
@@ -234,11 +248,11 @@ class DataOps:
         record = self.agent.checksums.get(job, key)
         stored = self.agent.store.describe(job, key, record.checksum if record else None)
         try:
-            return {"ok": True, "seconds": remote.upload(stored.path, f"{job}/{key}", stored.checksum)}
+            return SecondsReply(seconds=remote.upload(stored.path, f"{job}/{key}", stored.checksum))
         except TransportError as exc:  # S3's failure, not the requester's: answer, keep the connection
             raise RequestError(str(exc), "fetch") from None
 
-    def app_install(self, req: AppInstallRequest, conn: Connection) -> dict[str, Any]:
+    def app_install(self, req: AppInstallRequest, conn: Connection) -> AppInstallReply:
         """Install a version of the user's app code (sonic.runtime.appcode); idle workers of
         the app's other versions are retired, as no job will ask for them again."""
         try:
@@ -249,14 +263,15 @@ class DataOps:
         base = appcode.split_spec(req.app)[0]
         current = f"{base}{appcode.VERSION_SEP}{req.digest}"
         self.agent.pool.retire(lambda key: appcode.split_spec(key)[0] == base and key != current)
-        return reply
+        return AppInstallReply(python=str(reply["python"]), installed=bool(reply.get("installed")),
+                               missing=bool(reply.get("missing")))
 
-    def coldstart(self, req: ColdstartRequest, conn: Connection) -> dict[str, Any]:
+    def coldstart(self, req: ColdstartRequest, conn: Connection) -> SecondsReply:
         """Calibration: seconds to start a fresh worker for APP (process start + imports)."""
         worker = Worker(req.app, self.config.data_dir / "workers.log",
                         self.config.worker_start_timeout_s)
         worker.stop()
-        return {"ok": True, "seconds": worker.start_s}
+        return SecondsReply(seconds=worker.start_s)
 
 
 def _peer_timeouts(doc: PeerTimeouts | None) -> Timeouts:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sonic.errors import AgentRequestError
+from sonic.runtime.messages import AgentReply
 
 #: A request that failed: the one error type of both ends of the wire (its client raises the
 #: same class, rebuilt from the reply; see :class:`sonic.errors.AgentRequestError`).
@@ -28,7 +29,7 @@ class Connection:
 
 
 #: An op: its typed request (the :mod:`sonic.runtime.messages` Struct it is registered with) and
-#: the connection in, the reply out (``None``: the op answered on the connection itself, as
-#: streamed ops do).
-Handler = Callable[[Any, Connection], "dict[str, Any] | None"]
+#: the connection in, its typed reply out (``None``: the op answered on the connection itself,
+#: as streamed ops do).
+Handler = Callable[[Any, Connection], "AgentReply | None"]
 

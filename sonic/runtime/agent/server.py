@@ -64,7 +64,8 @@ class Dispatcher:
         except msgspec.ValidationError as exc:
             return {"ok": False, "kind": "request", "error": f"malformed {op!r} request: {exc}"}
         try:
-            return handler(request, conn)
+            reply = handler(request, conn)
+            return None if reply is None else msgspec.to_builtins(reply)
         except BadKeyError as exc:
             log.warning("bad key from %s: %s", conn.peer, exc)
             return {"ok": False, "kind": "request", "error": str(exc)}
