@@ -31,6 +31,7 @@ that raise them re-export them under their old names, e.g. ``models.persist.Corr
     ├── SSHDError                  1   (emulation.sshd) the throwaway sshd cannot be set up or started
     ├── S3Error                    1   (emulation.s3store) an S3 error response of the embedded server
     ├── AgentRequestError          1   (runtime.agent RequestError = runtime.client RemoteCallError) a request an agent failed
+    │   └── MalformedReplyError    1   (runtime.client) an agent's reply does not match its op's reply type
     └── TransportError             1   a peer (agent, S3, SSH) cannot be reached or misbehaves
         ├── AuthenticationError    1   a peer failed the cluster-secret handshake
         │   └── AuthError          1   (cluster.s3auth) an S3 request the embedded server must refuse
