@@ -214,6 +214,13 @@ class _Trial:
         os.replace(tmp, folder / self.FILE)
 
 
+#: Differences of percentage errors below this (0.1 percentage point) are ties whatever the
+#: held-out error: a metric predicted almost exactly (memory of a stage whose held-out instance
+#: error is ~0) differs between two fits of nearly the same rows by float and KB rounding only,
+#: and such a "+0.0%" once reverted a sound refit.
+RESOLUTION = 1e-3
+
+
 def worse_beyond_noise(model: AppModel, baseline: AppModel, app: App, rows: pd.DataFrame
                        ) -> tuple[float, float, list[str]]:
     """(error of ``model``, error of ``baseline``, the elements ``model`` predicts worse) on ``rows``.
@@ -236,7 +243,7 @@ def worse_beyond_noise(model: AppModel, baseline: AppModel, app: App, rows: pd.D
     for stage, metric in keys:
         diff = float(np.median(mine[(stage, metric)]) - np.median(theirs[(stage, metric)]))
         held_out = baseline.stages_[stage].scores[metric].mape_instances
-        if abs(diff) > (held_out if math.isfinite(held_out) else 0.0):
+        if abs(diff) > max(held_out if math.isfinite(held_out) else 0.0, RESOLUTION):
             beyond[(stage, metric)] = diff
     error = float(np.mean([np.median(mine[k]) for k in keys]))
     baseline_error = float(np.mean([np.median(theirs[k]) for k in keys]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from models.evaluation import holdout_score
 from models.metric import MetricModel
 from sonic.errors import NotFittedError
 
@@ -78,3 +79,19 @@ def test_unfitted_and_invalid() -> None:
         MetricModel(quantile=1.5).fit(*_rows(lambda x: 1.0))
     with pytest.raises(ValueError, match="groups"):
         MetricModel().fit(*_rows(lambda x: 1.0), groups=np.ones(2))
+
+
+def test_a_count_that_grows_only_at_the_largest_sizes_is_a_step_held_out_too() -> None:
+    """Fanouts 1, 1, 2, 4 at 0.5, 1, 2, 4 MB (forkjoin's ~1 MB chunks): the held-out refit sees
+    growth only at its largest training size, so no CV fold can score the step form; being
+    exact on every size it is still chosen, and 4 MB is predicted from 0.5-2 MB exactly."""
+    chunk = 999_990
+    sizes = np.array([chunk // 2, chunk, 2 * chunk, 4 * chunk] * 2, dtype=float)
+    fanout = np.array([1, 1, 2, 4] * 2, dtype=float)
+    model = MetricModel(integer=True).fit(sizes[:, None], fanout)
+    assert model.model_name_ == "step"
+    assert model.predict(np.array([[8.0 * chunk], [8.0 * chunk + 41]])).tolist() == [8.0, 9.0]
+    score = holdout_score(MetricModel(integer=True), sizes[:, None], fanout, sizes)
+    assert score.test_sizes == (4.0 * chunk,) and score.mape == 0.0
+    # A count that never leaves its floor stays a constant.
+    assert MetricModel(integer=True).fit(sizes[:, None], np.ones_like(sizes)).model_name_ == "constant"
