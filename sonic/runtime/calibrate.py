@@ -27,7 +27,6 @@ from sonic.runtime.bench import direct_object_latency_s, invocation_overhead, ob
 from sonic.runtime.client import AgentClient
 from sonic.runtime.compute_speed import MIN_SECONDS, compute_factors
 from sonic.runtime.dispatch_cycle import TOUCH_OBJECTS, dispatch_gap_s
-from sonic.runtime.messages import DiskbenchReply
 from sonic.runtime.objects import file_checksum
 from sonic.runtime.protocol import read_secret
 from sonic.runtime.remote import RemoteSettings, RemoteStore
@@ -69,15 +68,12 @@ def calibrate_cluster(cluster_path: Path, *, progress: bool = False, echo: Echo 
         bw = [net_bytes / pull(net_bytes) for _ in range(repeats)]
         say("disk ...")
 
-        def disk_once(size: int) -> DiskbenchReply:
-            return a.diskbench(size)
-
         def disk_seconds(size: int) -> float:
-            d = disk_once(size)
+            d = a.diskbench(size)
             return d.write_s + d.read_s
 
         disk_bytes = long_enough(disk_seconds, disk_bytes)
-        disk = [disk_once(disk_bytes) for _ in range(repeats)]
+        disk = [a.diskbench(disk_bytes) for _ in range(repeats)]
         say("S3 latency and bandwidth ...")
         s3_small = [_s3_roundtrip(a, job, 1024, i) for i in range(5)]
         attempt = itertools.count(50)  # every round trip stores its own key

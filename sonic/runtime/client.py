@@ -86,7 +86,9 @@ class AgentClient:
     def _call(self, op: str, reply_type: type[Reply], timeout: Timeout = "control", **fields: Any) -> Reply:
         """:meth:`call`, its reply converted (strictly) into the op's reply Struct."""
         assert REPLY_TYPES[op] is reply_type, f"{op} answers with {REPLY_TYPES[op].__name__}"
-        reply = self.call(op, timeout, **fields)
+        return self._decode(op, reply_type, self.call(op, timeout, **fields))
+
+    def _decode(self, op: str, reply_type: type[Reply], reply: dict[str, Any]) -> Reply:
         try:
             return msgspec.convert(reply, type=reply_type, strict=True)
         except msgspec.ValidationError as exc:
@@ -101,10 +103,7 @@ class AgentClient:
                 f"agent {self.peer} runs sonic {reply.get('version')}, this coordinator {__version__}; "
                 "restart the cluster (`sonic cluster down && sonic cluster up ...`) to redeploy"
             )
-        try:
-            return msgspec.convert(reply, type=PingReply, strict=True)
-        except msgspec.ValidationError as exc:
-            raise MalformedReplyError(f"agent {self.peer} sent a malformed 'ping' reply: {exc}") from None
+        return self._decode("ping", PingReply, reply)
 
     def run(self, request: dict[str, Any]) -> RunReply:
         try:

@@ -182,7 +182,6 @@ REQUEST_TYPES: dict[str, type[AgentRequest]] = {op_name(t): t for t in (
     RawTcpPullRequest, DiskbenchRequest)}
 
 
-
 # ----------------------------------------------------------------------------- replies
 class AgentReply(msgspec.Struct, frozen=True, kw_only=True):
     """Base of every op's success reply (``ok`` is always true: failures are error maps)."""

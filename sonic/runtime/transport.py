@@ -11,8 +11,9 @@ objects have two more calls: :meth:`Transport.receive` (``get``: a header, then 
 does, so coordinator logic is unit-tested without sockets or agents::
 
     def handler(agent: Endpoint, request: dict[str, Any]) -> dict[str, Any]:
-        if request["op"] == "ping":
-            return {"ok": True, "version": sonic.__version__}
+        if request["op"] == "ping":  # a whole PingReply (sonic.runtime.messages): replies are typed
+            return {"ok": True, "version": sonic.__version__, "name": agent.name, "slots": 1, "memory_mb": 1024,
+                    "pid": 1, "busy": 0, "workers": [], "idle_workers": 0, "leases": []}
         raise TransportError(f"{agent.name} is unreachable")
 
     coordinator = Coordinator(cluster, secret, transport=MockTransport(handler))

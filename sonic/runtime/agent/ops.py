@@ -3,6 +3,7 @@ push, app_install, coldstart (wire format: :mod:`sonic.runtime.agent`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import threading
@@ -141,6 +142,10 @@ class DataOps:
             raise RequestError(f"{reply.get('error')}", "input")
         if not reply.get("ok"):
             raise RequestError(f"{reply.get('error')} on VM {name}", "instance")
+        try:
+            worker_metrics = msgspec.convert(reply.get("metrics"), InstanceMetrics)
+        except msgspec.ValidationError as exc:  # our own worker's frame: a bug, not the requester's fault
+            raise RequestError(f"worker on VM {name} reported malformed metrics: {exc}", "instance") from None
         outputs: list[OutputRecord] = []
         upload_s = 0.0
         written = [(str(out), int(size)) for out, size in reply["outputs"]]
@@ -170,11 +175,8 @@ class DataOps:
                     # The instance ran but its output did not reach S3: run it again (the
                     # remote layer already retried with backoff).
                     raise RequestError(f"{exc} on VM {name}", "instance") from None
-        try:
-            metrics = msgspec.convert({**reply["metrics"], "cold": cold_s is not None,
-                                       "passing_s": sum(fetch_by_stage.values()) + upload_s}, InstanceMetrics)
-        except msgspec.ValidationError as exc:  # our own worker's frame: a bug, not the requester's fault
-            raise RequestError(f"worker on VM {name} reported malformed metrics: {exc}", "instance") from None
+        metrics = dataclasses.replace(worker_metrics, cold=cold_s is not None,
+                                      passing_s=sum(fetch_by_stage.values()) + upload_s)
         return RunReply(metrics=metrics, outputs=outputs, fetch_by_stage=fetch_by_stage, upload_s=upload_s,
                         cold_start_s=cold_s or 0.0)
 

@@ -65,7 +65,8 @@ class Dispatcher:
             return {"ok": False, "kind": "request", "error": f"malformed {op!r} request: {exc}"}
         try:
             reply = handler(request, conn)
-            return None if reply is None else msgspec.to_builtins(reply)
+            # Bytes stay bytes (msgpack carries them; to_builtins would base64 them into str).
+            return None if reply is None else msgspec.to_builtins(reply, builtin_types=(bytes, bytearray, memoryview))
         except BadKeyError as exc:
             log.warning("bad key from %s: %s", conn.peer, exc)
             return {"ok": False, "kind": "request", "error": str(exc)}
