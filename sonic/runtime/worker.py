@@ -20,6 +20,7 @@ import msgspec
 from sonic.app import load_app
 from sonic.errors import SonicError, TransportError, UserInputError
 from sonic.execution import format_failure, release_free_memory, run_instance
+from sonic.metrics import InstanceMetrics
 from sonic.routing import InstanceSpec, ObjectRef
 from sonic.runtime.protocol import FRAME_LENGTH, decode_doc, encode_doc, length_prefixed
 
@@ -67,6 +68,28 @@ class WorkerRunRequest(msgspec.Struct, frozen=True):
     vm: str | None = None
 
 
+class WorkerRunReply(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A warm worker's answer to one run frame: the instance's metrics and the (name, size) of
+    every output it wrote, or the failure (``bad_input``: the app input is malformed)."""
+
+    ok: bool
+    metrics: InstanceMetrics | None = None
+    outputs: list[tuple[str, int]] = []
+    error: str = ""
+    bad_input: bool = False
+
+
+def decode_run_reply(doc: dict[str, Any] | None) -> WorkerRunReply:
+    """``doc`` as a worker's run reply, or ValueError naming the bad field."""
+    try:
+        reply = msgspec.convert(doc, WorkerRunReply, strict=True)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"malformed worker run reply: {exc}") from None
+    if reply.ok and reply.metrics is None:
+        raise ValueError("malformed worker run reply: a successful run carries its metrics")
+    return reply
+
+
 def decode_run_request(doc: dict[str, Any]) -> WorkerRunRequest:
     """``doc`` as a run request, or TransportError naming the bad field (``$.inputs[0].size``)."""
     try:
@@ -99,16 +122,14 @@ def serve(app_spec: str, channel_in: BinaryIO, channel_out: BinaryIO) -> None:
         try:
             outcome = run_instance(app, spec, [Path(p) for p in req.paths], Path(req.output_dir), scratch,
                                    vm=req.vm)
-            # metrics: the instance's measured fields, passed through as the reply's free-form map
-            reply: dict[str, Any] = {"ok": True, "metrics": outcome.metrics.__dict__,
-                                     "outputs": [list(o) for o in outcome.outputs]}
+            reply = WorkerRunReply(True, outcome.metrics, list(outcome.outputs))
         except UserInputError as exc:  # the app input is malformed: the run stops (exit 2), no retry
-            reply = {"ok": False, "bad_input": True, "error": format_failure(spec, exc)}
+            reply = WorkerRunReply(False, error=format_failure(spec, exc), bad_input=True)
         except Exception as exc:  # noqa: BLE001 - user code failed: report it, stay warm
-            reply = {"ok": False, "error": format_failure(spec, exc)}
+            reply = WorkerRunReply(False, error=format_failure(spec, exc))
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-        write_frame(channel_out, reply)
+        write_frame(channel_out, msgspec.to_builtins(reply))
 
 
 def main() -> None:

@@ -9,11 +9,8 @@ import shutil
 import threading
 from collections.abc import Mapping
 
-import msgspec
-
 from sonic import __version__
 from sonic.errors import TransportError
-from sonic.metrics import InstanceMetrics
 from sonic.runtime import appcode, protocol
 from sonic.runtime.agent.pool import Worker
 from sonic.runtime.agent.request import Connection, Handler, RequestError
@@ -138,17 +135,13 @@ class DataOps:
             agent.pool.release(worker)
             if ended:  # inputs fetched or outputs written after the job was dropped: drop them too
                 agent.store.drop_job(job)
-        if not reply.get("ok") and reply.get("bad_input"):
-            raise RequestError(f"{reply.get('error')}", "input")
-        if not reply.get("ok"):
-            raise RequestError(f"{reply.get('error')} on VM {name}", "instance")
-        try:
-            worker_metrics = msgspec.convert(reply.get("metrics"), InstanceMetrics)
-        except msgspec.ValidationError as exc:  # our own worker's frame: a bug, not the requester's fault
-            raise RequestError(f"worker on VM {name} reported malformed metrics: {exc}", "instance") from None
+        if not reply.ok:
+            raise (RequestError(reply.error, "input") if reply.bad_input
+                   else RequestError(f"{reply.error} on VM {name}", "instance"))
+        assert reply.metrics is not None  # decode_run_reply: a successful run carries its metrics
         outputs: list[OutputRecord] = []
         upload_s = 0.0
-        written = [(str(out), int(size)) for out, size in reply["outputs"]]
+        written = reply.outputs
         if req.pack and written:
             try:
                 packed = pack_outputs(out_dir, [out for out, _ in written])
@@ -175,7 +168,7 @@ class DataOps:
                     # The instance ran but its output did not reach S3: run it again (the
                     # remote layer already retried with backoff).
                     raise RequestError(f"{exc} on VM {name}", "instance") from None
-        metrics = dataclasses.replace(worker_metrics, cold=cold_s is not None,
+        metrics = dataclasses.replace(reply.metrics, cold=cold_s is not None,
                                       passing_s=sum(fetch_by_stage.values()) + upload_s)
         return RunReply(metrics=metrics, outputs=outputs, fetch_by_stage=fetch_by_stage, upload_s=upload_s,
                         cold_start_s=cold_s or 0.0)

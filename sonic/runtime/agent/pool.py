@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sonic.runtime.agent.request import RequestError
-from sonic.runtime.worker import read_frame, write_frame
+from sonic.runtime.worker import WorkerRunReply, decode_run_reply, read_frame, write_frame
 
 
 class Worker:
@@ -74,12 +74,16 @@ class Worker:
             raise RequestError(f"worker for {self.app!r} died (exit code {code}; out of memory?)", "instance")
         return doc
 
-    def run(self, request: dict[str, Any], timeout_s: float, watch: socket.socket | None = None) -> dict[str, Any]:
+    def run(self, request: dict[str, Any], timeout_s: float, watch: socket.socket | None = None) -> WorkerRunReply:
         try:
             write_frame(self._in, request)
         except BrokenPipeError:
             raise RequestError(f"worker for {self.app!r} is gone (exit code {self.proc.poll()})", "instance") from None
-        return self._read(timeout_s, f"stage {request.get('stage')!r} instance {request.get('index')}", watch)
+        doc = self._read(timeout_s, f"stage {request.get('stage')!r} instance {request.get('index')}", watch)
+        try:
+            return decode_run_reply(doc)
+        except ValueError as exc:  # our own worker's frame: a bug, not the requester's fault
+            raise RequestError(f"worker for {self.app!r}: {exc}", "instance") from None
 
     def cancel(self, reason: str) -> None:
         """Kill the instance it is running from another thread; its run reports ``reason``."""
