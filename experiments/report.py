@@ -449,9 +449,12 @@ def section_scale_end_to_end() -> str:
         body.append([c["app"], f"{float(c['input_bytes']) / MB:.0f}"] + [cell(s) for s in
                     ("sonic", "remote", "vm", "direct", "oracle")]
                     + [f(c["floor_s"]), c["best_fixed"], f(c["sonic_vs_best_fixed"]), f(c["speedup_vs_vm"]),
-                       f(c["speedup_vs_remote"]), f(c["sonic_vs_floor"]), c["sonic_methods"]])
+                       f(c["speedup_vs_remote"]), f(c["sonic_vs_floor"]),
+                       " / ".join(f(1000 * float(c.get(f"{s}_usd_per_gb", "nan")), 2) for s in ("sonic", "remote", "vm")),
+                       c["sonic_methods"]])
     text += "\n" + table(["app", "MB", "sonic", "remote", "vm", "direct", "oracle", "floor", "best fixed",
-                          "sonic/best", "speed-up vs vm", "vs remote", "sonic/floor", "sonic's methods"], body)
+                          "sonic/best", "speed-up vs vm", "vs remote", "sonic/floor",
+                          "m$ per GB sonic / remote / vm", "sonic's methods"], body)
     return text
 
 

@@ -10,10 +10,16 @@ floor (:mod:`experiments.sort_floor`: one numpy process sorting the same records
 in the same session, between rounds.
 
     python -m experiments run --only scale_end_to_end
+    SONIC_SCALE_SIZES=2GB SONIC_SCALE_VMS=8 SONIC_SCALE_VM_CPUS=0.25 python -m experiments run --only scale_end_to_end
+
+The environment variables override the sort sizes, the VM count and each VM's CPU limit of
+the full grid (a second pool or size is a separate session: results of one session are
+written per cell, so keep each session's ``--out``).
 
 Outputs ``results/scale_end_to_end.csv`` (one row per run, the end-to-end columns),
 ``results/scale_end_to_end_stages.csv``, ``results/scale_end_to_end_summary.csv`` (per cell:
-medians, min-max, sonic against the best fixed strategy, speed-ups, the floor) and
+medians, min-max, sonic against the best fixed strategy, speed-ups, the floor, $ per GB at the
+cluster file's list prices) and
 ``results/scale_end_to_end_floor.csv``.
 """
 
@@ -40,6 +46,7 @@ from experiments.common import (
     write_csv,
 )
 from experiments.profiling import profile_and_fit
+from sonic.sizes import parse_size
 
 NAME = "scale_end_to_end"
 GB = 1000 * MB
@@ -55,7 +62,14 @@ def settings(vms: int = 4, vm_cpus: float = 0.5) -> NetSettings:
 def config(quick: bool) -> dict[str, Any]:
     if quick:
         return {"sizes": {"sort": [256 * MB]}, "runs": 1, "vms": 4, "vm_cpus": 0.5}
-    return {"sizes": {"sort": [256 * MB, 1 * GB]}, "runs": 3, "vms": 4, "vm_cpus": 0.5}
+    cfg: dict[str, Any] = {"sizes": {"sort": [256 * MB, 1 * GB]}, "runs": 3, "vms": 4, "vm_cpus": 0.5}
+    if os.environ.get("SONIC_SCALE_SIZES"):
+        cfg["sizes"] = {"sort": [parse_size(t) for t in os.environ["SONIC_SCALE_SIZES"].split(",") if t.strip()]}
+    if os.environ.get("SONIC_SCALE_VMS"):
+        cfg["vms"] = int(os.environ["SONIC_SCALE_VMS"])
+    if os.environ.get("SONIC_SCALE_VM_CPUS"):
+        cfg["vm_cpus"] = float(os.environ["SONIC_SCALE_VM_CPUS"])
+    return cfg
 
 
 def run(quick: bool = False, cfg: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -107,9 +121,16 @@ def summary_rows() -> list[dict[str, Any]]:
     """The end-to-end summary of these runs, with the floor of the same inputs next to it."""
     out = end_to_end.summary_rows(OUT.results / f"{NAME}.csv")
     floors = read_csv(OUT.results / f"{NAME}_floor.csv")
+    runs = read_csv(OUT.results / f"{NAME}.csv")
     for row in out:
         ok = [float(f["latency_s"]) for f in floors
               if int(f["input_bytes"]) == int(row["input_bytes"]) and f.get("output_ok") == "True"]
         row["floor_s"] = median(ok)
         row["sonic_vs_floor"] = row["sonic_latency_s"] / row["floor_s"] if ok else float("nan")
+        gb = int(row["input_bytes"]) / GB
+        for strategy in end_to_end.STRATEGIES:
+            costs = [float(r["cost_usd"]) for r in runs if r["strategy"] == strategy
+                     and int(r["input_bytes"]) == int(row["input_bytes"]) and r.get("output_ok") == "True"
+                     and r.get("cost_usd") not in ("", None)]
+            row[f"{strategy}_usd_per_gb"] = median(costs) / gb if costs else float("nan")
     return out
