@@ -11,6 +11,7 @@ in the same session, between rounds.
 
     python -m experiments run --only scale_end_to_end
     SONIC_SCALE_SIZES=2GB SONIC_SCALE_VMS=8 SONIC_SCALE_VM_CPUS=0.25 python -m experiments run --only scale_end_to_end
+    SONIC_SCALE_SIZES=video:64MB,lightgbm:128MB python -m experiments run --only scale_end_to_end
 
 The environment variables override the sort sizes, the VM count and each VM's CPU limit of
 the full grid (a second pool or size is a separate session: results of one session are
@@ -64,12 +65,22 @@ def config(quick: bool) -> dict[str, Any]:
         return {"sizes": {"sort": [256 * MB]}, "runs": 1, "vms": 4, "vm_cpus": 0.5}
     cfg: dict[str, Any] = {"sizes": {"sort": [256 * MB, 1 * GB]}, "runs": 3, "vms": 4, "vm_cpus": 0.5}
     if os.environ.get("SONIC_SCALE_SIZES"):
-        cfg["sizes"] = {"sort": [parse_size(t) for t in os.environ["SONIC_SCALE_SIZES"].split(",") if t.strip()]}
+        cfg["sizes"] = parse_sizes(os.environ["SONIC_SCALE_SIZES"])
     if os.environ.get("SONIC_SCALE_VMS"):
         cfg["vms"] = int(os.environ["SONIC_SCALE_VMS"])
     if os.environ.get("SONIC_SCALE_VM_CPUS"):
         cfg["vm_cpus"] = float(os.environ["SONIC_SCALE_VM_CPUS"])
     return cfg
+
+
+def parse_sizes(text: str) -> dict[str, list[int]]:
+    """``2GB`` (sort) or ``sort:1GB,video:64MB,lightgbm:128MB``: input sizes per app."""
+    sizes: dict[str, list[int]] = {}
+    for token in (t.strip() for t in text.split(",")):
+        if token:
+            app, _, size = token.rpartition(":")
+            sizes.setdefault(app or "sort", []).append(parse_size(size))
+    return sizes
 
 
 def run(quick: bool = False, cfg: dict[str, Any] | None = None) -> dict[str, Any]:
