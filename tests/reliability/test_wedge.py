@@ -93,7 +93,7 @@ def test_hung_stage_abandoned_by_a_killed_run_does_not_wedge_the_cluster(
             warms = [pool.submit(c.warm, FAULTY_SPEC) for c in extra for _ in range(2)]
             result = coordinator.execute(app, FAULTY_SPEC, faulty_input(tmp_path, "next", "none"),
                                          fixed_plan(app, PassingMethod.DIRECT, spec.vm_names))
-            assert all(w.result(timeout=120)["ok"] for w in warms)
+            assert all(w.result(timeout=120).ok for w in warms)
     finally:
         coordinator.close()
         for c in extra:
