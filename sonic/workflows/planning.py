@@ -87,6 +87,12 @@ def plan_for(app: App, input_bytes: int, cluster: ClusterSpec, *, strategy: str 
                                  deadline=deadline, warm=cluster.vm_names)
     plan = make_plan(app, prediction, cluster, objective=objective, strategy=strategy, budget=budget,
                      deadline=deadline, warm=cluster.vm_names)
+    if prediction.source == "none":
+        # A placeholder knows no instance count: pinning the elastic stages to its one instance
+        # each ran a 2 GB sort as a single 6 GB reduce (experiments/memory_scale.py). Without a
+        # chosen count the runtime uses the app's own, data-determined one.
+        for name in app.elastic_stages():
+            plan.stages[name].parallelism = None
     return plan, prediction
 
 
