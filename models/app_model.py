@@ -7,6 +7,7 @@ metric         regressed on                target
 =============  ==========================  =====================================
 memory         instance input bytes        instance peak memory (MB)
 time           instance input bytes        instance wall time, warm runs (s)
+               (+ outputs written)
 output_bytes   instance input bytes        bytes written by the instance
 fanout         app input bytes             instance count of the stage in a run
 =============  ==========================  =====================================
@@ -18,6 +19,13 @@ instance. Candidate forms with *features* additionally see the app input bytes (
 fan-in, a mapper's number of partitions grow with the whole job, not with its own input)
 and the app's declared input features (``feat_*`` columns, where every row has them);
 cross-validation picks them only when they clearly help (see :mod:`models.metric`).
+An instance feeding a shuffle writes one output per consumer instance (sort's map writes
+R partitions), and each file costs time of its own: at 64 x 64 a map of 0.5 MB took 39 ms
+where one of 2 MB with 16 outputs took 9 ms. Where the app's DAG gives a stage scatter
+consumers and its outputs per instance vary in the profile, the time model may also regress
+on the outputs written, and the outputs per instance are predicted from the consumers'
+instance count (:class:`OutputsPerInstance`) -- a plan decision for elastic stages, so the
+planner sees what a larger reduce count costs the maps.
 Wall time is summarised by its lower quartile (``time_statistic``): interference from other
 jobs only ever adds time, so the lower quartile is the stable estimate of a stage's own
 cost; the upper tail goes into ``Estimate.hi``.
@@ -60,6 +68,34 @@ def fix_hint(app: str) -> str:
     return f"run `sonic profile {app}` to measure it"
 
 
+@dataclass(frozen=True)
+class OutputsPerInstance:
+    """How many outputs one instance of a stage writes: ``per_consumer`` x the instances of its
+    scatter consumers (a shuffle writes one partition per reducer), or ``constant`` (a
+    splitter's chunks, a one-file summary), whichever reproduced the profile better."""
+
+    constant: float
+    per_consumer: float | None = None
+
+    def predict(self, consumer_instances: float) -> float:
+        if self.per_consumer is None or consumer_instances <= 0:
+            return self.constant
+        return self.per_consumer * consumer_instances
+
+    @classmethod
+    def fit(cls, outputs: np.ndarray, consumers: np.ndarray) -> OutputsPerInstance:
+        """``outputs``: per-run median outputs per instance; ``consumers``: the scatter
+        consumers' instances in that run (0 where unknown)."""
+        constant = float(np.median(outputs))
+        known = consumers > 0
+        if not known.any():
+            return cls(constant)
+        ratio = float(np.median(outputs[known] / consumers[known]))
+        err_ratio = float(np.median(np.abs(ratio * consumers[known] - outputs[known]) / outputs[known]))
+        err_constant = float(np.median(np.abs(constant - outputs[known]) / outputs[known]))
+        return cls(constant, ratio if err_ratio < err_constant else None)
+
+
 @dataclass
 class StageModel:
     """The fitted models of one stage and their held-out scores."""
@@ -82,6 +118,23 @@ class StageModel:
     input_range: tuple[float, float] = (0.0, 0.0)
     #: Whether ``total_output`` predicted held-out totals better than the per-instance model.
     total_output_preferred: bool = False
+    #: Outputs one instance writes, when the time model regresses on them (else ``None``).
+    outputs: OutputsPerInstance | None = None
+
+    def design(self, rows: pd.DataFrame, metric: str) -> np.ndarray:
+        """The regressors of ``metric`` for instance ``rows`` (profile columns), in the order
+        its model was fitted on: input bytes, app input bytes, [outputs written,] features."""
+        fcols = [FEATURE_PREFIX + f for f in self.features]
+        if any(c not in rows.columns for c in fcols):
+            fcols = []
+        outputs = ["n_outputs"] if metric == "time" and self.outputs is not None else []
+        return rows[["input_bytes", "app_input_bytes", *outputs, *fcols]].to_numpy(dtype=float)
+
+    def extra(self, metric: str, x_app: float, outputs: float, features: tuple[float, ...] | None
+              ) -> tuple[float, ...]:
+        """What ``MetricModel.predict_estimate`` takes besides the instance input bytes."""
+        head = (x_app, outputs) if metric == "time" and self.outputs is not None else (x_app,)
+        return (*head, *features) if features else head
 
     def uses_total_output(self, with_features: bool) -> bool:
         """Predict output from the total model: preferred, or the per-instance model needs
@@ -109,13 +162,20 @@ class AppModel:
     quantile : quantile of measured/predicted ratios behind ``Estimate.hi``.
     sources : use only rows from these sources (e.g. ``("reference",)``); all by default.
     time_statistic : quantile of pooled wall times a time model predicts (see module doc).
+    elastic_stages : stages whose instance count is a plan decision (their fanout does not
+        gate trust).
+    scatter_consumers : per stage, the stages it feeds by scatter; their instance count
+        predicts how many outputs an instance writes (module doc). Unknown stages write a
+        constant number of outputs.
     """
 
     def __init__(self, app_name: str, *, max_mape: float = 0.25, max_time_mape: float = 0.5, min_sizes: int = 3,
                  quantile: float = 0.9, sources: Sequence[str] | None = None,
-                 time_statistic: float | str = 0.25, elastic_stages: Sequence[str] = ()) -> None:
+                 time_statistic: float | str = 0.25, elastic_stages: Sequence[str] = (),
+                 scatter_consumers: Mapping[str, Sequence[str]] | None = None) -> None:
         self.app_name = app_name
         self.elastic_stages = elastic_stages
+        self.scatter_consumers = scatter_consumers
         self.max_mape = max_mape
         self.max_time_mape = max_time_mape
         self.min_sizes = min_sizes
@@ -128,7 +188,9 @@ class AppModel:
         """Models of ``app`` with what its definition says about the fit: stages whose
         instance count is a plan decision (``parallelism=``) are ``elastic_stages``."""
         elastic = tuple(name for name, stage in app.stages.items() if stage.parallelism is not None)
-        return cls(app.name, elastic_stages=elastic, **params)
+        consumers = {name: tuple(e.dst for e in app.out_edges(name) if e.pattern is Pattern.SCATTER)
+                     for name in app.stages}
+        return cls(app.name, elastic_stages=elastic, scatter_consumers=consumers, **params)
 
     # ------------------------------------------------------------------ fit
     def fit(self, profile: pd.DataFrame) -> AppModel:
@@ -150,8 +212,9 @@ class AppModel:
         # Stages in execution order: rows of a run are written in topological order.
         self.stage_order_ = list(dict.fromkeys(rows["stage"].tolist()))
         self.stages_: dict[str, StageModel] = {}
+        instances = rows.drop_duplicates(["run_id", "stage"]).set_index(["run_id", "stage"])["instances"]
         for stage in self.stage_order_:
-            self.stages_[stage] = self._fit_stage(stage, rows[rows["stage"] == stage])
+            self.stages_[stage] = self._fit_stage(stage, rows[rows["stage"] == stage], instances)
         # Features as a function of input size: `sonic plan --input-size` has no input file to
         # read them from, so it takes the features an input of that size typically has.
         per_run = rows.drop_duplicates("run_id")
@@ -189,23 +252,39 @@ class AppModel:
             raise NotFittedError(f"no measurements of app {self.app_name!r} to fit models on; {fix_hint(self.app_name)}")
         return current.reset_index(drop=True)
 
-    def _fit_stage(self, stage: str, rows: pd.DataFrame) -> StageModel:
+    def _fit_outputs(self, stage: str, warm: pd.DataFrame, instances: pd.Series) -> OutputsPerInstance | None:
+        """The outputs-per-instance model, if the stage's outputs per instance vary (else the
+        time model has nothing to learn from them)."""
+        consumers = tuple((self.scatter_consumers or {}).get(stage, ()))
+        if not consumers or not _usable(warm["n_outputs"].to_numpy(dtype=float)):
+            return None
+        per_run = warm.groupby("run_id", sort=False)["n_outputs"].median()
+        n_consumers = np.array([sum(float(instances.get((run, c), 0)) for c in consumers)
+                                for run in per_run.index])
+        return OutputsPerInstance.fit(per_run.to_numpy(dtype=float), n_consumers)
+
+    def _fit_stage(self, stage: str, rows: pd.DataFrame, instances: pd.Series) -> StageModel:
         feats = list(self.feature_names_)
         fcols = [FEATURE_PREFIX + f for f in feats]
         warm = rows[~rows["cold"].astype(bool)]
         if warm.empty:  # only cold runs: better than nothing, and flagged untrusted below
             warm = rows
+        outputs = self._fit_outputs(stage, warm, instances)
+        shell = StageModel(stage, {}, {}, feats, 0, False, outputs=outputs)
         metrics: dict[str, MetricModel] = {}
         scores: dict[str, HoldoutScore] = {}
-        X = warm[["input_bytes", "app_input_bytes", *fcols]].to_numpy(dtype=float)
         g, r = warm["_group"].to_numpy(dtype=float), warm["run_id"].astype(str).to_numpy()
         for metric, column in INSTANCE_METRICS.items():
+            X = shell.design(warm, metric)
+            names = ["app_input_bytes", *(["outputs"] if X.shape[1] > 2 + len(fcols) else []), *feats]
             statistic = self.time_statistic if metric == "time" else 0.5
             # Memory power laws grow on top of the resident baseline every instance has.
             candidates = (default_candidates(X.shape[1] - 1, offset=self.memory_baseline_)
                           if metric == "memory" else None)
+            # The app input bytes and the outputs written are known to matter in general;
+            # declared app features must earn their place (see MetricModel).
             model = MetricModel(candidates=candidates, quantile=self.quantile, statistic=statistic,
-                                feature_names=["app_input_bytes", *feats], free_features=(1,))
+                                feature_names=names, free_features=tuple(range(1, len(names) - len(feats) + 1)))
             y = warm[column].to_numpy(dtype=float)
             scores[metric] = holdout_score(model, X, y, g, r)
             metrics[metric] = model.fit(X, y, groups=g, runs=r)
@@ -224,9 +303,10 @@ class AppModel:
         gating = {m: s for m, s in scores.items() if not (m == "fanout" and stage in self.elastic_stages)}
         reason = self._untrusted_reason(n_sizes, bool(rows["cold"].astype(bool).all()), gating)
         inputs = warm["input_bytes"].to_numpy(dtype=float)
-        return StageModel(stage, metrics, scores, feats, n_sizes, not reason,
-                          self._cold_start(rows, metrics["time"], fcols), reason, total_output,
-                          (float(inputs.min()), float(inputs.max())), total_preferred)
+        model = StageModel(stage, metrics, scores, feats, n_sizes, not reason, None, reason, total_output,
+                           (float(inputs.min()), float(inputs.max())), total_preferred, outputs)
+        model.cold_start_s = self._cold_start(rows, model)
+        return model
 
     def _untrusted_reason(self, n_sizes: int, all_cold: bool, scores: dict[str, HoldoutScore]) -> str:
         """Empty if the stage is trusted, else the first reason it is not, in words."""
@@ -274,12 +354,12 @@ class AppModel:
         return model, (score if preferred else per_instance), preferred
 
     @staticmethod
-    def _cold_start(rows: pd.DataFrame, time_model: MetricModel, fcols: list[str]) -> float | None:
+    def _cold_start(rows: pd.DataFrame, model: StageModel) -> float | None:
         """Median extra seconds of a cold instance over the warm prediction for its input."""
         cold = rows[rows["cold"].astype(bool)]
         if cold.empty or cold.shape[0] == rows.shape[0]:
             return None
-        warm_pred = time_model.predict(cold[["input_bytes", "app_input_bytes", *fcols]].to_numpy(dtype=float))
+        warm_pred = model.metrics["time"].predict(model.design(cold, "time"))
         return float(np.median(cold["wall_s"].to_numpy(dtype=float) - warm_pred))
 
     def _summary(self, rows: pd.DataFrame) -> dict[str, Any]:
@@ -326,23 +406,16 @@ class AppModel:
         x_app = float(input_bytes)
         out: dict[str, StagePrediction] = {}
         warnings: list[str] = []
-        observed, observed_instances = observed or {}, observed_instances or {}
+        observed = observed or {}
+        counts = self._instances(app, x_app, fvec, observed, observed_instances or {})
         for name, in_edges in _structure(app):
             if name in observed:
                 out[name] = observed[name]
                 continue
-            sm = self.stages_.get(name)
-            if sm is None:
-                raise NotFittedError(f"stage {name!r} of app {app.name!r} has no measurements; {fix_hint(app.name)}")
-            driving = next((e for e in in_edges if e.pattern in (Pattern.SCATTER, Pattern.ONE_TO_ONE)), None)
-            if name in observed_instances:
-                n = max(1, int(observed_instances[name]))
-            elif driving is None:
-                n = app.stages[name].instances
-            elif driving.pattern is Pattern.ONE_TO_ONE:
-                n = out[driving.src].instances
-            else:
-                n = int(sm.metrics["fanout"].predict_estimate(x_app, fvec).mean)
+            sm = self.stages_[name]
+            n = counts[name]
+            written = (sm.outputs.predict(sum(counts[e.dst] for e in app.out_edges(name) if e.pattern is Pattern.SCATTER))
+                       if sm.outputs is not None else 1.0)
             if not in_edges:
                 x = x_app
             else:
@@ -356,7 +429,7 @@ class AppModel:
                     else:  # broadcast, gather: every consumer instance gets all of it
                         x += src.total_output_bytes
             m = sm.metrics
-            extra = (x_app, *fvec) if fvec else (x_app,)
+            extra = sm.extra("memory", x_app, written, fvec)
             total_model = sm.total_output if sm.uses_total_output(fvec is not None) else None
             if total_model is not None:  # total output, shared out over the instances
                 total = total_model.predict_estimate(x * n, extra)
@@ -371,7 +444,7 @@ class AppModel:
                 warnings.append(time_warning)
             out[name] = StagePrediction(
                 stage=name, instances=n, input_bytes=x,
-                time_s=m["time"].predict_estimate(x, extra),
+                time_s=m["time"].predict_estimate(x, sm.extra("time", x_app, written, fvec)),
                 memory_mb=m["memory"].predict_estimate(x, extra),
                 output_bytes=output_bytes,
                 trusted=sm.trusted,
@@ -383,6 +456,30 @@ class AppModel:
                                f"{min(sizes):,.0f}-{max(sizes):,.0f} B: predictions extrapolate")
         return AppPrediction(app.name, int(input_bytes), out, source="models", features=dict(features or {}),
                              warnings=warnings, worker_memory_mb=self.worker_memory_mb_)
+
+    def _instances(self, app: App, x_app: float, fvec: tuple[float, ...] | None,
+                   observed: Mapping[str, StagePrediction], observed_instances: Mapping[str, int]) -> dict[str, int]:
+        """Every stage's instance count: observed, fixed by the DAG, or from the fanout model.
+        Counts depend only on the app input, so they are known before any bytes are routed:
+        a producer's outputs per instance depend on its consumers' counts."""
+        counts: dict[str, int] = {}
+        for name, in_edges in _structure(app):
+            if name in observed:
+                counts[name] = observed[name].instances
+                continue
+            sm = self.stages_.get(name)
+            if sm is None:
+                raise NotFittedError(f"stage {name!r} of app {app.name!r} has no measurements; {fix_hint(app.name)}")
+            driving = next((e for e in in_edges if e.pattern in (Pattern.SCATTER, Pattern.ONE_TO_ONE)), None)
+            if name in observed_instances:
+                counts[name] = max(1, int(observed_instances[name]))
+            elif driving is None:
+                counts[name] = app.stages[name].instances
+            elif driving.pattern is Pattern.ONE_TO_ONE:
+                counts[name] = counts[driving.src]
+            else:
+                counts[name] = int(sm.metrics["fanout"].predict_estimate(x_app, fvec).mean)
+        return counts
 
     def _feature_vector(self, features: Mapping[str, float] | None) -> tuple[float, ...] | None:
         if not features or not self.feature_names_:

@@ -299,7 +299,9 @@ class MetricModel(BaseEstimator):
     def predict_estimate(self, x: float, features: Sequence[float] | None = None) -> Estimate:
         """Mean and upper bound for one input (the planner's hot path: no numpy)."""
         self._check_fitted()
-        if self.uses_features_ and features is not None and len(features) == self.n_features_in_ - 1:
+        # A form reads only its own column: features given up to it are enough.
+        column = getattr(self.estimator_, "feature", None)
+        if self.uses_features_ and features is not None and column is not None and len(features) >= column:
             mean = self.estimator_.predict_one(x, features)
         else:
             mean = self.size_estimator_.predict_one(x, ())

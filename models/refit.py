@@ -264,9 +264,9 @@ def _percentage_errors(model: AppModel, app: App, rows: pd.DataFrame) -> dict[tu
         feats = [f"feat_{f}" for f in sm.features]
         if any(c not in group.columns for c in feats):
             feats = []
-        X = group[["input_bytes", "app_input_bytes", *feats]].to_numpy(dtype=float)
         for metric, column in INSTANCE_METRICS.items():
-            errors[(str(stage), metric)] = _ape(sm.metrics[metric].predict(X), group[column].to_numpy(dtype=float))
+            errors[(str(stage), metric)] = _ape(sm.metrics[metric].predict(sm.design(group, metric)),
+                                                group[column].to_numpy(dtype=float))
         per_run = group.drop_duplicates("run_id")
         Xf = per_run[["app_input_bytes", *feats]].to_numpy(dtype=float)
         errors[(str(stage), "fanout")] = _ape(sm.metrics["fanout"].predict(Xf), per_run["instances"].to_numpy(dtype=float))

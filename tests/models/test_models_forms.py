@@ -79,3 +79,21 @@ def test_default_candidates_add_one_pair_per_feature() -> None:
     names = [form_label(f, ["a", "b"]) for f in default_candidates(2, integer=True)]
     assert names[:2] == ["constant", "step"]
     assert names[-4:] == ["linear+a", "power+a", "linear+b", "power+b"]
+
+
+def test_linear_fits_relative_error_so_small_instances_keep_their_cost() -> None:
+    """Sort's reduce as profiled (ms per instance input): a cost that bends upwards. Plain
+    least squares laid its line through the largest points with a negative intercept and
+    predicted 0 s at 0.8 MB per instance, where the cluster measured 4-4.5 ms."""
+    sizes = np.array([0.125e6, 0.5e6, 2e6, 8e6, 32e6, 128e6])
+    y = np.array([2.5, 2.8, 6.9, 24.0, 99.8, 494.0]) * 1e-3
+    assert np.polyval(np.polyfit(sizes, y, 1), 0.8e6) <= 0  # the old fit's failure
+    line = LinearForm().fit(sizes.reshape(-1, 1), y)
+    assert line.coef_[0] > 0
+    assert line.predict_one(0.8e6) == pytest.approx(4.25e-3, rel=0.3)
+
+
+def test_linear_refuses_a_line_that_goes_non_positive_within_positive_data() -> None:
+    Xs = np.array([[1.0246465], [5.89262492], [8.34268199], [9.41565181]])
+    with pytest.raises(ValueError, match="non-positive"):
+        LinearForm().fit(Xs, np.array([4.18475032, 4.85389609e-04, 1.02655641, 2.31629078e-03]))
