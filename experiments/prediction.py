@@ -67,7 +67,7 @@ def model_rows(root: Path) -> list[dict[str, Any]]:
         max_k = int(frame["k"].max()) + 1
         measured = _measured(stages_measured, name)
         for k in range(1, max_k + 1):
-            model = AppModel(name).fit(frame[frame["k"] < k].drop(columns=["k"]))
+            model = AppModel.for_app(app).fit(frame[frame["k"] < k].drop(columns=["k"]))
             report = model.report()
             trusted = sorted({r["stage"] for r in report if r["trusted"]})
             for metric in METRIC_COLUMNS:

@@ -71,7 +71,7 @@ def profile_and_fit(root: Path, *, quick: bool, apps: tuple[str, ...] = APPS, wr
                                   progress=lambda ev: ev.phase == "done" and log(f"  profile {name}: {ev.describe()}"))
             log(f"profiled {name}: {summary.rows} rows, {len(summary.run_ids)} runs, "
                 f"{summary.invalid_outputs} invalid, {time.perf_counter() - t0:.0f}s")
-        model = AppModel(name).fit(store.load(name))
+        model = AppModel.for_app(app).fit(store.load(name))
         model.save(root)
         for r in model.report():
             rows.append({"app": name, **r})
