@@ -8,7 +8,6 @@ runs on the VM that holds its input (that is what VM-Storage means).
 
 from __future__ import annotations
 
-import enum
 import json
 import math
 from collections.abc import Callable
@@ -19,6 +18,9 @@ from typing import Any
 from sonic.app import App
 from sonic.documents import decode, dotted
 from sonic.errors import PlanError
+from sonic.passing import WIRE_ALIASES as WIRE_ALIASES  # re-exported: PassingMethod and WIRE_ALIASES
+from sonic.passing import PassingMethod as PassingMethod  # live with the method identities (sonic.passing)
+from sonic.passing import PlanMethod, plan_method
 
 OBJECTIVES = ("latency", "cost", "perf-per-dollar")
 MAX_INSTANCES = 100_000          # per stage: far beyond any real fanout; more is a typo
@@ -32,41 +34,6 @@ def _number(value: Any, *, low: float = 0.0, high: float = 1e12) -> bool:
     return (isinstance(value, (int, float)) and not isinstance(value, bool)
             and math.isfinite(value) and low <= value <= high)
 STRATEGIES = ("sonic", "remote", "vm", "direct", "oracle")
-
-
-class PassingMethod(str, enum.Enum):
-    """How the bytes of one edge travel."""
-
-    VM = "vm"          # consumer on the producer's VM, reads the file in place
-    DIRECT = "direct"  # consumer's agent pulls from the producer's agent over TCP
-    REMOTE = "remote"  # producer uploads to S3, consumer downloads
-
-    @classmethod
-    def parse(cls, value: Any, *, where: str) -> PassingMethod:
-        try:
-            return cls(value)
-        except ValueError:
-            allowed = ", ".join(m.value for m in cls)
-            raise PlanError(f"{where}: method {value!r} is not allowed; use one of {allowed}") from None
-
-    @classmethod
-    def from_wire(cls, name: str) -> PassingMethod:
-        """The method a message names: its plan name (``vm``, ``direct``, ``remote``, what new
-        code sends) or the runtime's old name of VM-Storage, ``local`` (still accepted). The
-        one place that maps the two names; see docs/architecture.md, "One name per method"."""
-        method = WIRE_ALIASES.get(name)
-        if method is not None:
-            return method
-        try:
-            return cls(name)
-        except ValueError:
-            known = ", ".join([*(m.value for m in cls), *WIRE_ALIASES])
-            raise ValueError(f"unknown passing method {name!r} (known: {known})") from None
-
-
-#: Old names of passing methods on the agent protocol, accepted when decoding a message:
-#: the runtime called VM-Storage (read the object in place on this VM) "local".
-WIRE_ALIASES: dict[str, PassingMethod] = {"local": PassingMethod.VM}
 
 
 @dataclass(frozen=True)
@@ -131,7 +98,9 @@ class EdgePlan:
     src: str
     dst: str
     pattern: str
-    method: PassingMethod
+    #: A built-in's enum member, or a registered extra method's identity (``sonic.passing``);
+    #: JSON holds its plan name (``.value``) either way.
+    method: PlanMethod
     predicted_s: dict[str, float] = field(default_factory=dict)
 
 
@@ -310,12 +279,17 @@ def _stage_defaults(sdoc: Any) -> Any:
 
 
 def _edge_defaults(index: int, edoc: Any, source: str) -> Any:
-    """An edge entry with its defaults filled; an unknown method is named with the allowed ones."""
+    """An edge entry with its defaults filled; an unknown (unregistered) method is named with
+    the allowed ones. A registered extra method is handed to msgspec as its identity's fields,
+    which it decodes into the :class:`~sonic.passing.MethodId` (an equal one) of ``PlanMethod``."""
     if not isinstance(edoc, dict) or not {"src", "dst", "method"} <= set(edoc):
         raise PlanError(f"{source}: edge #{index} must be an object with src, dst and method")
-    if isinstance(edoc["src"], str) and isinstance(edoc["dst"], str):
-        PassingMethod.parse(edoc["method"], where=f"{source}: edge {edoc['src']} -> {edoc['dst']}")
-    return {"pattern": "", **edoc}
+    label = (f"edge {edoc['src']} -> {edoc['dst']}" if isinstance(edoc["src"], str) and isinstance(edoc["dst"], str)
+             else f"edge #{index}")
+    method = plan_method(edoc["method"], where=f"{source}: {label}")
+    if isinstance(method, PassingMethod):
+        return {"pattern": "", **edoc}
+    return {"pattern": "", **edoc, "method": {"name": method.name, "wire": method.wire}}
 
 
 def _plan_where(doc: dict[str, Any]) -> Callable[[list[str | int]], str]:

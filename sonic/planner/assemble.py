@@ -1,24 +1,31 @@
 """Turn the optimiser's chosen assignment into a :class:`sonic.plan.Plan` (JSON keys fixed).
 
-Besides the choice, every edge reports ``predicted_s`` for all three methods: the seconds from
-its producer's end until its consumer stage ends if that edge used the method, with the rest
-of the plan as chosen and the consumer placed as the method requires (on the producer's VMs
-for ``vm``; as planned, or at its best placement, for ``direct`` / ``remote``). For
-``remote`` it includes the producer's upload. Where VM-Storage cannot keep a consumer next to
-all of its input (a shuffle whose producer spans several VMs), ``vm`` shows what the runtime
-would do: consumers on the VM holding most of the input, pulling the rest directly.
+Besides the choice, every edge reports ``predicted_s`` for every method registered with the
+planner (the three built-ins, then any extra one, by plan name): the seconds from its
+producer's end until its consumer stage ends if that edge used the method, with the rest of
+the plan as chosen and the consumer placed as the method requires (on the producer's VMs for
+an in-place method, ``vm``; as planned, or at its best placement, for the others). For a
+method that needs the producer's upload (``remote``) it includes the upload. Where VM-Storage
+cannot keep a consumer next to all of its input (a shuffle whose producer spans several VMs),
+``vm`` shows what the runtime would do: consumers on the VM holding most of the input,
+pulling the rest directly.
 """
 
 from __future__ import annotations
 
 import math
 
-from sonic.plan import EdgePlan, PassingMethod, Plan, StagePlan
+from sonic.passing import PassingMethod, PlanMethod
+from sonic.plan import EdgePlan, Plan, StagePlan
 from sonic.planner.cost import Assignment, CostModel, Evaluation, Input
+from sonic.planner.methods import in_place, needs_upload, planner_methods
 from sonic.planner.placement import Placement, PlacementSpace
 from sonic.planner.problem import EdgeInfo, Problem
 
-_METHODS = (PassingMethod.VM, PassingMethod.DIRECT, PassingMethod.REMOTE)
+#: How the runtime fetches an input of an in-place method whose consumer is not next to it:
+#: a pull from the producer's agent (``BuiltinRuntimeMethod.choose_source``). A fact of the
+#: runtime's built-in source selection, not a cost term of a method, so it stays named here.
+_NOT_IN_PLACE = PassingMethod.DIRECT
 
 
 def assemble_plan(problem: Problem, space: PlacementSpace, model: CostModel, assignment: Assignment, *,
@@ -52,20 +59,20 @@ def edge_predictions(problem: Problem, space: PlacementSpace, model: CostModel, 
     upload = evaluation.uploads[dst]
     others = [(e, assignment.methods[(e.src, e.dst)], assignment.placements[e.src])
               for e in problem.in_edges[dst] if e.index != edge.index]
-    pinned = next((space.follow(e.pattern, p, n) for e, m, p in others if m is PassingMethod.VM), None)
+    pinned = next((space.follow(e.pattern, p, n) for e, m, p in others if in_place(m)), None)
     src_inputs = [(e, assignment.methods[(e.src, e.dst)], assignment.placements[e.src])
                   for e in problem.in_edges[src]]
     upload_extra = (model.stage_time(src, pp, src_inputs, True) - model.stage_time(src, pp, src_inputs, False))
     result: dict[str, float] = {}
-    for method in _METHODS:
-        fetch_as = method
-        if method is planned:
+    for method in planner_methods():
+        fetch_as: PlanMethod = method
+        if method == planned:
             candidates = [planned_pc]
-        elif method is PassingMethod.VM:
+        elif in_place(method):
             follow = space.follow(edge.pattern, pp, n)
             if follow is None:
                 biggest = max(pp.items, key=lambda item: (item[1], -item[0]))[0]
-                follow, fetch_as = space.single(biggest, n), PassingMethod.DIRECT
+                follow, fetch_as = space.single(biggest, n), _NOT_IN_PLACE
             candidates = [follow]
         elif pinned is not None:
             candidates = [pinned]
@@ -78,14 +85,14 @@ def edge_predictions(problem: Problem, space: PlacementSpace, model: CostModel, 
             inputs = [(edge, fetch_as, pp)] + [_as_placed(space, e, m, p, pc) for e, m, p in others]
             best = min(best, model.stage_time(dst, pc, inputs, upload))
         if math.isfinite(best):
-            result[method.value] = best + (upload_extra if method is PassingMethod.REMOTE else 0.0)
+            result[method.value] = best + (upload_extra if needs_upload(method) else 0.0)
     return result
 
 
-def _as_placed(space: PlacementSpace, e: EdgeInfo, m: PassingMethod, pp: Placement, pc: Placement) -> Input:
-    """A VM-Storage input whose consumer is not next to it is pulled directly (runtime fallback)."""
-    if m is PassingMethod.VM and space.follow(e.pattern, pp, pc.instances) is not pc:
-        return (e, PassingMethod.DIRECT, pp)
+def _as_placed(space: PlacementSpace, e: EdgeInfo, m: PlanMethod, pp: Placement, pc: Placement) -> Input:
+    """An in-place (VM-Storage) input whose consumer is not next to it is pulled directly (runtime fallback)."""
+    if in_place(m) and space.follow(e.pattern, pp, pc.instances) is not pc:
+        return (e, _NOT_IN_PLACE, pp)
     return (e, m, pp)
 
 

@@ -2,10 +2,10 @@
 
 The yardstick of the optimiser's exactness. It walks the same search space
 (:mod:`sonic.planner.space`) without any state, pruning or Pareto set: for every assignment
-of a method to each edge and a placement to each stage (VM-Storage consumers placed on their
-input, the others at every canonical placement) it calls :meth:`CostModel.evaluate`, which
-scores the whole plan independently of the DP (explicit sets of used and cold VMs, uploads
-derived from the chosen methods). Exponential: for tests on <= 5 stages and <= 3 VMs.
+of a method to each edge and a placement to each stage (consumers of an in-place method,
+VM-Storage, placed on their input, the others at every canonical placement) it calls
+:meth:`CostModel.evaluate`, which scores the whole plan independently of the DP (explicit
+sets of used and cold VMs, uploads derived from the chosen methods). Exponential: for tests on <= 5 stages and <= 3 VMs.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from sonic.app import App
 from sonic.cluster.spec import ClusterSpec
 from sonic.errors import InfeasibleError, TooManyPlans
-from sonic.plan import PassingMethod
+from sonic.passing import PlanMethod
 from sonic.planner.cost import Assignment, CostModel, objective_value
+from sonic.planner.methods import in_place
 from sonic.planner.optimise import Candidate
 from sonic.planner.placement import Placement, PlacementSpace
 from sonic.planner.problem import Problem, WarmSpec, build_problem
@@ -40,7 +41,7 @@ def assignments(problem: Problem, space: PlacementSpace, model: CostModel, ss: S
     """Every assignment of the search space, in topological order of decisions."""
     order = problem.order
     placements: dict[str, Placement] = {}
-    methods: dict[tuple[str, str], PassingMethod] = {}
+    methods: dict[tuple[str, str], PlanMethod] = {}
 
     def walk(i: int) -> Iterator[Assignment]:
         if i == len(order):
@@ -53,7 +54,7 @@ def assignments(problem: Problem, space: PlacementSpace, model: CostModel, ss: S
             pinned: set[int] = set()
             consumer: Placement | None = None
             for e, m in zip(ins, choice):
-                if m is PassingMethod.VM:
+                if in_place(m):
                     f = space.follow(e.pattern, placements[e.src], n)
                     pinned.add(-1 if f is None else f.id)
                     consumer = f

@@ -114,14 +114,13 @@ from dataclasses import dataclass, field
 
 from sonic.app import Pattern
 from sonic.errors import PlanError
-from sonic.passing import MethodId
-from sonic.plan import PassingMethod
+from sonic.passing import PlanMethod
 from sonic.planner.methods import PLANNER_METHODS, FetchInputs
 from sonic.planner.placement import Placement, PlacementSpace
 from sonic.planner.problem import EdgeInfo, Problem
 
 #: (edge, method, producer placement) feeding a consumer.
-Input = tuple[EdgeInfo, PassingMethod, Placement]
+Input = tuple[EdgeInfo, PlanMethod, Placement]
 
 
 @dataclass(frozen=True)
@@ -129,7 +128,7 @@ class Assignment:
     """A complete decision: a placement per stage and a method per edge (keys ``(src, dst)``)."""
 
     placements: Mapping[str, Placement]
-    methods: Mapping[tuple[str, str], PassingMethod]
+    methods: Mapping[tuple[str, str], PlanMethod]
 
 
 @dataclass
@@ -192,11 +191,11 @@ class CostModel:
         self._net_out = min(cal.vm_bandwidth_Bps, cal.disk_read_Bps)
         self._flows: dict[tuple[int, int, int], _Flow] = {}
         # Keyed by what the fetch depends on (not the edge), so equal edges share the result.
-        self._fetch: dict[tuple[int, float, float, PassingMethod | MethodId, int, int], tuple[float, ...]] = {}
+        self._fetch: dict[tuple[int, float, float, PlanMethod, int, int], tuple[float, ...]] = {}
         self._stage: dict[tuple[str, int], _StageTerms] = {}
         self._fits: dict[tuple[str, int], bool] = {}
         self._cold: dict[tuple[str, int], tuple[int, ...]] = {}
-        self._dollars: dict[tuple[int, PassingMethod | MethodId, int, int], float] = {}
+        self._dollars: dict[tuple[int, PlanMethod, int, int], float] = {}
 
     # ------------------------------------------------------------------ feasibility
     def fits(self, stage: str, p: Placement) -> bool:
@@ -317,7 +316,7 @@ class CostModel:
                 j += 1
         return result
 
-    def fetch(self, edge: EdgeInfo, method: PassingMethod | MethodId, pp: Placement,
+    def fetch(self, edge: EdgeInfo, method: PlanMethod, pp: Placement,
               pc: Placement) -> tuple[float, ...]:
         """Seconds each VM of ``pc`` spends fetching ``edge``'s input: per wave (every instance
         fetches its own objects) or, for a shared edge, once (the VM's first wave). The
@@ -384,7 +383,7 @@ class CostModel:
         return len(p.items) * (prices.s3_get_per_1000 / 1000.0
                                + s.source_input_bytes / 1e9 * prices.s3_transfer_per_gb)
 
-    def download_dollars(self, edge: EdgeInfo, method: PassingMethod | MethodId, pp: Placement,
+    def download_dollars(self, edge: EdgeInfo, method: PlanMethod, pp: Placement,
                          pc: Placement) -> float:
         """Requests and transfer of one edge at its method's prices (Remote-Storage's GETs; 0
         for a free method): per consumer instance, or per consumer VM for a shared edge."""
@@ -435,8 +434,10 @@ class CostModel:
             for e in problem.in_edges[name]:
                 method = assignment.methods[(e.src, e.dst)]
                 pp = assignment.placements[e.src]
-                if method is PassingMethod.VM and self.space.follow(e.pattern, pp, p.instances) is not p:
-                    raise PlanError(f"edge {e.src} -> {e.dst} uses vm but {name!r} is not on the VM(s) holding its input")
+                if (PLANNER_METHODS.get(method).in_place
+                        and self.space.follow(e.pattern, pp, p.instances) is not p):
+                    raise PlanError(f"edge {e.src} -> {e.dst} uses {method.value} but {name!r} is not on the VM(s) "
+                                    "holding its input")
                 inputs.append((e, method, pp))
                 s3 += self.download_dollars(e, method, pp, p)
             upload = any(PLANNER_METHODS.get(assignment.methods[(e.src, e.dst)]).needs_upload

@@ -1,7 +1,10 @@
 """Planner side of the passing methods: each method's cost terms, one hook object per method
 in an explicit registry keyed by method name (see ``sonic.passing`` and docs/architecture.md,
 "Passing methods"). ``CostModel.fetch`` and ``CostModel.download_dollars`` look the edge's
-method up here; the layout of the bytes (``CostModel.flow``) is shared by all methods. Pure."""
+method up here; the layout of the bytes (``CostModel.flow``) is shared by all methods. The
+search space (``space``, ``optimise``, ``assemble``, ``incumbent``, ``bruteforce``) enumerates
+:func:`planner_methods` and reads the rules that differ by method from the hooks' flags
+(:func:`in_place`: the consumer follows its input; :func:`needs_upload`). Pure."""
 
 from __future__ import annotations
 
@@ -9,8 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from sonic.cluster.spec import Calibration, Prices
-from sonic.passing import MethodRegistry
-from sonic.plan import PassingMethod
+from sonic.passing import MethodRegistry, PassingMethod, PlanMethod
 
 
 @dataclass(frozen=True)
@@ -104,3 +106,20 @@ PLANNER_METHODS: MethodRegistry[PlannerMethod] = MethodRegistry("planner")
 PLANNER_METHODS.register(PassingMethod.VM, VMStorage())
 PLANNER_METHODS.register(PassingMethod.DIRECT, DirectPassing())
 PLANNER_METHODS.register(PassingMethod.REMOTE, RemoteStorage())
+
+
+def planner_methods() -> tuple[PlanMethod, ...]:
+    """Every method the planner may choose, as plans hold them, in registration order: the
+    built-ins VM, DIRECT, REMOTE (this order is the optimiser's tie-break), then extra ones."""
+    return tuple(ident.in_plan for ident in PLANNER_METHODS.methods())
+
+
+def in_place(method: PlanMethod) -> bool:
+    """The consumer reads its input where the producer wrote it, so it must be placed on the
+    producer's VM(s) (``PlacementSpace.follow``): VM-Storage's rule."""
+    return PLANNER_METHODS.get(method).in_place
+
+
+def needs_upload(method: PlanMethod) -> bool:
+    """The producer must upload its outputs for this edge: Remote-Storage's rule."""
+    return PLANNER_METHODS.get(method).needs_upload

@@ -50,10 +50,12 @@ from typing import Any, NamedTuple
 from sonic.app import App
 from sonic.cluster.spec import ClusterSpec
 from sonic.errors import InfeasibleError, PlanError
-from sonic.plan import OBJECTIVES, STRATEGIES, ParallelismChoice, PassingMethod, Plan
+from sonic.passing import PlanMethod
+from sonic.plan import OBJECTIVES, STRATEGIES, ParallelismChoice, Plan
 from sonic.planner.assemble import assemble_plan
 from sonic.planner.cost import Assignment, CostModel, objective_value
 from sonic.planner.incumbent import rule_of_thumb_plans
+from sonic.planner.methods import in_place, needs_upload
 from sonic.planner.placement import Placement, PlacementSpace
 from sonic.planner.problem import Problem, WarmSpec, build_problem
 from sonic.planner.space import SearchSpace, strategy_spaces
@@ -70,7 +72,7 @@ class Decision:
     stage: str
     placement: Placement
     upload: bool
-    methods: tuple[PassingMethod, ...]
+    methods: tuple[PlanMethod, ...]
 
 
 @dataclass(frozen=True)
@@ -192,7 +194,9 @@ class _Step:
 
     stage: str
     positions: tuple[int, ...]                          # frontier index of each producer
-    methods: tuple[tuple[PassingMethod, ...], ...]      # allowed per in-edge
+    methods: tuple[tuple[PlanMethod, ...], ...]         # allowed per in-edge
+    follows: tuple[tuple[bool, ...], ...]               # per allowed method: in place (consumer follows)
+    uploaded: tuple[tuple[bool, ...], ...]              # per allowed method: needs the producer's upload
     producer_modes: tuple[str, ...]                     # upload mode of each producer
     uploads: tuple[bool, ...]                           # upload options kept in the key
     deferred: bool                                      # upload decided by the only consumer
@@ -229,15 +233,15 @@ class _Optimiser:
     # ------------------------------------------------------------------ the DP
     def solve(self, ss: SearchSpace, bounds: Bounds) -> list[Candidate]:
         problem, space = self.problem, self.space
-        remote = PassingMethod.REMOTE
         remaining = {s: len(problem.out_edges[s]) for s in problem.order}
         # How a stage's upload decision is carried: "key" - in the DP key (several consumers
         # share it); "deferred" - one consumer decides it, so the label keeps the stage's finish
-        # time without and with upload (both exact); "none" - no consumer may use Remote-Storage.
+        # time without and with upload (both exact); "none" - no consumer may use a method that
+        # needs the upload (Remote-Storage).
         mode: dict[str, str] = {}
         for s in problem.order:
             outs = problem.out_edges[s]
-            if not any(remote in ss.methods[e.index] for e in outs):
+            if not any(needs_upload(m) for e in outs for m in ss.methods[e.index]):
                 mode[s] = "none"
             else:
                 mode[s] = "deferred" if len(outs) == 1 else "key"
@@ -262,7 +266,10 @@ class _Optimiser:
             has_out = bool(problem.out_edges[name])
             deferred = mode[name] == "deferred"
             h_here = self.h[name]
-            step = _Step(name, tuple(pos), tuple(ss.methods[e.index] for e in ins),
+            allowed = tuple(ss.methods[e.index] for e in ins)
+            step = _Step(name, tuple(pos), allowed,
+                         tuple(tuple(in_place(m) for m in ms) for ms in allowed),
+                         tuple(tuple(needs_upload(m) for m in ms) for ms in allowed),
                          tuple(mode[e.src] for e in ins),
                          ss.upload_options[name] if mode[name] == "key" else (False,), deferred)
             new_table: dict[tuple[tuple[Placement, bool], ...], list[_RawLabel]] = {}
@@ -312,28 +319,30 @@ class _Optimiser:
     def _moves(self, step: _Step, ss: SearchSpace, prods: tuple[tuple[Placement, bool], ...]) -> list[_Move]:
         """Every decision for ``step.stage`` given its producers' states, with its costs."""
         problem, model, space = self.problem, self.model, self.space
-        remote = PassingMethod.REMOTE
         name, uploads = step.stage, step.uploads
         ins = problem.in_edges[name]
         n = problem.stages[name].instances
         cold_start = problem.calibration.cold_start_s
         upload_usd = model.upload_dollars(name)
         out: list[_Move] = []
-        for methods in itertools.product(*step.methods):
+        # By index into the in-edges' allowed methods, so the methods' flags come with them.
+        for choice in itertools.product(*(range(len(ms)) for ms in step.methods)):
+            methods = tuple(ms[k] for ms, k in zip(step.methods, choice))
             forced: Placement | None = None
             ok = True
             select: list[int] = []
             producer_usd = 0.0
-            for e, m, (pp, up), i, pmode in zip(ins, methods, prods, step.positions, step.producer_modes):
-                if m is remote and pmode == "key" and not up:
+            for e, k, follows, uploaded, (pp, up), i, pmode in zip(
+                    ins, choice, step.follows, step.uploaded, prods, step.positions, step.producer_modes):
+                if uploaded[k] and pmode == "key" and not up:
                     ok = False  # the producer did not upload its outputs
                     break
-                if m is remote and pmode == "deferred":
+                if uploaded[k] and pmode == "deferred":
                     select.append(2 * i + 1)
                     producer_usd += model.upload_dollars(e.src)
                 else:
                     select.append(2 * i)
-                if m is PassingMethod.VM:
+                if follows[k]:
                     f = space.follow(e.pattern, pp, n)
                     if f is None or (forced is not None and f is not forced):
                         ok = False
@@ -371,7 +380,7 @@ class _Optimiser:
             trace, decision = trace
             decisions.append(decision)
         placements = {d.stage: d.placement for d in decisions}
-        methods: dict[tuple[str, str], PassingMethod] = {}
+        methods: dict[tuple[str, str], PlanMethod] = {}
         for d in decisions:
             for e, m in zip(self.problem.in_edges[d.stage], d.methods):
                 methods[(e.src, e.dst)] = m

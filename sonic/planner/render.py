@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sonic.app import App
-from sonic.plan import Plan
+from sonic.plan import PassingMethod, Plan
 from sonic.planner.cost import perf_per_dollar
 
 _METHOD_COLOURS = {"vm": "forestgreen", "direct": "royalblue", "remote": "darkorange"}
@@ -16,14 +16,17 @@ def _seconds(value: float | None) -> str:
 
 
 def render_table(plan: Plan) -> str:
-    """Per edge: chosen method and predicted seconds of all three; per stage: instances per VM;
-    totals (latency, dollars, perf/$, VMs used)."""
+    """Per edge: chosen method and predicted seconds of every method (the three built-ins, then
+    any extra one the plan names); per stage: instances per VM; totals (latency, dollars,
+    perf/$, VMs used)."""
     lines = [f"plan for {plan.app} (strategy {plan.strategy}, objective {plan.objective})", ""]
-    edge_rows = [("edge", "pattern", "method", "vm s", "direct s", "remote s")]
+    names = [m.value for m in PassingMethod]
+    names += sorted({k for e in plan.edges for k in e.predicted_s} - set(names))
+    edge_rows = [("edge", "pattern", "method", *(f"{name} s" for name in names))]
     for e in plan.edges:
         p = e.predicted_s
         edge_rows.append((f"{e.src} -> {e.dst}", e.pattern, e.method.value,
-                          _seconds(p.get("vm")), _seconds(p.get("direct")), _seconds(p.get("remote"))))
+                          *(_seconds(p.get(name)) for name in names)))
     lines += _grid(edge_rows) if plan.edges else ["(no edges)"]
     lines.append("")
     stage_rows = [("stage", "instances", "memory MB", "placement (instances per VM)")]

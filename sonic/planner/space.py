@@ -2,8 +2,10 @@
 
 Shared by the optimiser and the brute-force enumerator, so both search exactly the same set
 of plans. A strategy narrows it: ``remote`` / ``direct`` / ``vm`` fix the method on every edge
-(``vm`` also keeps every stage on one VM, SAND-style); ``sonic`` / ``oracle`` allow all three,
-except that stages with untrusted predictions get Remote-Storage on all their edges.
+(``vm`` also keeps every stage on one VM, SAND-style); ``sonic`` / ``oracle`` allow every
+method registered with the planner (``sonic.planner.methods.planner_methods``: the three
+built-ins, then any extra one), except that stages with untrusted predictions get
+Remote-Storage on all their edges.
 """
 
 from __future__ import annotations
@@ -12,26 +14,27 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sonic.errors import InfeasibleError, PlanError
-from sonic.plan import STRATEGIES, PassingMethod
+from sonic.passing import PassingMethod, PlanMethod
+from sonic.plan import STRATEGIES
 from sonic.planner.cost import CostModel
+from sonic.planner.methods import needs_upload, planner_methods
 from sonic.planner.placement import Placement, PlacementSpace
 from sonic.planner.problem import Problem
-
-ALL_METHODS = (PassingMethod.VM, PassingMethod.DIRECT, PassingMethod.REMOTE)
 
 
 @dataclass(frozen=True)
 class SearchSpace:
-    methods: Mapping[int, tuple[PassingMethod, ...]]    # edge index -> allowed methods
-    placements: Mapping[str, tuple[Placement, ...]]     # stage -> free placements (no vm in-edge)
+    methods: Mapping[int, tuple[PlanMethod, ...]]       # edge index -> allowed methods
+    placements: Mapping[str, tuple[Placement, ...]]     # stage -> free placements (no in-place in-edge)
     upload_options: Mapping[str, tuple[bool, ...]]      # stage -> upload its outputs?
     only_vm: int | None = None                          # vm strategy: the single VM used
 
 
-def allowed_methods(problem: Problem, strategy: str) -> dict[int, tuple[PassingMethod, ...]]:
+def allowed_methods(problem: Problem, strategy: str) -> dict[int, tuple[PlanMethod, ...]]:
     if strategy not in STRATEGIES:
         raise PlanError(f"strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
-    methods: dict[int, tuple[PassingMethod, ...]] = {}
+    registered = planner_methods()
+    methods: dict[int, tuple[PlanMethod, ...]] = {}
     for e in problem.edges:
         if strategy in ("remote", "direct", "vm"):
             methods[e.index] = (PassingMethod(strategy),)
@@ -40,7 +43,7 @@ def allowed_methods(problem: Problem, strategy: str) -> dict[int, tuple[PassingM
             # placement decision that a wrong size or fanout could make disastrous.
             methods[e.index] = (PassingMethod.REMOTE,)
         else:
-            methods[e.index] = ALL_METHODS
+            methods[e.index] = registered
     return methods
 
 
@@ -64,10 +67,11 @@ def build_space(problem: Problem, space: PlacementSpace, model: CostModel, strat
         placements[name] = feasible
     uploads: dict[str, tuple[bool, ...]] = {}
     for name in problem.order:
-        outs = [methods[e.index] for e in problem.out_edges[name]]
-        if any(m == (PassingMethod.REMOTE,) for m in outs):
-            uploads[name] = (True,)
-        elif any(PassingMethod.REMOTE in m for m in outs):
+        # Per out-edge: does each allowed method need the producer's upload?
+        outs = [[needs_upload(m) for m in methods[e.index]] for e in problem.out_edges[name]]
+        if any(all(needs) for needs in outs):
+            uploads[name] = (True,)           # an edge that can only be fetched from an upload
+        elif any(any(needs) for needs in outs):
             uploads[name] = (False, True)
         else:
             uploads[name] = (False,)

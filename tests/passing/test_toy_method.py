@@ -3,15 +3,18 @@
 The toy method below, "scratch" (the producer's output is copied through a scratch directory
 both VMs see), is defined entirely in this file: its planner cost terms, its source selection
 and its fetch. Registering it with the planner's and the runtime's registries is all it takes
-for the planner to cost it and for the runtime to choose it and pass data with it; no
-``sonic`` module, nor the ``PassingMethod`` enum, is edited.
+for the planner to cost it, for the optimiser to choose it and write it into a plan (and a
+plan file to name it), and for the runtime to choose it and pass data with it; no ``sonic``
+module, nor the ``PassingMethod`` enum, is edited.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from collections.abc import Set as AbstractSet
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,10 +22,13 @@ import pytest
 
 from sonic.app import App, Context
 from sonic.cluster.spec import Calibration, ClusterSpec, Prices, VMSpec
+from sonic.errors import PlanError, UserInputError
 from sonic.passing import MethodId
-from sonic.plan import PassingMethod
+from sonic.plan import PassingMethod, Plan
+from sonic.planner import make_plan, render_table
+from sonic.planner.bruteforce import best_of, score_all
 from sonic.planner.cost import CostModel
-from sonic.planner.methods import PLANNER_METHODS, FetchInputs
+from sonic.planner.methods import PLANNER_METHODS, FetchInputs, planner_methods
 from sonic.planner.placement import PlacementSpace
 from sonic.planner.problem import EdgeInfo, build_problem
 from sonic.prediction import AppPrediction, Estimate, StagePrediction
@@ -64,14 +70,30 @@ class ScratchMethod:
         shutil.copyfile(self.scratch_dir / req.job / req.key, req.path)
 
 
-@pytest.fixture
-def scratch(tmp_path: Path) -> Iterator[ScratchMethod]:
-    method = ScratchMethod(tmp_path / "scratch")
+@contextmanager
+def _registered(method: ScratchMethod) -> Iterator[ScratchMethod]:
+    """The toy method registered with both registries for the block."""
     PLANNER_METHODS.register(SCRATCH, method)
     RUNTIME_METHODS.register(SCRATCH, method)
-    yield method
-    PLANNER_METHODS.unregister(SCRATCH)
-    RUNTIME_METHODS.unregister(SCRATCH)
+    try:
+        yield method
+    finally:
+        PLANNER_METHODS.unregister(SCRATCH)
+        RUNTIME_METHODS.unregister(SCRATCH)
+
+
+@pytest.fixture
+def scratch(tmp_path: Path) -> Iterator[ScratchMethod]:
+    """The toy method at 50 MB/s: slower than Direct-Passing's 100 MB/s, never chosen."""
+    with _registered(ScratchMethod(tmp_path / "scratch")) as method:
+        yield method
+
+
+@pytest.fixture
+def fast_scratch(tmp_path: Path) -> Iterator[ScratchMethod]:
+    """The toy method at 1 TB/s: the cheapest way to move the toy app's 100 MB."""
+    with _registered(ScratchMethod(tmp_path / "scratch", bytes_per_s=1e12)) as method:
+        yield method
 
 
 def _noop(ctx: Context) -> None:
@@ -83,7 +105,8 @@ def _stage(name: str, instances: int, time_s: float, output_bytes: float) -> Sta
                            Estimate.exact(output_bytes), True)
 
 
-def _model() -> tuple[CostModel, PlacementSpace, EdgeInfo]:
+def _toy() -> tuple[App, AppPrediction, ClusterSpec]:
+    """p (one instance, 100 MB) -broadcast-> c (three instances of 2 s) on two 2-core VMs."""
     cal = Calibration(vm_bandwidth_Bps=100e6, vm_latency_s=0.0, disk_write_Bps=200e6, disk_read_Bps=400e6,
                       s3_latency_s=0.01, s3_conn_Bps=50e6, s3_aggregate_Bps=80e6, invoke_overhead_s=0.0,
                       cold_start_s=1.0, object_overhead_s=0.0)
@@ -92,7 +115,11 @@ def _model() -> tuple[CostModel, PlacementSpace, EdgeInfo]:
     app.add_stage(_noop, name="c", after="p", pattern="broadcast")
     pred = AppPrediction(app.name, 0, {"p": _stage("p", 1, 1.0, 100 * MB), "c": _stage("c", 3, 2.0, 0)})
     vms = [VMSpec(f"vm{i}", f"10.213.0.{10 + i}", 2, 8192, 0.1) for i in range(2)]
-    problem = build_problem(app, pred, ClusterSpec(vms, calibration=cal))
+    return app, pred, ClusterSpec(vms, calibration=cal)
+
+
+def _model() -> tuple[CostModel, PlacementSpace, EdgeInfo]:
+    problem = build_problem(*_toy())
     space = PlacementSpace(problem.vms)
     return CostModel(problem, space), space, problem.in_edges["c"][0]
 
@@ -145,7 +172,7 @@ def test_builtin_source_selection_matches_the_scheduler_rules() -> None:
     assert direct.choose_source(Held("vm0", remote=False), "vm1", {"vm1"}) is None
 
 
-def test_a_method_is_registered_once() -> None:
+def test_a_method_is_registered() -> None:
     with pytest.raises(ValueError, match="already registered"):
         RUNTIME_METHODS.register(PassingMethod.VM, RUNTIME_METHODS.get(PassingMethod.VM))
 
@@ -168,3 +195,81 @@ def test_the_agent_fetches_by_the_toy_method(scratch: ScratchMethod, tmp_path: P
 
     with pytest.raises(AgentRequestError, match="unknown passing method 'carrier-pigeon'"):
         fetcher.ensure_local("job1", {**item, "name": "other", "method": "carrier-pigeon"})
+
+
+# ---------------------------------------------------------------------- chosen and planned
+def test_the_optimiser_chooses_the_toy_method_when_it_is_cheapest(fast_scratch: ScratchMethod) -> None:
+    """VM-Storage runs c's three instances in two waves on vm0 (4 s), Direct-Passing spreads
+    them and pulls 100 MB into vm1 (2 s + 1 s); the scratch copy spreads them for free."""
+    app, pred, spec = _toy()
+    assert planner_methods() == (PassingMethod.VM, PassingMethod.DIRECT, PassingMethod.REMOTE, SCRATCH)
+    plan = make_plan(app, pred, spec)
+    edge = plan.edge("p", "c")
+    assert edge.method is SCRATCH
+    assert set(edge.predicted_s) == {"vm", "direct", "remote", "scratch"}
+    assert edge.predicted_s["scratch"] == min(edge.predicted_s.values())
+    assert edge.predicted_s["scratch"] < edge.predicted_s["direct"] < edge.predicted_s["vm"]
+    assert sorted(plan.stages["c"].placement.values()) == [1, 2]      # spread over both VMs
+    # The DP's choice is the optimum of the cost model over the space with the extra method.
+    expected = best_of(score_all(app, pred, spec))
+    assert expected is not None and expected.assignment.methods[("p", "c")] is SCRATCH
+    assert plan.predicted["latency_s"] == pytest.approx(expected.latency_s, rel=1e-12)
+    # The plan names the method by its plan name, in JSON and in the table.
+    doc = plan.to_json()
+    assert doc["edges"][0]["method"] == "scratch"
+    assert "scratch s" in render_table(plan)
+    # A baseline strategy still fixes a built-in on every edge.
+    assert make_plan(app, pred, spec, strategy="direct").edge("p", "c").method is PassingMethod.DIRECT
+
+
+def test_a_plan_naming_the_toy_method_round_trips_through_json(fast_scratch: ScratchMethod, tmp_path: Path) -> None:
+    app, pred, spec = _toy()
+    plan = make_plan(app, pred, spec)
+    text = json.dumps(plan.to_json(), indent=2)
+    again = Plan.from_json(json.loads(text))
+    assert again.edge("p", "c").method == SCRATCH
+    assert json.dumps(again.to_json(), indent=2) == text
+    path = tmp_path / "plan.json"
+    path.write_text(text)
+    loaded = Plan.load(path).check(app, spec.vm_names)
+    assert loaded.edge("p", "c").method == SCRATCH
+    # The runtime finds the method a loaded plan names in its own registry.
+    assert RUNTIME_METHODS.get(loaded.edge("p", "c").method) is fast_scratch
+
+
+def test_a_plan_file_naming_an_unregistered_method_is_rejected_in_one_line(tmp_path: Path) -> None:
+    app, pred, spec = _toy()
+    method = ScratchMethod(tmp_path / "scratch", bytes_per_s=1e12)
+    with _registered(method):
+        text = json.dumps(make_plan(app, pred, spec).to_json())
+    assert '"method": "scratch"' in text
+    path = tmp_path / "plan.json"
+    path.write_text(text)
+    with pytest.raises(PlanError) as caught:
+        Plan.load(path)
+    message = str(caught.value)
+    assert message == (f"{path}: edge p -> c: method 'scratch' is not allowed; use one of vm, direct, remote")
+    assert "\n" not in message and isinstance(caught.value, UserInputError)
+    # While registered, the error names it among the methods allowed.
+    with _registered(method):
+        doc = json.loads(text)
+        doc["edges"][0]["method"] = "carrier-pigeon"
+        with pytest.raises(PlanError, match="'carrier-pigeon' is not allowed; use one of vm, direct, remote, scratch$"):
+            Plan.from_json(doc)
+
+
+def test_an_extra_method_that_loses_changes_nothing_else_and_leaves_no_trace(tmp_path: Path) -> None:
+    """With no extra method registered the plan is the built-ins' plan (the planner tests pin
+    those); a registered method that is never cheapest only adds its own predicted seconds."""
+    app, pred, spec = _toy()
+    before = make_plan(app, pred, spec).to_json()
+    assert {m for e in before["edges"] for m in e["predicted_s"]} == {"vm", "direct", "remote"}
+    with _registered(ScratchMethod(tmp_path / "scratch")):        # 50 MB/s: never cheapest
+        during = make_plan(app, pred, spec).to_json()
+    assert during["edges"][0]["method"] == before["edges"][0]["method"] == "direct"
+    assert "scratch" in during["edges"][0]["predicted_s"]
+    del during["edges"][0]["predicted_s"]["scratch"]
+    assert json.dumps(during) == json.dumps(before)
+    after = make_plan(app, pred, spec).to_json()
+    assert json.dumps(after) == json.dumps(before)
+    assert planner_methods() == (PassingMethod.VM, PassingMethod.DIRECT, PassingMethod.REMOTE)
