@@ -303,10 +303,10 @@ class AppModel:
         gating = {m: s for m, s in scores.items() if not (m == "fanout" and stage in self.elastic_stages)}
         reason = self._untrusted_reason(n_sizes, bool(rows["cold"].astype(bool).all()), gating)
         inputs = warm["input_bytes"].to_numpy(dtype=float)
-        model = StageModel(stage, metrics, scores, feats, n_sizes, not reason, None, reason, total_output,
-                           (float(inputs.min()), float(inputs.max())), total_preferred, outputs)
-        model.cold_start_s = self._cold_start(rows, model)
-        return model
+        fitted = StageModel(stage, metrics, scores, feats, n_sizes, not reason, None, reason, total_output,
+                            (float(inputs.min()), float(inputs.max())), total_preferred, outputs)
+        fitted.cold_start_s = self._cold_start(rows, fitted)
+        return fitted
 
     def _untrusted_reason(self, n_sizes: int, all_cold: bool, scores: dict[str, HoldoutScore]) -> str:
         """Empty if the stage is trusted, else the first reason it is not, in words."""

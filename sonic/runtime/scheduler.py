@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sonic.app import APP_INPUT, App
+from sonic.passing import PlanMethod
 from sonic.plan import PassingMethod, Plan
 from sonic.routing import InstanceSpec, ObjectRef, packs_outputs, route_instances
 from sonic.runtime.methods import RUNTIME_METHODS, Held
@@ -216,7 +217,7 @@ class JobState:
                 return [failure]
         return self._advance()
 
-    def method(self, src: str, dst: str) -> PassingMethod:
+    def method(self, src: str, dst: str) -> PlanMethod:
         return self.plan.edge(src, dst).method
 
     def stage_specs(self, stage: str) -> list[InstanceSpec]:
