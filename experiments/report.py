@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import os
 import platform
 import subprocess
@@ -146,6 +147,29 @@ def _e2e_target_rows(t: dict[str, Any], label: str = "end to end") -> list[list[
     ]
 
 
+def _e2e_prediction_rows() -> list[list[Any]]:
+    """Issue 10: |predicted - measured| / measured latency per run, median per strategy (and
+    per app, where a miss shows which model it comes from)."""
+    rows = read_csv(OUT.results / "end_to_end.csv")
+    errors: dict[str, list[float]] = {}
+    per_app: dict[str, list[float]] = {}
+    for r in rows:
+        if r.get("predicted_latency_s") in ("", None) or r.get("latency_s") in ("", None):
+            continue
+        measured, predicted = float(r["latency_s"]), float(r["predicted_latency_s"])
+        if measured > 0 and math.isfinite(predicted):
+            err = abs(predicted - measured) / measured
+            errors.setdefault(r["strategy"], []).append(err)
+            per_app.setdefault(r["app"], []).append(err)
+    if not errors:
+        return []
+    medians = {s: statistics.median(v) for s, v in errors.items()}
+    apps = ", ".join(f"{a} {100 * statistics.median(v):.0f}%" for a, v in sorted(per_app.items()))
+    return [["end to end (issue 10): predicted vs measured latency, median absolute error <= 15% per strategy",
+             ", ".join(f"{s} {100 * e:.1f}%" for s, e in medians.items()) + f" (per app: {apps})",
+             ok(max(medians.values()) <= 0.15)]]
+
+
 def _diagnostic_rows(t: dict[str, Any]) -> list[list[Any]]:
     if not t.get("diagnostic_cells"):
         return []
@@ -161,7 +185,7 @@ def section_targets() -> tuple[str, list[list[Any]]]:
     rows: list[list[Any]] = []
     t = end_to_end.targets()
     if t:
-        rows += _e2e_target_rows(t) + _diagnostic_rows(t)
+        rows += _e2e_target_rows(t) + _e2e_prediction_rows() + _diagnostic_rows(t)
     s = fanout.summary()
     if s:
         bands = sorted(s, key=float)

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from sonic.app import load_app
-from sonic.execution import format_failure, run_instance
+from sonic.execution import format_failure, one_core_per_instance, run_instance
 from sonic.routing import InstanceSpec, ObjectRef
 
 
@@ -22,6 +22,7 @@ def main() -> int:
                         tuple(ObjectRef(**ref) for ref in raw["inputs"]))
     try:
         app = load_app(request["app"])
+        one_core_per_instance()
         outcome = run_instance(app, spec, [Path(p) for p in request["inputs"]],
                                Path(request["out_dir"]), Path(request["scratch"]), cold=True)
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises

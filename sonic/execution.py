@@ -13,7 +13,8 @@ fitted together:
   read, free heap is returned to the OS (:func:`release_free_memory`), or an instance
   reusing what an earlier one freed would measure nothing of its own. Child processes the
   function started (a codec binary) count wholly. ``peak_memory_mb`` keeps the raw peak.
-* ``wall_s``: the function's wall time *minus* the time its threads sat runnable waiting
+* ``wall_s``: the function's wall time, with the native thread pools (BLAS, OpenMP) of the
+  process held to one thread (:func:`one_core_per_instance`), *minus* the time its threads sat runnable waiting
   for a CPU (``/proc/self/task/*/schedstat``; the largest wait of any one thread, see
   :func:`contention_s`), i.e. the time the instance takes with a core to itself, which is
   what a VM slot gives it; ``cpu_wait_s`` records what was subtracted. Queueing for a slot
@@ -32,6 +33,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from threadpoolctl import threadpool_limits
+
 from sonic.app import OUTPUT_NAME_RE, App, Context
 from sonic.metrics import InstanceMetrics
 from sonic.routing import InstanceSpec
@@ -39,7 +42,13 @@ from sonic.routing import InstanceSpec
 #: Version of what the measured quantities mean; stored with every profile row. Rows of
 #: another version are never fitted together with these (1: raw peak and raw wall time;
 #: 2: own memory read against a baseline that included freed heap, so reused memory counted 0).
-MEASUREMENT_SEMANTICS = 3
+#: 3: BLAS/OpenMP pools as the process found them: a profiling child on this 2-core machine ran
+#: lightgbm's PCA on two cores, 1.4-1.6x faster than the one-core VM slot that then ran it.
+MEASUREMENT_SEMANTICS = 4
+
+#: Environment variables that size the native thread pools of libraries loaded later.
+_THREAD_POOL_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                    "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
 @dataclass
@@ -131,6 +140,20 @@ def release_free_memory() -> None:
     gc.freeze()
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
+
+
+def one_core_per_instance() -> None:
+    """Hold the process's native thread pools (BLAS, OpenMP, ...) to one thread, as
+    dask.distributed's workers do: an instance runs in a VM slot of one core, next to
+    instances in the other slots. Unlimited, a profiling child used every core of the
+    machine that profiled (NumPy's BLAS, lightgbm's OpenMP), its measured time was that of a
+    bigger slot than any VM gives, and a warm worker's pools oversubscribed the VM's cores.
+    Libraries already loaded are limited through ``threadpoolctl``; the environment covers
+    those an app loads later. Called once by every process that runs instances (the reference
+    executor's forked child, a warm worker, a cold-start child), outside the timed region."""
+    for name in _THREAD_POOL_ENV:
+        os.environ[name] = "1"
+    threadpool_limits(limits=1)
 
 
 def _reset_hwm() -> bool:

@@ -17,7 +17,7 @@ from typing import cast
 
 from sonic.app import APP_INPUT, App
 from sonic.errors import ExecutionError, UserInputError
-from sonic.execution import InstanceOutcome, format_failure, run_instance
+from sonic.execution import InstanceOutcome, format_failure, one_core_per_instance, run_instance
 from sonic.forking import ChildVanished, fork_and_report
 from sonic.metrics import EdgeMetrics, InstanceMetrics, RunResult, StageMetrics
 from sonic.routing import InstanceSpec, ObjectRef, edge_bytes, route_instances
@@ -130,6 +130,7 @@ class ReferenceExecutor:
 
     def _measure(self, spec: InstanceSpec, inputs: list[Path], out_dir: Path, scratch: Path) -> InstanceOutcome:
         """What the forked child runs (override to change how an instance is measured)."""
+        one_core_per_instance()
         return run_instance(self.app, spec, inputs, out_dir, scratch)
 
     def _fork_instance(self, spec: InstanceSpec, inputs: list[Path], out_dir: Path,

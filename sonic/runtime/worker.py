@@ -19,7 +19,7 @@ import msgspec
 
 from sonic.app import load_app
 from sonic.errors import SonicError, TransportError, UserInputError
-from sonic.execution import format_failure, release_free_memory, run_instance
+from sonic.execution import format_failure, one_core_per_instance, release_free_memory, run_instance
 from sonic.metrics import InstanceMetrics
 from sonic.routing import InstanceSpec, ObjectRef
 from sonic.runtime.protocol import FRAME_LENGTH, decode_doc, encode_doc, length_prefixed
@@ -109,6 +109,7 @@ def serve(app_spec: str, channel_in: BinaryIO, channel_out: BinaryIO) -> None:
     except SonicError as exc:
         write_frame(channel_out, {"ok": False, "fatal": True, "error": str(exc)})
         return
+    one_core_per_instance()  # after the app's imports: their thread pools are limited too
     release_free_memory()  # the first full collection (then frozen) is paid while warming, not by an instance
     write_frame(channel_out, {"ok": True, "ready": True, "pid": os.getpid()})
     while (doc := read_frame(channel_in)) is not None:

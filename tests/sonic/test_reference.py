@@ -307,3 +307,21 @@ class TestExecutionHelpers:
             line = format_failure(spec, exc)
         assert line.startswith("stage 's' instance 4 (input 42 bytes) failed at test_reference.py:")
         assert line.endswith("KeyError: 'missing'")
+
+
+def test_an_instance_runs_with_one_thread_per_native_pool(tmp_path: Path, small_input: Path) -> None:
+    """A VM slot is one core: the profiler's child must not time a stage on every core of the
+    machine (BLAS, OpenMP pools), while the parent that profiles keeps its own pools."""
+    from threadpoolctl import threadpool_info
+
+    def report_pools(ctx) -> None:  # type: ignore[no-untyped-def]
+        import numpy  # noqa: F401 - its BLAS pool is what the limit must reach
+        pools = {f"{p['internal_api']}:{p['filepath']}": p["num_threads"] for p in threadpool_info()}
+        ctx.output("pools").write_text(json.dumps({"pools": pools, "omp": os.environ.get("OMP_NUM_THREADS")}))
+
+    before = {p["filepath"]: p["num_threads"] for p in threadpool_info()}
+    executor = ReferenceExecutor(one_stage_app(report_pools), workdir=tmp_path / "w", keep=True)
+    result = executor.run(small_input)
+    seen = json.loads(Path(result.outputs[0]).read_text())
+    assert seen["pools"] and set(seen["pools"].values()) == {1} and seen["omp"] == "1"
+    assert {p["filepath"]: p["num_threads"] for p in threadpool_info()} == before
