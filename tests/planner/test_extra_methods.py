@@ -69,7 +69,7 @@ def _extras() -> Iterator[None]:
         PLANNER_METHODS.unregister(ARCHIVE)
 
 
-@settings(max_examples=120, deadline=None, derandomize=True,
+@settings(max_examples=60, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(case=cases(), constraint=st.sampled_from([None, None, "budget", "deadline"]),
        factor=st.floats(0.7, 1.6))
