@@ -39,7 +39,7 @@ from sonic.app import APP_INPUT, App, Pattern
 from sonic.cluster.spec import ClusterSpec
 from sonic.errors import AuthenticationError, ExecutionError, InputFormatError, SonicError, TransportError
 from sonic.metrics import EdgeMetrics, InstanceMetrics, RunResult, StageMetrics
-from sonic.plan import PassingMethod, Plan
+from sonic.plan import Plan
 from sonic.reference import input_refs
 from sonic.routing import ObjectRef, edge_bytes
 from sonic.runtime.appship import ship_app
@@ -48,6 +48,7 @@ from sonic.runtime.heartbeat import Heartbeat, HeartbeatSettings, Target, probe
 from sonic.runtime.journal import Journal, JournalError, JournalHeader, replay
 from sonic.runtime.lease import LeaseKeeper
 from sonic.runtime.messages import RunReply
+from sonic.runtime.methods import RUNTIME_METHODS
 from sonic.runtime.objects import file_checksum
 from sonic.runtime.remote import RemoteSettings, RemoteStore
 from sonic.runtime.replan import ModelReplanner
@@ -461,7 +462,7 @@ class Coordinator:
         for e in app.edges():
             method = plan.edge(e.src, e.dst).method
             seconds = log.fetch_s.get((e.src, e.dst), 0.0)
-            if method is PassingMethod.REMOTE:
+            if RUNTIME_METHODS.get(method).needs_remote:
                 seconds += log.upload_s.get(e.src, 0.0)
             stored = len({r.stored_key for i in state.instances.get(e.src, []) for r in i.outputs})
             edges.append(EdgeMetrics(e.src, e.dst, method.value, edge_bytes(state.stage_specs(e.dst), e.src), seconds,

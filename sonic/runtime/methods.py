@@ -75,7 +75,8 @@ class RuntimeMethod(Protocol):
 
     @property
     def needs_remote(self) -> bool:
-        """Fetching needs the agent's remote storage (an agent without one refuses the request)."""
+        """Fetching needs the agent's remote storage (an agent without one refuses the request),
+        so the producer of an edge with this method uploads its outputs there."""
         ...
 
     def choose_source(self, held: Held, consumer_vm: str, alive: AbstractSet[str]) -> tuple[str, str | None] | None:

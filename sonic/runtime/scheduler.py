@@ -53,7 +53,7 @@ from typing import Any
 
 from sonic.app import APP_INPUT, App
 from sonic.passing import PlanMethod
-from sonic.plan import PassingMethod, Plan
+from sonic.plan import Plan
 from sonic.routing import InstanceSpec, ObjectRef, packs_outputs, route_instances
 from sonic.runtime.methods import RUNTIME_METHODS, Held
 
@@ -442,7 +442,9 @@ class JobState:
             self.queues[vm].append((stage, inst.spec.index))
 
     def _place(self, stage: str, specs: list[InstanceSpec]) -> list[str]:
-        vm_edges = {e.src for e in self.app.in_edges(stage) if self.method(e.src, stage) is PassingMethod.VM}
+        # Consumers of an edge read in place go where their inputs are (VM-Storage, or any
+        # registered method with ``in_place``).
+        vm_edges = {e.src for e in self.app.in_edges(stage) if RUNTIME_METHODS.get(self.method(e.src, stage)).in_place}
         spread = self._apportion(stage, len(specs))
         placed: list[str] = []
         for spec, planned in zip(specs, spread):
@@ -499,7 +501,7 @@ class JobState:
                 inst.vm = vm
                 inst.attempts += 1
                 self.running[vm] += 1
-                upload = any(self.method(stage, e.dst) is PassingMethod.REMOTE for e in self.app.out_edges(stage))
+                upload = any(RUNTIME_METHODS.get(self.method(stage, e.dst)).needs_remote for e in self.app.out_edges(stage))
                 # Packing saves S3 requests (M PUTs instead of M x R); it saves no request of a
                 # Direct or VM-Storage edge (one pull or read per partition either way) and costs
                 # a copy per partition read on the pack's VM, so only Remote-Storage packs

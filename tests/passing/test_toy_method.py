@@ -273,3 +273,38 @@ def test_an_extra_method_that_loses_changes_nothing_else_and_leaves_no_trace(tmp
     after = make_plan(app, pred, spec).to_json()
     assert json.dumps(after) == json.dumps(before)
     assert planner_methods() == (PassingMethod.VM, PassingMethod.DIRECT, PassingMethod.REMOTE)
+
+
+@pytest.mark.parametrize("in_place, needs_remote", [(True, False), (False, True)])
+def test_the_scheduler_places_and_uploads_by_the_methods_flags(tmp_path: Path, in_place: bool,
+                                                               needs_remote: bool) -> None:
+    """The runtime's placement (consumers of an in-place edge run where the data is) and upload
+    rules (the producer of an edge whose fetch needs remote storage uploads) read the method's
+    flags, so an extra method gets them without a scheduler edit."""
+    from dataclasses import replace
+
+    from sonic.plan import fixed_plan
+    from sonic.routing import ObjectRef
+    from sonic.runtime.scheduler import Dispatch, InstanceFinished, JobState
+
+    method = replace(ScratchMethod(tmp_path / "scratch"), in_place=in_place, needs_remote=needs_remote)
+    app = App("toyrun")
+    app.add_stage(_noop, name="p")
+    app.add_stage(_noop, name="c", after="p", pattern="scatter")
+    app.validate()
+    plan = fixed_plan(app, PassingMethod.DIRECT, ["vm0", "vm1"])
+    plan.edges = [replace(e, method=SCRATCH) for e in plan.edges]
+    RUNTIME_METHODS.register(SCRATCH, method)
+    try:
+        state = JobState(app, plan, {"vm0": 2, "vm1": 2}, [ObjectRef("_input", 0, "in", 100, "c0")])
+        (producer,) = [a for a in state.start() if isinstance(a, Dispatch)]
+        assert producer.upload is needs_remote
+        outs = tuple((f"part-{i}", 10, f"ck-{i}") for i in range(4))
+        consumers = [a for a in state.handle(InstanceFinished("p", 0, producer.vm, outs, producer.upload))
+                     if isinstance(a, Dispatch)]
+        if in_place:  # all four wait for the producer VM's two slots
+            assert len(consumers) == 2 and {d.vm for d in consumers} == {producer.vm}
+        else:
+            assert {d.vm for d in consumers} == {"vm0", "vm1"}
+    finally:
+        RUNTIME_METHODS.unregister(SCRATCH)
