@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from models.evaluation import HoldoutScore, holdout_score
-from models.forms import default_candidates
+from models.forms import EXTRAPOLATION_FACTOR, default_candidates
 from models.metric import MetricModel
 from models.persist import load_model, save_model
 from profiler.schema import COLUMNS, FEATURE_PREFIX, feature_columns
@@ -60,8 +60,7 @@ INSTANCE_METRICS: dict[str, str] = {"memory": "_memory", "time": "wall_s", "outp
 METRICS: tuple[str, ...] = ("memory", "time", "output_bytes", "fanout")
 
 #: A prediction this many times beyond (or below) what was profiled is an extrapolation the
-#: user is warned about: the fitted forms were only checked up to 2x beyond their data.
-EXTRAPOLATION_FACTOR = 4.0
+#: user is warned about (``models.forms.EXTRAPOLATION_FACTOR``, which lines are checked to).
 
 
 def fix_hint(app: str) -> str:
@@ -76,6 +75,8 @@ class OutputsPerInstance:
 
     constant: float
     per_consumer: float | None = None
+    #: The scatter consumers whose instances ``per_consumer`` multiplies.
+    consumers: tuple[str, ...] = ()
 
     def predict(self, consumer_instances: float) -> float:
         if self.per_consumer is None or consumer_instances <= 0:
@@ -83,17 +84,17 @@ class OutputsPerInstance:
         return self.per_consumer * consumer_instances
 
     @classmethod
-    def fit(cls, outputs: np.ndarray, consumers: np.ndarray) -> OutputsPerInstance:
-        """``outputs``: per-run median outputs per instance; ``consumers``: the scatter
-        consumers' instances in that run (0 where unknown)."""
+    def fit(cls, outputs: np.ndarray, consumers: np.ndarray, names: tuple[str, ...] = ()) -> OutputsPerInstance:
+        """``outputs``: per-run median outputs per instance; ``consumers``: the instances of
+        the scatter consumers ``names`` in that run (0 where unknown)."""
         constant = float(np.median(outputs))
-        known = consumers > 0
+        known = (consumers > 0) & (outputs > 0)
         if not known.any():
-            return cls(constant)
+            return cls(constant, consumers=names)
         ratio = float(np.median(outputs[known] / consumers[known]))
         err_ratio = float(np.median(np.abs(ratio * consumers[known] - outputs[known]) / outputs[known]))
         err_constant = float(np.median(np.abs(constant - outputs[known]) / outputs[known]))
-        return cls(constant, ratio if err_ratio < err_constant else None)
+        return cls(constant, ratio if err_ratio < err_constant else None, names)
 
 
 @dataclass
@@ -261,7 +262,7 @@ class AppModel:
         per_run = warm.groupby("run_id", sort=False)["n_outputs"].median()
         n_consumers = np.array([sum(float(instances.get((run, c), 0)) for c in consumers)
                                 for run in per_run.index])
-        return OutputsPerInstance.fit(per_run.to_numpy(dtype=float), n_consumers)
+        return OutputsPerInstance.fit(per_run.to_numpy(dtype=float), n_consumers, consumers)
 
     def _fit_stage(self, stage: str, rows: pd.DataFrame, instances: pd.Series) -> StageModel:
         feats = list(self.feature_names_)
@@ -414,7 +415,7 @@ class AppModel:
                 continue
             sm = self.stages_[name]
             n = counts[name]
-            written = (sm.outputs.predict(sum(counts[e.dst] for e in app.out_edges(name) if e.pattern is Pattern.SCATTER))
+            written = (sm.outputs.predict(sum(counts.get(c, 0) for c in sm.outputs.consumers))
                        if sm.outputs is not None else 1.0)
             if not in_edges:
                 x = x_app

@@ -22,6 +22,10 @@ from sklearn.utils.validation import check_X_y
 
 from sonic.errors import NotFittedError
 
+#: How far below (and above) the profiled inputs predictions are made without a warning
+#: (``AppModel`` warns beyond it): an elastic count may cut instances this much smaller.
+EXTRAPOLATION_FACTOR = 4.0
+
 #: Forms with a slope need inputs spanning at least this ratio: a slope fitted on inputs
 #: within a few percent of each other is noise and extrapolates wildly.
 MIN_SPREAD = 1.1
@@ -143,8 +147,9 @@ class LinearForm(FeatureForm):
     cost that bends upwards (a sort's n log n) it lays a line with a negative intercept
     through them, which then predicts zero for the small instances plans are made of (sort's
     map and reduce at 0.8 MB per instance were predicted to take 0 s; they take 4-7 ms). A
-    line that still goes non-positive within the data where every target is positive is
-    refused, as poly2 refuses a parabola that turns down."""
+    line that still goes non-positive where every target is positive, within the data or down
+    to ``1 / EXTRAPOLATION_FACTOR`` of its smallest inputs (where an elastic count puts
+    instances without a warning), is refused, as poly2 refuses a parabola that turns down."""
 
     name = "linear"
     min_points = 2
@@ -160,8 +165,10 @@ class LinearForm(FeatureForm):
         # Zero or negative targets have no relative error: those fits stay unweighted.
         weights = 1.0 / y if positive else np.ones_like(y)
         coef, *_ = np.linalg.lstsq(design * weights[:, None], y * weights, rcond=None)
-        if positive and (design @ coef <= 0).any():
-            raise ValueError("linear goes non-positive within the data; not a plausible cost line")
+        if positive:
+            low = self._design(X.min(axis=0, keepdims=True) / EXTRAPOLATION_FACTOR)
+            if (design @ coef <= 0).any() or (low @ coef <= 0).any():
+                raise ValueError("linear goes non-positive at or below the data; not a plausible cost line")
         self.coef_ = [float(c) for c in coef]
         self._inv = [1.0 / float(s) for s in self.scale_]
 

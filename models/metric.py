@@ -293,7 +293,9 @@ class MetricModel(BaseEstimator):
         self._check_fitted()
         X = np.asarray(X, dtype=np.float64)
         X = X.reshape(-1, 1) if X.ndim == 1 else X
-        use = self.estimator_ if X.shape[1] >= self.n_features_in_ else self.size_estimator_
+        column = getattr(self.estimator_, "feature", None)
+        covered = X.shape[1] >= self.n_features_in_ or (column is not None and X.shape[1] > column)
+        use = self.estimator_ if covered else self.size_estimator_
         return self._finish(use.predict(X))
 
     def predict_estimate(self, x: float, features: Sequence[float] | None = None) -> Estimate:

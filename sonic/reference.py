@@ -130,12 +130,12 @@ class ReferenceExecutor:
 
     def _measure(self, spec: InstanceSpec, inputs: list[Path], out_dir: Path, scratch: Path) -> InstanceOutcome:
         """What the forked child runs (override to change how an instance is measured)."""
-        one_core_per_instance()
         return run_instance(self.app, spec, inputs, out_dir, scratch)
 
     def _fork_instance(self, spec: InstanceSpec, inputs: list[Path], out_dir: Path,
                        scratch: Path) -> tuple[InstanceMetrics, list[tuple[str, int]]]:
         def measure() -> tuple[InstanceMetrics, list[tuple[str, int]]]:
+            one_core_per_instance()  # in the child: the caller's own thread pools stay as they are
             outcome = self._measure(spec, inputs, out_dir, scratch)
             return outcome.metrics, [(str(name), int(size)) for name, size in outcome.outputs]
 

@@ -412,7 +412,7 @@ def _upload_code(session: Session, code_dir: str, bundle: CodeBundle) -> None:
 #: Modules the agent and its workers import (import name -> pip name), checked before start.
 AGENT_REQUIREMENTS: Mapping[str, str] = {
     "boto3": "boto3", "msgpack": "msgpack", "networkx": "networkx", "xxhash": "xxhash", "yaml": "PyYAML",
-    "packaging": "packaging",
+    "packaging": "packaging", "msgspec": "msgspec", "threadpoolctl": "threadpoolctl",
 }
 MIN_PYTHON = (3, 11)
 _PROBE = (

@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sonic.app import APP_INPUT, App
+from sonic.errors import PlanError
 from sonic.passing import PlanMethod
 from sonic.plan import Plan
 from sonic.routing import InstanceSpec, ObjectRef, packs_outputs, route_instances
@@ -178,6 +179,12 @@ class JobState:
         """``pack_outputs``: stages whose out-edges are all scatter store one packed object per
         instance and their consumers read partitions by range (:func:`sonic.routing.packs_outputs`)."""
         self.app = app.validate()
+        # A plan may name a method the planner knows; running it needs the runtime's side too.
+        unrunnable = sorted({e.method.value for e in plan.edges if RUNTIME_METHODS.ident(e.method.value) is None})
+        if unrunnable:
+            raise PlanError(f"plan uses passing method(s) {', '.join(unrunnable)} that this runtime cannot run "
+                            f"(registered: {', '.join(m.name for m in RUNTIME_METHODS.methods())}); register the "
+                            "method's runtime side or re-plan")
         self.pack_outputs = pack_outputs
         self.replanner = replanner
         self._observed: set[str] = set()

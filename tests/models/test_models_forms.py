@@ -97,3 +97,10 @@ def test_linear_refuses_a_line_that_goes_non_positive_within_positive_data() -> 
     Xs = np.array([[1.0246465], [5.89262492], [8.34268199], [9.41565181]])
     with pytest.raises(ValueError, match="non-positive"):
         LinearForm().fit(Xs, np.array([4.18475032, 4.85389609e-04, 1.02655641, 2.31629078e-03]))
+
+
+def test_linear_refuses_a_line_that_goes_non_positive_just_below_the_data() -> None:
+    """An elastic count may cut instances 4x below the profiled ones without a warning: a line
+    through 1 ms at 1 MB and 5 ms at 2 MB predicts -1 ms at 0.5 MB; it is refused."""
+    with pytest.raises(ValueError, match="non-positive"):
+        LinearForm().fit(np.array([[1e6], [2e6]]), np.array([1e-3, 5e-3]))

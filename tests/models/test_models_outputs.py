@@ -50,7 +50,8 @@ def fitted() -> AppModel:
 
 
 def test_outputs_per_instance_follow_the_consumer_count(fitted: AppModel) -> None:
-    assert fitted.stages_["map"].outputs == OutputsPerInstance(constant=pytest.approx(10.0), per_consumer=1.0)
+    assert fitted.stages_["map"].outputs == OutputsPerInstance(constant=pytest.approx(10.0), per_consumer=1.0,
+                                                               consumers=("reduce",))
     assert fitted.stages_["split"].outputs is not None and fitted.stages_["split"].outputs.per_consumer == 1.0
     assert fitted.stages_["reduce"].outputs is None  # writes one file in every run: nothing to learn
 
@@ -67,6 +68,7 @@ def test_map_time_grows_with_the_reduce_count_it_writes_for(fitted: AppModel) ->
 def test_constant_outputs_win_when_the_count_does_not_follow_consumers() -> None:
     outputs = np.array([1.0, 1.0, 1.0, 1.0])
     assert OutputsPerInstance.fit(outputs, np.array([1.0, 4.0, 16.0, 64.0])) == OutputsPerInstance(1.0)
+    assert OutputsPerInstance.fit(np.array([0.0, 0.0]), np.array([2.0, 4.0])).constant == 0.0  # no division by 0
     proportional = OutputsPerInstance.fit(np.array([2.0, 8.0, 32.0]), np.array([1.0, 4.0, 16.0]))
     assert proportional.per_consumer == 2.0 and proportional.predict(100) == 200.0
 

@@ -308,3 +308,25 @@ def test_the_scheduler_places_and_uploads_by_the_methods_flags(tmp_path: Path, i
             assert {d.vm for d in consumers} == {"vm0", "vm1"}
     finally:
         RUNTIME_METHODS.unregister(SCRATCH)
+
+
+def test_a_plan_naming_a_method_the_runtime_lacks_fails_before_anything_runs(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from sonic.errors import PlanError
+    from sonic.plan import fixed_plan
+    from sonic.routing import ObjectRef
+    from sonic.runtime.scheduler import JobState
+
+    app = App("toyrun2")
+    app.add_stage(_noop, name="p")
+    app.add_stage(_noop, name="c", after="p", pattern="scatter")
+    app.validate()
+    plan = fixed_plan(app, PassingMethod.DIRECT, ["vm0"])
+    plan.edges = [replace(e, method=SCRATCH) for e in plan.edges]
+    PLANNER_METHODS.register(SCRATCH, ScratchMethod(tmp_path / "scratch"))  # planner side only
+    try:
+        with pytest.raises(PlanError, match="scratch.*cannot run"):
+            JobState(app, plan, {"vm0": 1}, [ObjectRef("_input", 0, "in", 100, "c0")])
+    finally:
+        PLANNER_METHODS.unregister(SCRATCH)
