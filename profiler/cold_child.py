@@ -22,9 +22,9 @@ def main() -> int:
                         tuple(ObjectRef(**ref) for ref in raw["inputs"]))
     try:
         app = load_app(request["app"])
-        one_core_per_instance()
-        outcome = run_instance(app, spec, [Path(p) for p in request["inputs"]],
-                               Path(request["out_dir"]), Path(request["scratch"]), cold=True)
+        with one_core_per_instance():
+            outcome = run_instance(app, spec, [Path(p) for p in request["inputs"]],
+                                   Path(request["out_dir"]), Path(request["scratch"]), cold=True)
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises
         print(json.dumps({"error": format_failure(spec, exc)}))
         return 1

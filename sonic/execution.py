@@ -29,7 +29,8 @@ import os
 import resource
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,18 +143,31 @@ def release_free_memory() -> None:
         _MALLOC_TRIM(0)
 
 
-def one_core_per_instance() -> None:
-    """Hold the process's native thread pools (BLAS, OpenMP, ...) to one thread, as
-    dask.distributed's workers do: an instance runs in a VM slot of one core, next to
-    instances in the other slots. Unlimited, a profiling child used every core of the
-    machine that profiled (NumPy's BLAS, lightgbm's OpenMP), its measured time was that of a
-    bigger slot than any VM gives, and a warm worker's pools oversubscribed the VM's cores.
-    Libraries already loaded are limited through ``threadpoolctl``; the environment covers
-    those an app loads later. Called once by every process that runs instances (the reference
-    executor's forked child, a warm worker, a cold-start child), outside the timed region."""
-    for name in _THREAD_POOL_ENV:
-        os.environ[name] = "1"
-    threadpool_limits(limits=1)
+@contextmanager
+def one_core_per_instance() -> Iterator[None]:
+    """Within the block, hold the process's native thread pools (BLAS, OpenMP, ...) to one
+    thread, as dask.distributed's workers do; restore them after.
+
+    An instance runs in a VM slot of one core, next to instances in the other slots.
+    Unlimited, a profiling child used every core of the machine that profiled (NumPy's BLAS,
+    lightgbm's OpenMP): its measured time was that of a bigger slot than any VM gives, and a
+    warm worker's pools oversubscribed the VM's cores. Libraries already loaded are limited
+    through ``threadpoolctl``; the environment covers those an app loads later. Forked
+    children inherit both, so the reference executor enters it once per run around its forks
+    (``threadpoolctl`` takes 17-19 ms in a process with pandas, scikit-learn and lightgbm
+    loaded: per forked instance that was 90 s more for `sonic profile sort`); a warm worker
+    and a cold-start child enter it for the life of the process."""
+    saved = {name: os.environ.get(name) for name in _THREAD_POOL_ENV}
+    os.environ.update(dict.fromkeys(_THREAD_POOL_ENV, "1"))
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _reset_hwm() -> bool:

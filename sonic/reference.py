@@ -70,25 +70,26 @@ class ReferenceExecutor:
         metrics: list[InstanceMetrics] = []
         stage_seconds: dict[str, float] = {}
         t_start = time.perf_counter()
-        for stage in app.topological_order():
-            specs = route_instances(app, stage, produced, refs, self.partitions)
-            stage_specs[stage] = specs
-            t_stage = time.perf_counter()
-            outputs: list[list[ObjectRef]] = []
-            for spec in specs:
-                out_dir = self.workdir / stage / str(spec.index) / "out"
-                scratch = self.workdir / stage / str(spec.index) / "scratch"
-                m, files = self._run_child(spec, [paths[r.key] for r in spec.inputs], out_dir, scratch)
-                shutil.rmtree(scratch, ignore_errors=True)
-                metrics.append(m)
-                instance_refs = [ObjectRef(stage, spec.index, name, size) for name, size in files]
-                for ref in instance_refs:
-                    paths[ref.key] = out_dir / ref.name
-                outputs.append(instance_refs)
-                if self.progress:
-                    self.progress(stage, spec.index + 1, len(specs))
-            produced[stage] = outputs
-            stage_seconds[stage] = time.perf_counter() - t_stage
+        with one_core_per_instance():  # the forked instances inherit the limit (see there)
+            for stage in app.topological_order():
+                specs = route_instances(app, stage, produced, refs, self.partitions)
+                stage_specs[stage] = specs
+                t_stage = time.perf_counter()
+                outputs: list[list[ObjectRef]] = []
+                for spec in specs:
+                    out_dir = self.workdir / stage / str(spec.index) / "out"
+                    scratch = self.workdir / stage / str(spec.index) / "scratch"
+                    m, files = self._run_child(spec, [paths[r.key] for r in spec.inputs], out_dir, scratch)
+                    shutil.rmtree(scratch, ignore_errors=True)
+                    metrics.append(m)
+                    instance_refs = [ObjectRef(stage, spec.index, name, size) for name, size in files]
+                    for ref in instance_refs:
+                        paths[ref.key] = out_dir / ref.name
+                    outputs.append(instance_refs)
+                    if self.progress:
+                        self.progress(stage, spec.index + 1, len(specs))
+                produced[stage] = outputs
+                stage_seconds[stage] = time.perf_counter() - t_stage
         latency = time.perf_counter() - t_start
         final = [paths[r.key] for s in app.sinks() for refs in produced[s] for r in refs]
         verdict = app.check_output(Path(input_path), final)
@@ -135,7 +136,6 @@ class ReferenceExecutor:
     def _fork_instance(self, spec: InstanceSpec, inputs: list[Path], out_dir: Path,
                        scratch: Path) -> tuple[InstanceMetrics, list[tuple[str, int]]]:
         def measure() -> tuple[InstanceMetrics, list[tuple[str, int]]]:
-            one_core_per_instance()  # in the child: the caller's own thread pools stay as they are
             outcome = self._measure(spec, inputs, out_dir, scratch)
             return outcome.metrics, [(str(name), int(size)) for name, size in outcome.outputs]
 

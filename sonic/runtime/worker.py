@@ -17,7 +17,7 @@ from typing import IO, Any, BinaryIO
 
 import msgspec
 
-from sonic.app import load_app
+from sonic.app import App, load_app
 from sonic.errors import SonicError, TransportError, UserInputError
 from sonic.execution import format_failure, one_core_per_instance, release_free_memory, run_instance
 from sonic.metrics import InstanceMetrics
@@ -109,7 +109,11 @@ def serve(app_spec: str, channel_in: BinaryIO, channel_out: BinaryIO) -> None:
     except SonicError as exc:
         write_frame(channel_out, {"ok": False, "fatal": True, "error": str(exc)})
         return
-    one_core_per_instance()  # after the app's imports: their thread pools are limited too
+    with one_core_per_instance():  # after the app's imports: their thread pools are limited too
+        _serve_loaded(app, channel_in, channel_out)
+
+
+def _serve_loaded(app: App, channel_in: BinaryIO, channel_out: BinaryIO) -> None:
     release_free_memory()  # the first full collection (then frozen) is paid while warming, not by an instance
     write_frame(channel_out, {"ok": True, "ready": True, "pid": os.getpid()})
     while (doc := read_frame(channel_in)) is not None:

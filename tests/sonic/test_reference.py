@@ -320,8 +320,10 @@ def test_an_instance_runs_with_one_thread_per_native_pool(tmp_path: Path, small_
         ctx.output("pools").write_text(json.dumps({"pools": pools, "omp": os.environ.get("OMP_NUM_THREADS")}))
 
     before = {p["filepath"]: p["num_threads"] for p in threadpool_info()}
+    omp_before = os.environ.get("OMP_NUM_THREADS")
     executor = ReferenceExecutor(one_stage_app(report_pools), workdir=tmp_path / "w", keep=True)
     result = executor.run(small_input)
     seen = json.loads(Path(result.outputs[0]).read_text())
     assert seen["pools"] and set(seen["pools"].values()) == {1} and seen["omp"] == "1"
     assert {p["filepath"]: p["num_threads"] for p in threadpool_info()} == before
+    assert os.environ.get("OMP_NUM_THREADS") == omp_before
