@@ -43,8 +43,8 @@ from sonic.routing import InstanceSpec
 #: Version of what the measured quantities mean; stored with every profile row. Rows of
 #: another version are never fitted together with these (1: raw peak and raw wall time;
 #: 2: own memory read against a baseline that included freed heap, so reused memory counted 0).
-#: 3: BLAS/OpenMP pools as the process found them: a profiling child on this 2-core machine ran
-#: lightgbm's PCA on two cores, 1.4-1.6x faster than the one-core VM slot that then ran it.
+#: 3: BLAS/OpenMP pools as the process found them (a profiling child could time a stage on
+#: every core of the profiling machine, where a VM slot gives it one).
 MEASUREMENT_SEMANTICS = 4
 
 #: Environment variables that size the native thread pools of libraries loaded later.
