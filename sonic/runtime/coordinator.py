@@ -451,7 +451,7 @@ class Coordinator:
         with ThreadPoolExecutor(max_workers=max(1, len(self.agents)), thread_name_prefix="sonic-cleanup") as pool:
             list(pool.map(end, self.agents))
         try:
-            self.remote.delete_prefix(f"{job}/")
+            self.remote.delete_prefix(f"{job}/", best_effort=True)
         except TransportError:
             pass  # the bucket is scratch space; a failed cleanup must not turn a good run into a failure
 

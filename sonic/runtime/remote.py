@@ -135,6 +135,11 @@ class RemoteStore:
         session = boto3.session.Session(aws_access_key_id=settings.access_key,
                                         aws_secret_access_key=settings.secret_key)
         self.client = session.client("s3", endpoint_url=settings.endpoint_url, config=config)
+        # Best-effort housekeeping (a job's scratch objects after the run) tries each request
+        # once: with the store gone (its server stopped by the same Ctrl-C), the retrying
+        # client held `sonic run` in backoff for minutes after the job had ended.
+        self._once = session.client("s3", endpoint_url=settings.endpoint_url,
+                                    config=config.merge(botocore.config.Config(retries={"max_attempts": 0})))
         chunk = settings.multipart_threshold_mb * 1024 * 1024
         self.transfer = TransferConfig(multipart_threshold=chunk, multipart_chunksize=chunk,
                                        max_concurrency=settings.concurrency, use_threads=True)
@@ -229,18 +234,26 @@ class RemoteStore:
         finally:
             body.close()
 
-    def delete_prefix(self, prefix: str) -> int:
-        """Delete every object under ``prefix``; return how many."""
+    def delete_prefix(self, prefix: str, *, best_effort: bool = False) -> int:
+        """Delete every object under ``prefix``; return how many. ``best_effort``: one try of
+        each request, no retries (cleanup that must not hold the caller when the store is gone)."""
+        client = self._once if best_effort else self.client
 
         def delete_all() -> int:
             # Idempotent, so a retry after a half-done pass simply deletes what is left.
             deleted = 0
-            paginator = self.client.get_paginator("list_objects_v2")
+            paginator = client.get_paginator("list_objects_v2")
             for page in paginator.paginate(Bucket=self.settings.bucket, Prefix=prefix):
                 keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
                 if keys:
-                    self.client.delete_objects(Bucket=self.settings.bucket, Delete={"Objects": keys, "Quiet": True})
+                    client.delete_objects(Bucket=self.settings.bucket, Delete={"Objects": keys, "Quiet": True})
                     deleted += len(keys)
             return deleted
 
-        return self._retrying(f"cleaning {prefix} in {self.where}", delete_all)
+        what = f"cleaning {prefix} in {self.where}"
+        if best_effort:
+            try:
+                return delete_all()
+            except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+                raise TransportError(f"{what} failed: {exc}") from None
+        return self._retrying(what, delete_all)

@@ -94,3 +94,20 @@ def test_attempts_do_not_multiply(throttled_cluster: ClusterSpec, tmp_path: Path
     finally:
         s3_control(throttled_cluster, "faults", {"fail_rate": FAIL_RATE})
     assert int(after["requests"]) - int(before["requests"]) == 1 + 3  # type: ignore[call-overload]
+
+
+def test_best_effort_cleanup_tries_each_request_once_when_the_store_is_gone() -> None:
+    """After a job, its scratch objects are deleted best-effort: with the S3 server gone (a
+    Ctrl-C stops it with the run) the retrying client held `sonic run` in backoff for minutes."""
+    import socket
+
+    with socket.socket() as sock:  # a loopback port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    store = RemoteStore(RemoteSettings("scratch", endpoint_url=f"http://127.0.0.1:{port}",
+                                       access_key="k", secret_key="s", connect_timeout_s=1.0))
+    sent: list[str] = []
+    store._once.meta.events.register("before-send.s3", lambda request, **_: sent.append(request.url))
+    with pytest.raises(TransportError, match="cleaning job-1/"):
+        store.delete_prefix("job-1/", best_effort=True)
+    assert len(sent) == 1

@@ -40,7 +40,7 @@ class MemoryRemote(RemoteStore):
         self.objects[key] = path.read_bytes()
         return 0.0
 
-    def delete_prefix(self, prefix: str) -> int:
+    def delete_prefix(self, prefix: str, *, best_effort: bool = False) -> int:
         gone = [k for k in self.objects if k.startswith(prefix)]
         for key in gone:
             del self.objects[key]
