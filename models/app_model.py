@@ -277,7 +277,7 @@ class AppModel:
         g, r = warm["_group"].to_numpy(dtype=float), warm["run_id"].astype(str).to_numpy()
         for metric, column in INSTANCE_METRICS.items():
             X = shell.design(warm, metric)
-            names = ["app_input_bytes", *(["outputs"] if X.shape[1] > 2 + len(fcols) else []), *feats]
+            names = ["app_input_bytes", *(["outputs"] if metric == "time" and outputs is not None else []), *feats]
             statistic = self.time_statistic if metric == "time" else 0.5
             # Memory power laws grow on top of the resident baseline every instance has.
             candidates = (default_candidates(X.shape[1] - 1, offset=self.memory_baseline_)
